@@ -1,0 +1,1 @@
+"""L1 adapters bundled with bfs-smr: ``memory`` (embedded L1)."""

@@ -1,0 +1,604 @@
+"""The two-party channel protocol object (sans-IO).
+
+One :class:`Channel` per party. Inputs are method calls (``start``, ``issue``, ``close``,
+``receive``); outputs are :mod:`effects <bfs_smr._messages>` drained with
+:meth:`Channel.effects`, to be carried out *in order* by the driver (persist before send).
+
+**Sequencing (DESIGN I6).** Participant 0, the opener, is the channel's sequencer: it alone
+proposes updates, chaining each on its previous proposal, with up to ``max_in_flight``
+awaiting the follower's counter-signature. The follower sends its commands as requests;
+the sequencer orders them with its own. So there is exactly one candidate update per
+sequence number, and each party signs each sequence number at most once (I1): the
+sequencer when it proposes, the follower when it counter-signs.
+
+**Validation (I2).** The follower counter-signs only an update that extends its newest
+doubly-signed update, is signed by the sequencer, contains only commands it requested (in
+its order) besides the sequencer's own, and whose state hash and outcome it reproduces by
+re-executing the commands. A violation raises :class:`RemoteViolation` and changes nothing.
+
+All legal ``(role, phase, input)`` triples are in :data:`TRANSITIONS`; anything else is
+refused (a :class:`LocalError` for a call, a :class:`RemoteViolation` for a message).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Any
+
+from ._app import StateMachine
+from ._codec import hash_bytes as _hash
+from ._crypto import Signer
+from ._errors import CodecError, CommandRejected, LocalError, RemoteViolation
+from ._l1 import L1Format
+from ._messages import (
+    Accept,
+    ChannelFinalized,
+    ChannelOpened,
+    CloseRequest,
+    CommandCommitted,
+    CommandFailed,
+    Denied,
+    Effect,
+    Message,
+    PersistUpdate,
+    Propose,
+    Request,
+    SendMessage,
+    encode_message,
+    parse_message,
+)
+from ._update import ChannelParams, CommandEntry, SignedUpdate, Update
+
+__all__ = ["Channel", "Input", "Phase", "Role", "TRANSITIONS"]
+
+
+class Role(enum.Enum):
+    SEQUENCER = "sequencer"  # participant 0: proposes every update
+    FOLLOWER = "follower"  # participant 1: requests, validates and counter-signs
+
+
+class Phase(enum.Enum):
+    OPENING = "opening"  # the opening update (seq 0) is not doubly signed yet
+    OPEN = "open"
+    CLOSING = "closing"  # a cooperative close was asked for; no new commands
+    CLOSED = "closed"  # a final update is doubly signed
+    DISPUTE = "dispute"  # this party signed a force move: off-chain updates are over
+
+
+class Input(enum.Enum):
+    START = "start"
+    ISSUE = "issue"
+    CLOSE = "close"
+    FORCE_MOVE = "force_move"
+    RECV_PROPOSE = "propose"
+    RECV_ACCEPT = "accept"
+    RECV_REQUEST = "request"
+    RECV_CLOSE_REQUEST = "close_request"
+    RECV_DENIED = "denied"
+
+
+_S, _F = Role.SEQUENCER, Role.FOLLOWER
+_OPENING, _OPEN, _CLOSING, _CLOSED, _DISPUTE = Phase
+
+#: Every legal (role, phase, input) and the method that handles it. One table, as in
+#: h11: docs/protocol.md draws the state diagram from it.
+TRANSITIONS: dict[tuple[Role, Phase, Input], str] = {
+    (_S, _OPENING, Input.START): "_seq_start",
+    (_S, _OPENING, Input.RECV_ACCEPT): "_seq_on_accept",
+    (_S, _OPEN, Input.ISSUE): "_seq_issue",
+    (_S, _OPEN, Input.CLOSE): "_seq_close",
+    (_S, _OPEN, Input.FORCE_MOVE): "_force_move",
+    (_S, _OPEN, Input.RECV_ACCEPT): "_seq_on_accept",
+    (_S, _OPEN, Input.RECV_REQUEST): "_seq_on_request",
+    (_S, _OPEN, Input.RECV_CLOSE_REQUEST): "_seq_on_close_request",
+    (_S, _CLOSING, Input.CLOSE): "_noop",
+    (_S, _CLOSING, Input.FORCE_MOVE): "_force_move",
+    (_S, _CLOSING, Input.RECV_ACCEPT): "_seq_on_accept",
+    (_S, _CLOSING, Input.RECV_REQUEST): "_seq_on_request",
+    (_S, _CLOSING, Input.RECV_CLOSE_REQUEST): "_seq_on_close_request",
+    (_F, _OPENING, Input.START): "_noop",
+    (_F, _OPENING, Input.RECV_PROPOSE): "_fol_on_propose",
+    (_F, _OPEN, Input.ISSUE): "_fol_issue",
+    (_F, _OPEN, Input.CLOSE): "_fol_close",
+    (_F, _OPEN, Input.FORCE_MOVE): "_force_move",
+    (_F, _OPEN, Input.RECV_PROPOSE): "_fol_on_propose",
+    (_F, _OPEN, Input.RECV_DENIED): "_fol_on_denied",
+    (_F, _CLOSING, Input.CLOSE): "_noop",
+    (_F, _CLOSING, Input.FORCE_MOVE): "_force_move",
+    (_F, _CLOSING, Input.RECV_PROPOSE): "_fol_on_propose",
+    (_F, _CLOSING, Input.RECV_DENIED): "_fol_on_denied",
+    (_F, _CLOSED, Input.RECV_PROPOSE): "_fol_on_propose",
+    (_F, _CLOSED, Input.RECV_DENIED): "_fol_on_denied",
+}
+
+_RECEIVE_INPUT: dict[type, Input] = {
+    Propose: Input.RECV_PROPOSE,
+    Accept: Input.RECV_ACCEPT,
+    Request: Input.RECV_REQUEST,
+    CloseRequest: Input.RECV_CLOSE_REQUEST,
+    Denied: Input.RECV_DENIED,
+}
+
+_CLOSE = object()  # marks a close request in the follower's request queue
+
+
+class Channel:
+    """One party's side of a two-party channel.
+
+    Args:
+        params: the channel parameters both parties agreed on.
+        app: the app (state machine) instance.
+        fmt: the L1's signing format (from the L1 adapter).
+        signer: this party's key; its public key must be one of the participants.
+        max_in_flight: the sequencer's bound on proposals awaiting counter-signature.
+        max_batch: most commands the sequencer puts in one update.
+
+    Raises:
+        LocalError: the signer is not a participant, or the app does not match params.
+    """
+
+    def __init__(
+        self,
+        params: ChannelParams,
+        app: StateMachine[Any],
+        fmt: L1Format,
+        signer: Signer,
+        *,
+        max_in_flight: int = 64,
+        max_batch: int = 1,
+    ) -> None:
+        if signer.public_key not in params.participants:
+            raise LocalError("the signer's key is not a participant of this channel")
+        if app.app_id != params.app_id:
+            raise LocalError(f"app {app.app_id} does not match the channel's {params.app_id}")
+        if type(fmt.scheme) is not type(signer.scheme):
+            raise LocalError("the signer's scheme is not the L1's scheme")
+        if max_in_flight < 1 or max_batch < 1:
+            raise LocalError("max_in_flight and max_batch must be at least 1")
+        self.params = params
+        self.app = app
+        self.format = fmt
+        self.channel_id = params.channel_id
+        self.index = params.participants.index(signer.public_key)
+        self.peer_index = 1 - self.index
+        self.role = Role.SEQUENCER if self.index == 0 else Role.FOLLOWER
+        self.max_in_flight = max_in_flight
+        self.max_batch = max_batch
+        self._signer = signer
+        self._peer_key = params.participants[self.peer_index]
+        self._phase = Phase.OPENING
+        self._out: list[Effect] = []
+        self._committed: SignedUpdate | None = None
+        self._committed_state: Any = None
+        # Chain tip this party has signed: for the sequencer its newest proposal, for
+        # the follower its newest doubly-signed update.
+        self._head_seq = -1
+        self._head_hash = params.genesis_hash
+        self._next_ref = 1
+        # sequencer
+        self._in_flight: deque[tuple[SignedUpdate, Any, bytes]] = deque()
+        self._queue: deque[tuple[CommandEntry, Any]] = deque()
+        self._tip_state: Any = None
+        self._close_wanted = False
+        self._final_proposed = False
+        self._last_peer_ref = 0
+        # follower
+        self._requests: deque[tuple[int, Any]] = deque()
+
+    # -- public API ---------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def committed(self) -> SignedUpdate | None:
+        """The newest doubly-signed update (what to close with on L1)."""
+        return self._committed
+
+    @property
+    def state(self) -> Any:
+        """The app state of :attr:`committed`."""
+        return self._committed_state
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of :attr:`committed` (-1 before the opening update)."""
+        return -1 if self._committed is None else self._committed.seq
+
+    @property
+    def pending(self) -> int:
+        """Commands issued here or requested of here that are not yet committed."""
+        return len(self._queue) + sum(len(s.update.commands) for s, _, _ in self._in_flight) + len(
+            self._requests
+        )
+
+    def in_flight(self) -> list[SignedUpdate]:
+        """The sequencer's proposals still lacking the follower's signature, oldest first."""
+        return [signed for signed, _, _ in self._in_flight]
+
+    def effects(self) -> list[Effect]:
+        """Drain the effects produced so far, to be carried out in order."""
+        out, self._out = self._out, []
+        return out
+
+    def start(self) -> None:
+        """Begin: the sequencer proposes the opening update; for the follower a no-op."""
+        self._dispatch(Input.START)
+
+    def issue(self, command: Any) -> int:
+        """Issue an app command as this party.
+
+        Returns:
+            A reference number; :class:`CommandCommitted` or :class:`CommandFailed`
+            effects with it follow.
+
+        Raises:
+            CommandRejected: the app refuses the command in the newest state this party
+                knows (for the sequencer that is exact; for the follower an early check).
+            LocalError: the channel is not open for commands.
+        """
+        result: int = self._dispatch(Input.ISSUE, command)
+        return result
+
+    def close(self) -> None:
+        """Ask for a cooperative close: a final update after the commands already issued.
+
+        Raises:
+            LocalError: not open, or the app does not allow closing in this state.
+        """
+        self._dispatch(Input.CLOSE)
+
+    def force_move(self, command: Any = None) -> SignedUpdate:
+        """Sign the next update on top of :attr:`committed` alone, for a force move on L1.
+
+        If this party already signed an update at that sequence number (the sequencer's
+        oldest in-flight proposal), that same update is returned: never a second one
+        (I1). Otherwise ``command`` is applied as this party's move. Afterwards the
+        channel is in :attr:`Phase.DISPUTE` and takes no more off-chain updates.
+
+        Raises:
+            LocalError: nothing committed yet, it is not this party's move, or no command.
+            CommandRejected: the app refuses the move.
+        """
+        result: SignedUpdate = self._dispatch(Input.FORCE_MOVE, command)
+        return result
+
+    def receive(self, data: bytes) -> None:
+        """Take one message from the peer.
+
+        Raises:
+            RemoteViolation: the message is malformed, out of place, or breaks the
+                protocol. The channel is unchanged; the error's ``recourse`` is the
+                newest doubly-signed update to close with on L1.
+        """
+        try:
+            msg = parse_message(data)
+        except CodecError as exc:
+            raise self._violation(f"malformed message: {exc.reason}") from None
+        if msg.channel_id != self.channel_id:
+            raise self._violation("message for another channel")
+        self._dispatch(_RECEIVE_INPUT[type(msg)], msg)
+
+    # -- dispatch -----------------------------------------------------------------
+
+    def _dispatch(self, what: Input, arg: Any = None) -> Any:
+        handler = TRANSITIONS.get((self.role, self._phase, what))
+        if handler is None:
+            where = f"{self.role.value} in phase {self._phase.value}"
+            if what.name.startswith("RECV_"):
+                raise self._violation(f"unexpected {what.value} message for the {where}")
+            raise LocalError(f"cannot {what.value} as the {where}")
+        return getattr(self, handler)(arg)
+
+    def _violation(self, reason: str) -> RemoteViolation:
+        return RemoteViolation(reason, recourse=self._committed)
+
+    def _send(self, msg: Message) -> None:
+        self._out.append(SendMessage(data=encode_message(msg)))
+
+    def _noop(self, _: Any) -> None:
+        return None
+
+    def _apply_peer_command(self, state: Any, command: Any, actor: int) -> Any:
+        """Run the app on a command that came from the peer; any failure is a rejection."""
+        try:
+            return self.app.apply(state, command, actor)
+        except CommandRejected:
+            raise
+        except Exception as exc:  # an app that trips on hostile input must not crash us
+            raise CommandRejected(f"malformed command ({type(exc).__name__})") from None
+
+    def _commit(self, signed: SignedUpdate, state: Any) -> None:
+        self._committed = signed
+        self._committed_state = state
+        self._out.append(PersistUpdate(update=signed, state=state, committed=True))
+        u = signed.update
+        for entry in u.commands:
+            self._out.append(
+                CommandCommitted(
+                    seq=u.seq,
+                    actor=entry.actor,
+                    ref=entry.ref,
+                    command=entry.command,
+                    local=entry.actor == self.index,
+                )
+            )
+        if u.seq == 0:
+            self._phase = Phase.OPEN
+            self._out.append(ChannelOpened(update=signed))
+        if u.final:
+            self._phase = Phase.CLOSED
+            self._out.append(ChannelFinalized(update=signed))
+
+    # -- sequencer ----------------------------------------------------------------
+
+    def _seq_start(self, _: Any) -> None:
+        if self._head_seq >= 0:
+            return  # already proposed the opening update
+        try:
+            state = self.app.initial_state(self.params)
+        except CommandRejected as exc:
+            raise LocalError(f"app refuses these channel parameters: {exc.reason}") from None
+        self._tip_state = state
+        self._propose((), state, final=False)
+
+    def _propose(self, entries: tuple[CommandEntry, ...], state: Any, *, final: bool) -> None:
+        update = Update(
+            channel_id=self.channel_id,
+            seq=self._head_seq + 1,
+            prev_hash=self._head_hash,
+            app_id=self.params.app_id,
+            commands=entries,
+            state_hash=self.app.state_hash(state),
+            outcome=self.app.checked_outcome(state, self.params),
+            final=final,
+        )
+        body = update.body()
+        digest = self.format.digest(update, body)
+        sig = self._signer.sign(digest)
+        sigs = (sig, None) if self.index == 0 else (None, sig)
+        signed = SignedUpdate(update, sigs)
+        self._head_seq = update.seq
+        self._head_hash = _hash(body)
+        self._in_flight.append((signed, state, digest))
+        self._out.append(PersistUpdate(update=signed, state=state, committed=False))
+        self._send(Propose(channel_id=self.channel_id, update=update, signature=sig))
+
+    def _pump(self) -> None:
+        while self._queue and len(self._in_flight) < self.max_in_flight:
+            take = min(self.max_batch, len(self._queue))
+            batch = [self._queue.popleft() for _ in range(take)]
+            self._propose(tuple(e for e, _ in batch), batch[-1][1], final=False)
+        if (
+            self._close_wanted
+            and not self._final_proposed
+            and not self._queue
+            and len(self._in_flight) < self.max_in_flight
+        ):
+            self._final_proposed = True
+            self._propose((), self._tip_state, final=True)
+
+    def _seq_issue(self, command: Any) -> int:
+        state = self.app.apply(self._tip_state, command, self.index)
+        ref = self._next_ref
+        self._next_ref += 1
+        self._queue.append((CommandEntry(self.index, ref, command), state))
+        self._tip_state = state
+        self._pump()
+        return ref
+
+    def _seq_close(self, _: Any) -> None:
+        if not self.app.may_close(self._tip_state):
+            raise LocalError(f"{self.app.name} does not allow a cooperative close in this state")
+        self._phase = Phase.CLOSING
+        self._close_wanted = True
+        self._pump()
+
+    def _seq_on_accept(self, msg: Accept) -> None:
+        if not self._in_flight:
+            raise self._violation("counter-signature for an update that was not proposed")
+        signed, state, digest = self._in_flight[0]
+        if msg.seq != signed.seq:
+            raise self._violation(f"counter-signature for seq {msg.seq}, expected {signed.seq}")
+        if not self.format.scheme.verify(self._peer_key, digest, msg.signature):
+            raise self._violation(f"invalid counter-signature on seq {msg.seq}")
+        self._in_flight.popleft()
+        both = (signed.signatures[0], msg.signature) if self.index == 0 else (
+            msg.signature,
+            signed.signatures[1],
+        )
+        self._commit(SignedUpdate(signed.update, both), state)
+        self._pump()
+
+    def _check_peer_ref(self, ref: int) -> None:
+        if ref <= self._last_peer_ref:
+            raise self._violation(f"request reference {ref} is not increasing (replay?)")
+        self._last_peer_ref = ref
+
+    def _seq_on_request(self, msg: Request) -> None:
+        self._check_peer_ref(msg.ref)
+        if self._phase is not Phase.OPEN:
+            self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason="channel is closing"))
+            return
+        try:
+            state = self._apply_peer_command(self._tip_state, msg.command, self.peer_index)
+        except CommandRejected as exc:
+            self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason=exc.reason))
+            return
+        self._queue.append((CommandEntry(self.peer_index, msg.ref, msg.command), state))
+        self._tip_state = state
+        self._pump()
+
+    def _seq_on_close_request(self, msg: CloseRequest) -> None:
+        self._check_peer_ref(msg.ref)
+        if self._phase is Phase.CLOSING:
+            return  # the final update is already coming; it answers this request too
+        if not self.app.may_close(self._tip_state):
+            reason = f"{self.app.name} does not allow a cooperative close in this state"
+            self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason=reason))
+            return
+        self._seq_close(None)
+
+    # -- follower -----------------------------------------------------------------
+
+    def _fol_issue(self, command: Any) -> int:
+        # Early check against the newest state this party signed; the sequencer's check
+        # against its tip is the one that counts.
+        self.app.apply(self._committed_state, command, self.index)
+        ref = self._next_ref
+        self._next_ref += 1
+        self._requests.append((ref, command))
+        self._send(Request(channel_id=self.channel_id, ref=ref, command=command))
+        return ref
+
+    def _fol_close(self, _: Any) -> None:
+        ref = self._next_ref
+        self._next_ref += 1
+        self._requests.append((ref, _CLOSE))
+        self._phase = Phase.CLOSING
+        self._send(CloseRequest(channel_id=self.channel_id, ref=ref))
+
+    def _fol_on_denied(self, msg: Denied) -> None:
+        if not self._requests:
+            if self._phase is Phase.CLOSED:
+                return  # requests were already failed when the final update arrived
+            raise self._violation(f"denial of request {msg.ref}, which is not pending")
+        ref, what = self._requests[0]
+        if msg.ref != ref:
+            raise self._violation(f"denial of request {msg.ref}, expected {ref} (out of order)")
+        self._requests.popleft()
+        if what is _CLOSE and self._phase is Phase.CLOSING:
+            self._phase = Phase.OPEN
+        self._out.append(CommandFailed(ref=ref, reason=msg.reason))
+
+    def _fol_on_propose(self, msg: Propose) -> None:
+        u = msg.update
+        committed = self._committed
+        if committed is not None and u.seq <= committed.seq:
+            if u.seq == committed.seq and u == committed.update:
+                # A retransmission of what this party already signed: same answer again.
+                sig = committed.signatures[self.index]
+                assert sig is not None
+                self._send(Accept(channel_id=self.channel_id, seq=u.seq, signature=sig))
+                return
+            if u.seq == committed.seq:
+                raise self._violation(
+                    f"asked to sign a second, different update at seq {u.seq}; refused (I1)"
+                )
+            raise self._violation(f"stale proposal for seq {u.seq}")
+        if self._phase is Phase.CLOSED:
+            raise self._violation("proposal after the final update")
+        expected = self._head_seq + 1
+        if u.seq != expected:
+            raise self._violation(f"proposal for seq {u.seq}, expected {expected}")
+        if u.prev_hash != self._head_hash:
+            raise self._violation(f"seq {u.seq} does not link to this party's newest update")
+        if u.app_id != self.params.app_id:
+            raise self._violation(f"seq {u.seq} names app {u.app_id!r}")
+        body = u.body()
+        digest = self.format.digest(u, body)
+        if not self.format.scheme.verify(self._peer_key, digest, msg.signature):
+            raise self._violation(f"invalid or missing proposer signature on seq {u.seq}")
+        consumed, state = self._re_execute(u)
+        if self.app.state_hash(state) != u.state_hash:
+            raise self._violation(f"seq {u.seq}: state hash differs from re-execution")
+        outcome = self.app.checked_outcome(state, self.params)
+        if outcome != u.outcome:
+            raise self._violation(
+                f"seq {u.seq}: outcome {list(u.outcome)} differs from re-execution "
+                f"{list(outcome)}"
+            )
+        # Everything checks out: sign (once for this seq), persist, then answer.
+        sig = self._signer.sign(digest)
+        sigs = (msg.signature, sig) if self.index == 1 else (sig, msg.signature)
+        for _ in range(consumed):
+            self._requests.popleft()
+        self._head_seq = u.seq
+        self._head_hash = _hash(body)
+        self._commit(SignedUpdate(u, sigs), state)
+        # The Accept carries this party's signature, so it goes after the PersistUpdate
+        # that _commit queued (I1).
+        self._send(Accept(channel_id=self.channel_id, seq=u.seq, signature=sig))
+        if u.final:
+            while self._requests:
+                ref, _ = self._requests.popleft()
+                self._out.append(CommandFailed(ref=ref, reason="channel closed"))
+
+    def _re_execute(self, u: Update) -> tuple[int, Any]:
+        """Check the commands of a proposal and replay them; returns (requests used, state)."""
+        if u.seq == 0:
+            if u.commands or u.final:
+                raise self._violation("the opening update must have no commands and not be final")
+            try:
+                return 0, self.app.initial_state(self.params)
+            except CommandRejected as exc:
+                raise self._violation(f"app refuses the channel parameters: {exc.reason}") from None
+        if u.final and u.commands:
+            raise self._violation(f"final update {u.seq} carries commands")
+        consumed = 0
+        state = self._committed_state
+        for entry in u.commands:
+            if entry.actor == self.index:
+                if consumed >= len(self._requests):
+                    raise self._violation(f"seq {u.seq} has a command this party never issued")
+                ref, command = self._requests[consumed]
+                if command is _CLOSE or entry.ref != ref or entry.command != command:
+                    raise self._violation(
+                        f"seq {u.seq} has a command this party never issued (ref {entry.ref})"
+                    )
+                consumed += 1
+            try:
+                state = self._apply_peer_command(state, entry.command, entry.actor)
+            except CommandRejected as exc:
+                raise self._violation(f"seq {u.seq}: invalid transition: {exc.reason}") from None
+        if u.final:
+            if not self.app.may_close(state):
+                raise self._violation(f"final update {u.seq} where {self.app.name} forbids closing")
+            if consumed < len(self._requests) and self._requests[consumed][1] is _CLOSE:
+                consumed += 1
+        return consumed, state
+
+    # -- force move ----------------------------------------------------------------
+
+    def _force_move(self, command: Any) -> SignedUpdate:
+        if self._committed is None:
+            raise LocalError("nothing committed yet")
+        base_seq = self._committed.seq
+        if self.role is Role.SEQUENCER and self._in_flight:
+            # Already signed an update at base_seq + 1: that one, never a second (I1).
+            signed, _, _ = self._in_flight[0]
+            if signed.update.final:
+                raise LocalError("the pending update is a final one; close cooperatively")
+            self._phase = Phase.DISPUTE
+            return signed
+        if self._head_seq != base_seq:
+            raise LocalError("internal: signed tip is ahead of committed")  # pragma: no cover
+        if command is None:
+            raise LocalError("a force move needs a command")
+        if self.app.to_move(self._committed_state) != self.index:
+            raise LocalError("it is not this party's move")
+        state = self.app.apply(self._committed_state, command, self.index)
+        ref = self._next_ref
+        self._next_ref += 1
+        update = Update(
+            channel_id=self.channel_id,
+            seq=base_seq + 1,
+            prev_hash=self._head_hash,
+            app_id=self.params.app_id,
+            commands=(CommandEntry(self.index, ref, command),),
+            state_hash=self.app.state_hash(state),
+            outcome=self.app.checked_outcome(state, self.params),
+            final=False,
+        )
+        body = update.body()
+        sig = self._signer.sign(self.format.digest(update, body))
+        sigs = (sig, None) if self.index == 0 else (None, sig)
+        signed = SignedUpdate(update, sigs)
+        self._head_seq = update.seq
+        self._head_hash = _hash(body)
+        self._phase = Phase.DISPUTE
+        self._out.append(PersistUpdate(update=signed, state=state, committed=False))
+        return signed
+

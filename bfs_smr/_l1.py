@@ -1,0 +1,176 @@
+"""The L1 adapter interface.
+
+An adapter connects channels to one Layer 1. It has two halves:
+
+* the **format** (:class:`L1Format`): the L1's domain, its signature scheme and how an
+  update is digested for signing. The sans-IO core uses only this, so every update is
+  signed once, in exactly the form the L1 checks.
+* the **transactions** (:class:`L1Adapter`): open, deposit, cooperative close, unilateral
+  close, refute, force move, settle; the L1's events and its notion of time. These talk to
+  the chain and live outside the core's no-I/O rule; the runtime calls them.
+
+Every adapter enforces the same semantics (DESIGN.md §5); :func:`bfs_smr.testing.check_l1_adapter`
+checks an implementation against them.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._crypto import SignatureScheme
+    from ._update import ChannelParams, SignedUpdate, Update
+
+__all__ = [
+    "L1Adapter",
+    "L1ChannelInfo",
+    "L1ChannelStatus",
+    "L1Event",
+    "L1EventKind",
+    "L1Format",
+]
+
+
+class L1Format(abc.ABC):
+    """How one L1 wants updates signed. Pure: no I/O."""
+
+    #: Identifies the L1 (chain id, contract address …); part of every channel id.
+    domain: bytes
+    #: The signature scheme the L1 verifies.
+    scheme: SignatureScheme
+
+    @abc.abstractmethod
+    def digest(self, update: Update, body: bytes) -> bytes:
+        """The bytes each party signs for ``update``.
+
+        Args:
+            update: the update.
+            body: ``update.body()``, passed so formats that sign the canonical encoding
+                need not encode again.
+
+        It must bind the L1 domain, the channel id, the sequence number, the state hash,
+        the outcome and the final flag (DESIGN I5).
+        """
+
+
+class L1ChannelStatus(enum.Enum):
+    """Where a channel stands on L1."""
+
+    FUNDING = "funding"  # opened, not every deposit is in yet
+    OPEN = "open"
+    CLOSING = "closing"  # an update is registered and the window runs
+    SETTLED = "settled"  # paid out; nothing more can happen
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class L1ChannelInfo:
+    """A snapshot of one channel on L1."""
+
+    channel_id: bytes
+    status: L1ChannelStatus
+    locked: int
+    registered_seq: int | None
+    deadline: int | None
+    payouts: tuple[int, int] | None
+
+
+class L1EventKind(enum.Enum):
+    OPENED = "opened"
+    DEPOSITED = "deposited"
+    CLOSING_STARTED = "closing_started"
+    REFUTED = "refuted"
+    FORCE_MOVED = "force_moved"
+    SETTLED = "settled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class L1Event:
+    """Something that happened on L1 to a channel.
+
+    Attributes:
+        index: position in the L1's event stream (pass ``index + 1`` to ``events``).
+        kind: what happened.
+        channel_id: to which channel.
+        seq: the registered sequence number, for close/refute/force-move events.
+        deadline: when the window ends, for close/refute/force-move events.
+        payouts: what each participant was paid, for settled events.
+        time: L1 time of the event.
+    """
+
+    index: int
+    kind: L1EventKind
+    channel_id: bytes
+    time: int
+    seq: int | None = None
+    deadline: int | None = None
+    payouts: tuple[int, int] | None = None
+
+
+class L1Adapter(abc.ABC):
+    """One party's connection to an L1, acting as that party's account.
+
+    Every transaction method either takes effect or raises :class:`bfs_smr.L1Error`
+    with a reason and changes nothing.
+    """
+
+    #: How this L1 wants updates signed.
+    format: L1Format
+    #: Whether :meth:`force_move` is available (apps with turns need it to be live).
+    supports_force_move: bool = False
+
+    @property
+    @abc.abstractmethod
+    def account(self) -> bytes:
+        """The public key this adapter transacts as."""
+
+    @abc.abstractmethod
+    def open(self, params: ChannelParams) -> bytes:
+        """Register the channel and lock this party's deposit; returns the channel id."""
+
+    @abc.abstractmethod
+    def deposit(self, channel_id: bytes, amount: int) -> None:
+        """Lock (more of) this party's deposit in an opened channel."""
+
+    @abc.abstractmethod
+    def cooperative_close(self, update: SignedUpdate) -> tuple[int, int]:
+        """Close at once with a doubly-signed *final* update; returns the payouts."""
+
+    @abc.abstractmethod
+    def unilateral_close(self, update: SignedUpdate) -> int:
+        """Register a doubly-signed update and start the window; returns the deadline."""
+
+    @abc.abstractmethod
+    def refute(self, update: SignedUpdate) -> None:
+        """Replace the registered update with a newer doubly-signed one, in the window."""
+
+    def force_move(self, state: bytes, update: SignedUpdate) -> int:
+        """Post the next move signed by the mover alone; returns the new deadline.
+
+        Args:
+            state: the registered update's state, encoded (its hash must match).
+            update: the next update, signed by the party whose move it is.
+        """
+        raise NotImplementedError("this L1 adapter does not support force moves")
+
+    @abc.abstractmethod
+    def settle(self, channel_id: bytes) -> tuple[int, int]:
+        """After the window, pay out the registered outcome; returns the payouts."""
+
+    @abc.abstractmethod
+    def channel(self, channel_id: bytes) -> L1ChannelInfo:
+        """The channel as L1 sees it."""
+
+    @abc.abstractmethod
+    def events(self, since: int = 0) -> list[L1Event]:
+        """Channel events with ``index >= since``, oldest first."""
+
+    @abc.abstractmethod
+    def now(self) -> int:
+        """The L1's current time (seconds)."""
+
+    @abc.abstractmethod
+    def balance(self, account: bytes | None = None) -> int:
+        """Spendable (unlocked) balance of ``account`` (default: this adapter's)."""

@@ -1,0 +1,210 @@
+"""Wire messages between the two parties of a channel, and the effects the protocol emits.
+
+Messages are canonical CBOR arrays ``[kind, channel_id, ...fields]``. :func:`parse_message`
+checks every field's type and size before anything else looks at it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from ._codec import HASH_SIZE, MAX_MESSAGE_SIZE, decode, encode
+from ._errors import CodecError
+from ._update import SignedUpdate, Update
+
+__all__ = [
+    "Accept",
+    "ChannelFinalized",
+    "ChannelOpened",
+    "CloseRequest",
+    "CommandCommitted",
+    "CommandFailed",
+    "Denied",
+    "Effect",
+    "Message",
+    "MessageKind",
+    "PersistUpdate",
+    "Propose",
+    "Request",
+    "SendMessage",
+    "encode_message",
+    "parse_message",
+]
+
+MAX_REASON = 200
+
+
+class MessageKind(enum.IntEnum):
+    PROPOSE = 1  # sequencer -> follower: a new update, signed by the sequencer
+    ACCEPT = 2  # follower -> sequencer: the follower's signature on that update
+    REQUEST = 3  # follower -> sequencer: please sequence this command of mine
+    CLOSE_REQUEST = 4  # follower -> sequencer: please propose a final update
+    DENIED = 5  # sequencer -> follower: your request `ref` was not sequenced
+
+
+# -- messages (data only) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Propose:
+    channel_id: bytes
+    update: Update
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accept:
+    channel_id: bytes
+    seq: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    channel_id: bytes
+    ref: int
+    command: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseRequest:
+    channel_id: bytes
+    ref: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Denied:
+    channel_id: bytes
+    ref: int
+    reason: str
+
+
+Message = Propose | Accept | Request | CloseRequest | Denied
+
+
+def encode_message(msg: Message) -> bytes:
+    """Canonical bytes of ``msg``."""
+    if isinstance(msg, Propose):
+        value: list[Any] = [MessageKind.PROPOSE, msg.channel_id, msg.update.to_value(), msg.signature]
+    elif isinstance(msg, Accept):
+        value = [MessageKind.ACCEPT, msg.channel_id, msg.seq, msg.signature]
+    elif isinstance(msg, Request):
+        value = [MessageKind.REQUEST, msg.channel_id, msg.ref, msg.command]
+    elif isinstance(msg, CloseRequest):
+        value = [MessageKind.CLOSE_REQUEST, msg.channel_id, msg.ref]
+    else:
+        value = [MessageKind.DENIED, msg.channel_id, msg.ref, msg.reason[:MAX_REASON]]
+    return encode([int(value[0]), *value[1:]])
+
+
+def _int(value: Any, name: str) -> int:
+    if type(value) is not int or not 0 <= value < 1 << 63:
+        raise CodecError(f"{name} must be an integer in [0, 2**63)")
+    return value
+
+
+def _sig(value: Any) -> bytes:
+    if type(value) is not bytes or not 0 < len(value) <= 256:
+        raise CodecError("signature must be 1 to 256 bytes")
+    return value
+
+
+def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
+    """Decode and shape-check one message from the peer.
+
+    Raises:
+        CodecError: undecodable, oversized, unknown kind, or a field of the wrong shape.
+    """
+    value = decode(data, max_size=max_size)
+    if type(value) is not list or len(value) < 2:
+        raise CodecError("a message is an array [kind, channel_id, ...]")
+    kind, cid = value[0], value[1]
+    if type(cid) is not bytes or len(cid) != HASH_SIZE:
+        raise CodecError("channel_id must be 32 bytes")
+    n = len(value)
+    if kind == MessageKind.PROPOSE and n == 4:
+        try:
+            update = Update.from_value(value[2])
+        except ValueError as exc:
+            raise CodecError(f"malformed update: {exc}") from None
+        return Propose(channel_id=cid, update=update, signature=_sig(value[3]))
+    if kind == MessageKind.ACCEPT and n == 4:
+        return Accept(channel_id=cid, seq=_int(value[2], "seq"), signature=_sig(value[3]))
+    if kind == MessageKind.REQUEST and n == 4:
+        return Request(channel_id=cid, ref=_int(value[2], "ref"), command=value[3])
+    if kind == MessageKind.CLOSE_REQUEST and n == 3:
+        return CloseRequest(channel_id=cid, ref=_int(value[2], "ref"))
+    if kind == MessageKind.DENIED and n == 4:
+        reason = value[3]
+        if type(reason) is not str or len(reason) > MAX_REASON:
+            raise CodecError("reason must be a short string")
+        return Denied(channel_id=cid, ref=_int(value[2], "ref"), reason=reason)
+    raise CodecError(f"unknown message kind or wrong length: {kind!r}/{n}")
+
+
+# -- effects: what the protocol asks its driver to do, in order ---------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendMessage:
+    """Send ``data`` to the peer. Comes after any :class:`PersistUpdate` it depends on."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersistUpdate:
+    """Make this update (and its state) durable before acting on later effects.
+
+    ``committed`` is ``False`` for an update this party signed that still lacks the
+    peer's signature (DESIGN I1: the fact of signing is durable before the signature
+    leaves), ``True`` once it is doubly signed (I3).
+    """
+
+    update: SignedUpdate
+    state: Any
+    committed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandCommitted:
+    """A command is in a doubly-signed update (a payment sent or received).
+
+    ``local`` is ``True`` for commands this party issued (``ref`` is what ``issue``
+    returned).
+    """
+
+    seq: int
+    actor: int
+    ref: int
+    command: Any
+    local: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandFailed:
+    """A command this party issued will never be committed."""
+
+    ref: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelOpened:
+    """The opening update (seq 0) is doubly signed: it is now safe to fund on L1."""
+
+    update: SignedUpdate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelFinalized:
+    """A final update is doubly signed: submit it for a cooperative close."""
+
+    update: SignedUpdate
+
+
+Effect = (
+    SendMessage | PersistUpdate | CommandCommitted | CommandFailed | ChannelOpened | ChannelFinalized
+)

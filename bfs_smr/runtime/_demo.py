@@ -1,0 +1,265 @@
+"""The bundled demos: payments, counter, tic-tac-toe and the dispute paths.
+
+Each runs two real protocol parties (every signature made and verified, every update
+re-executed by both) over the embedded L1 and returns a result dict for the CLI.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._crypto import Ed25519
+from .._errors import LocalError
+from .._update import verify_log
+from ._local import LocalPair
+from ._registry import load_app
+
+__all__ = ["Progress", "demo_counter", "demo_dispute", "demo_payments", "demo_tictactoe"]
+
+#: progress(done, total) — called now and then during long runs.
+Progress = Callable[[int, int], None]
+
+
+def _no_progress(done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class _World:
+    chain: Any
+    pair: LocalPair
+
+
+def _world(app_name: str, deposits: tuple[int, int], *, keep_log: bool = True, window: int = 3_600) -> _World:
+    from adapters.memory import MemoryL1
+
+    chain = MemoryL1()
+    alice, bob = LocalPair.new_signers(Ed25519())
+    chain.mint(alice.public_key, deposits[0])
+    chain.mint(bob.public_key, deposits[1])
+    pair = LocalPair(
+        load_app(app_name),
+        alice=alice,
+        bob=bob,
+        alice_l1=chain.adapter(alice.public_key),
+        bob_l1=chain.adapter(bob.public_key),
+        deposits=deposits,
+        challenge_window=window,
+        keep_log=keep_log,
+    )
+    return _World(chain, pair)
+
+
+def _result(app: str, updates: int, world: _World, payouts: dict[str, int], seconds: float) -> dict[str, Any]:
+    return {
+        "app": app,
+        "updates": updates,
+        "l1_transactions": world.chain.transactions,
+        "locked": world.pair.params.locked,
+        "payouts": payouts,
+        "seconds": round(seconds, 6),
+        "updates_per_second": round(updates / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _payouts(world: _World) -> dict[str, int]:
+    info = world.chain.channel(world.pair.params.channel_id)
+    out = info.payouts or (0, 0)
+    return {"alice": out[0], "bob": out[1]}
+
+
+def demo_payments(
+    payments: int = 10_000,
+    amount: int = 1,
+    deposit: int | None = None,
+    *,
+    progress: Progress = _no_progress,
+    verify: bool = True,
+) -> dict[str, Any]:
+    """Alice deposits, pays Bob ``payments`` times ``amount``, both close cooperatively.
+
+    Raises:
+        LocalError: non-positive numbers, or payments that exceed the deposit.
+    """
+    if payments <= 0:
+        raise LocalError("--payments must be at least 1")
+    if amount <= 0:
+        raise LocalError("--amount must be at least 1")
+    total = payments * amount
+    if deposit is None:
+        deposit = 2 * total
+    if deposit <= 0:
+        raise LocalError("--deposit must be at least 1")
+    if total > deposit:
+        raise LocalError(f"{payments} payments of {amount} need {total}, more than the deposit {deposit}")
+    world = _world("payments", (deposit, 0), keep_log=verify)
+    pair = world.pair
+    pair.open()
+    alice = pair.alice.chan
+    step = max(1, min(500, payments // 100))
+    start = time.perf_counter()
+    for i in range(payments):
+        alice.issue({"pay": amount})
+        if i % 64 == 63:
+            pair.pump()
+        if i % step == step - 1:
+            progress(i + 1, payments)
+    pair.pump()
+    seconds = time.perf_counter() - start
+    progress(payments, payments)
+    pair.close_cooperatively()
+    if verify:  # both logs verify from the opening update: links, signatures, replay
+        for party in pair.parties:
+            verify_log(pair.params, pair.app, party.l1.format, party.log)
+    committed = pair.bob.commits  # what Bob saw doubly signed
+    return _result("payments", committed, world, _payouts(world), seconds)
+
+
+def demo_counter(increments: int = 1_000, deposit: int = 100, *, progress: Progress = _no_progress) -> dict[str, Any]:
+    """Alice and Bob increment a shared counter in turn, then close; deposits come back."""
+    if increments <= 0:
+        raise LocalError("--increments must be at least 1")
+    if deposit < 0:
+        raise LocalError("--deposit must not be negative")
+    world = _world("counter", (deposit, deposit))
+    pair = world.pair
+    pair.open()
+    start = time.perf_counter()
+    for i in range(increments):
+        (pair.alice if i % 2 == 0 else pair.bob).chan.issue({"inc": 1})
+        if i % 32 == 31:
+            pair.pump()
+            progress(i + 1, increments)
+    pair.pump()
+    seconds = time.perf_counter() - start
+    progress(increments, increments)
+    count = pair.alice.chan.state[0]
+    pair.close_cooperatively(by=pair.bob)
+    result = _result("counter", pair.alice.commits, world, _payouts(world), seconds)
+    result["count"] = count
+    return result
+
+
+def _play(pair: LocalPair, rng: random.Random, stop: Callable[[], bool] = lambda: False) -> list[int]:
+    """Both players make random legal moves until the game ends (or ``stop()``)."""
+    app = pair.app
+    moves = []
+    while not app.is_final(pair.alice.chan.state) and not stop():
+        state = pair.alice.chan.state
+        mover = pair.parties[state[1]]
+        cell = rng.choice([i for i, c in enumerate(state[0]) if c == 0])
+        mover.chan.issue({"cell": cell})
+        pair.pump()
+        moves.append(cell)
+    return moves
+
+
+def demo_tictactoe(stake: int = 100, seed: int | None = None) -> dict[str, Any]:
+    """A whole game between random players, then a cooperative close."""
+    if stake <= 0:
+        raise LocalError("--stake must be at least 1")
+    rng = random.Random(seed)
+    world = _world("tictactoe", (stake, stake))
+    pair = world.pair
+    pair.open()
+    start = time.perf_counter()
+    moves = _play(pair, rng)
+    seconds = time.perf_counter() - start
+    final_state = pair.alice.chan.state
+    pair.close_cooperatively()
+    result = _result("tictactoe", len(moves), world, _payouts(world), seconds)
+    from apps.tictactoe import winner
+
+    won = winner(final_state[0])
+    result["result"] = "draw" if won is None else ("alice" if won == 0 else "bob") + " wins"
+    result["moves"] = moves
+    result["board"] = list(final_state[0])
+    return result
+
+
+def demo_dispute(seed: int | None = None) -> dict[str, Any]:
+    """Both dispute paths on the embedded L1.
+
+    1. Payments: Alice pays Bob, then closes unilaterally with a stale update; Bob's
+       watcher refutes with his newest update inside the window; L1 pays by the newest.
+    2. Tic-tac-toe: Bob goes silent when Alice moves; Alice closes with the newest
+       doubly-signed state, forces her move on L1, Bob lets his window pass, Alice settles
+       and takes the pot.
+    """
+    start = time.perf_counter()
+    rng = random.Random(seed)
+    # -- 1. stale close, refuted -------------------------------------------------------
+    w1 = _world("payments", (1_000, 0), window=600)
+    pair = w1.pair
+    pair.open()
+    pair.alice.chan.issue({"pay": 100})
+    pair.pump()
+    stale = pair.alice.chan.committed  # Alice keeps this one: Bob holds 100 in it
+    assert stale is not None
+    for _ in range(5):
+        pair.alice.chan.issue({"pay": 50})
+    pair.pump()
+    newest = pair.bob.chan.committed
+    assert newest is not None
+    pair.alice.l1.unilateral_close(stale)
+    # Bob watches the L1: a close with a stale seq is answered with his newest update.
+    refuted = False
+    for event in pair.bob.l1.events():
+        if event.kind.value == "closing_started" and event.seq is not None and event.seq < newest.seq:
+            pair.bob.l1.refute(newest)
+            refuted = True
+    w1.chain.advance(600)
+    pair.bob.l1.settle(pair.params.channel_id)
+    stale_part = {
+        "stale_seq": stale.seq,
+        "newest_seq": newest.seq,
+        "refuted": refuted,
+        "payouts": _payouts(w1),
+        "l1_transactions": w1.chain.transactions,
+    }
+    # -- 2. silent player, force move --------------------------------------------------
+    w2 = _world("tictactoe", (100, 100), window=600)
+    game = w2.pair
+    game.open()
+    # Play until it is Alice's turn again and she can still move without ending the game.
+    _play(game, rng, stop=lambda: len([c for c in game.alice.chan.state[0] if c]) >= 2)
+    state = game.alice.chan.state
+    assert state[1] == 0
+    cell = rng.choice([i for i, c in enumerate(state[0]) if c == 0])
+    game.silenced.add("bob")  # Bob stops answering
+    game.alice.chan.issue({"cell": cell})
+    game.pump()
+    registered = game.alice.chan.committed
+    assert registered is not None
+    game.alice.l1.unilateral_close(registered)
+    move = game.alice.chan.force_move()  # the very move Bob never counter-signed (I1)
+    game.alice.l1.force_move(game.app.encode_state(game.alice.chan.state), move)
+    w2.chain.advance(600)  # Bob's window passes in silence
+    game.alice.l1.settle(game.params.channel_id)
+    force_part = {
+        "moves_signed_by_both": registered.seq,
+        "forced_seq": move.seq,
+        "payouts": _payouts(w2),
+        "l1_transactions": w2.chain.transactions,
+    }
+    seconds = time.perf_counter() - start
+    payouts = {
+        "alice": stale_part["payouts"]["alice"] + force_part["payouts"]["alice"],  # type: ignore[index]
+        "bob": stale_part["payouts"]["bob"] + force_part["payouts"]["bob"],  # type: ignore[index]
+    }
+    updates = pair.bob.commits + game.alice.commits
+    return {
+        "app": "dispute",
+        "updates": updates,
+        "l1_transactions": w1.chain.transactions + w2.chain.transactions,
+        "locked": pair.params.locked + game.params.locked,
+        "payouts": payouts,
+        "seconds": round(seconds, 6),
+        "updates_per_second": round(updates / seconds, 1) if seconds > 0 else None,
+        "stale_close": stale_part,
+        "force_move": force_part,
+    }

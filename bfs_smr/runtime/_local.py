@@ -1,0 +1,177 @@
+"""Driving two channel parties in one process over an embedded L1.
+
+:class:`LocalPair` is the smallest real runtime: it carries out both parties' effects in
+order, delivers each party's messages to the other as bytes, keeps each party's log of
+doubly-signed updates, and talks to the L1 through each party's own adapter. The demos,
+the benchmark and many tests use it; tests that play an adversary drive
+:class:`bfs_smr.Channel` objects directly instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._app import StateMachine
+from .._channel import Channel
+from .._crypto import Signer
+from .._l1 import L1Adapter
+from .._messages import (
+    ChannelFinalized,
+    CommandCommitted,
+    CommandFailed,
+    PersistUpdate,
+    SendMessage,
+)
+from .._update import ChannelParams, SignedUpdate
+
+__all__ = ["LocalPair", "Party"]
+
+
+@dataclass(eq=False)
+class Party:
+    """One side of a :class:`LocalPair` and what it has seen."""
+
+    name: str
+    signer: Signer
+    l1: L1Adapter
+    channel: Channel | None = None
+    keep_log: bool = True
+    log: list[SignedUpdate] = field(default_factory=list)
+    inbox: deque[bytes] = field(default_factory=deque)
+    committed: list[CommandCommitted] = field(default_factory=list)
+    failed: list[CommandFailed] = field(default_factory=list)
+    final: SignedUpdate | None = None
+    commits: int = 0
+
+    @property
+    def chan(self) -> Channel:
+        assert self.channel is not None, "channel not created yet"
+        return self.channel
+
+
+class LocalPair:
+    """Alice (participant 0, the sequencer) and Bob (participant 1) in one process.
+
+    Args:
+        app: the app instance both run.
+        alice_l1, bob_l1: each party's adapter to the same L1 (built by the caller, e.g.
+            ``MemoryL1().adapter(key)``); see :meth:`new_signers` for keys.
+        alice, bob: the parties' signers (their public keys must be the adapters' accounts).
+        deposits: what each locks.
+        options: app options.
+        challenge_window: L1 window in seconds.
+        keep_log: keep every doubly-signed update (for verification); off for benchmarks.
+    """
+
+    def __init__(
+        self,
+        app: StateMachine[Any],
+        *,
+        alice: Signer,
+        bob: Signer,
+        alice_l1: L1Adapter,
+        bob_l1: L1Adapter,
+        deposits: tuple[int, int],
+        options: dict[str, Any] | None = None,
+        challenge_window: int = 3_600,
+        nonce: int = 0,
+        keep_log: bool = True,
+        max_in_flight: int = 64,
+        max_batch: int = 1,
+    ) -> None:
+        self.app = app
+        self.params = ChannelParams(
+            l1=alice_l1.format.domain,
+            participants=(alice.public_key, bob.public_key),
+            deposits=deposits,
+            app=app.name,
+            app_version=app.version,
+            options=options or {},
+            nonce=nonce,
+            challenge_window=challenge_window,
+        )
+        self.alice = Party("alice", alice, alice_l1, keep_log=keep_log)
+        self.bob = Party("bob", bob, bob_l1, keep_log=keep_log)
+        for party in (self.alice, self.bob):
+            party.channel = Channel(
+                self.params,
+                app,
+                party.l1.format,
+                party.signer,
+                max_in_flight=max_in_flight,
+                max_batch=max_batch,
+            )
+        self.silenced: set[str] = set()
+
+    @staticmethod
+    def new_signers(scheme: Any) -> tuple[Signer, Signer]:
+        """Two fresh random keys under ``scheme``."""
+        return Signer(scheme, os.urandom(32)), Signer(scheme, os.urandom(32))
+
+    @property
+    def parties(self) -> tuple[Party, Party]:
+        return (self.alice, self.bob)
+
+    def peer(self, party: Party) -> Party:
+        return self.bob if party is self.alice else self.alice
+
+    # -- driving ----------------------------------------------------------------------
+
+    def drain(self, party: Party) -> None:
+        """Carry out ``party``'s effects in order."""
+        peer = self.peer(party)
+        for effect in party.chan.effects():
+            kind = type(effect)
+            if kind is SendMessage:
+                if party.name not in self.silenced:
+                    peer.inbox.append(effect.data)  # type: ignore[union-attr]
+            elif kind is PersistUpdate:
+                if effect.committed and party.keep_log:  # type: ignore[union-attr]
+                    party.log.append(effect.update)  # type: ignore[union-attr]
+            elif kind is CommandCommitted:
+                party.commits += 1
+                if party.keep_log:
+                    party.committed.append(effect)  # type: ignore[arg-type]
+            elif kind is CommandFailed:
+                party.failed.append(effect)  # type: ignore[arg-type]
+            elif kind is ChannelFinalized:
+                party.final = effect.update  # type: ignore[union-attr]
+
+    def pump(self) -> None:
+        """Deliver messages both ways until neither party has anything to say."""
+        alice, bob = self.alice, self.bob
+        self.drain(alice)
+        self.drain(bob)
+        while alice.inbox or bob.inbox:
+            while bob.inbox:
+                data = bob.inbox.popleft()
+                if bob.name not in self.silenced:
+                    bob.chan.receive(data)
+            self.drain(bob)
+            while alice.inbox:
+                data = alice.inbox.popleft()
+                if alice.name not in self.silenced:
+                    alice.chan.receive(data)
+            self.drain(alice)
+            self.drain(bob)
+
+    def open(self) -> None:
+        """Sign the opening update both ways, then fund the channel on L1."""
+        self.alice.chan.start()
+        self.bob.chan.start()
+        self.pump()
+        cid = self.alice.l1.open(self.params)
+        if self.params.deposits[1]:
+            self.bob.l1.deposit(cid, self.params.deposits[1])
+
+    def close_cooperatively(self, by: Party | None = None) -> tuple[int, int]:
+        """Agree on a final update and have ``by`` (default Alice) submit it."""
+        closer = by or self.alice
+        closer.chan.close()
+        self.pump()
+        if closer.final is None:
+            raise RuntimeError("the final update was not doubly signed")
+        return closer.l1.cooperative_close(closer.final)

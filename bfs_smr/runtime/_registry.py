@@ -1,0 +1,57 @@
+"""Finding apps and L1 adapters by name.
+
+Apps are found through the ``bfs_smr.apps`` entry-point group (the bundled ones are
+registered exactly like third-party ones, in pyproject.toml) or through
+:func:`register_app` for code that is not installed as a package.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from .._app import StateMachine
+from .._errors import LocalError
+
+__all__ = ["available_apps", "load_app", "register_app"]
+
+APP_GROUP = "bfs_smr.apps"
+
+_explicit: dict[str, type[StateMachine[Any]]] = {}
+
+
+def register_app(cls: type[StateMachine[Any]]) -> type[StateMachine[Any]]:
+    """Make ``cls`` loadable by its ``name`` (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, StateMachine)):
+        raise LocalError("register_app takes a StateMachine subclass")
+    _explicit[cls.name] = cls
+    return cls
+
+
+def available_apps() -> dict[str, type[StateMachine[Any]]]:
+    """Every app that can be loaded, by name (explicit registrations win)."""
+    found: dict[str, type[StateMachine[Any]]] = {}
+    for ep in entry_points(group=APP_GROUP):
+        try:
+            cls = ep.load()
+        except Exception:  # one broken plug-in must not hide the others  # noqa: BLE001
+            continue
+        if isinstance(cls, type) and issubclass(cls, StateMachine):
+            found[ep.name] = cls
+    found.update(_explicit)
+    return found
+
+
+def load_app(name: str, version: int | None = None) -> StateMachine[Any]:
+    """An instance of the app called ``name``.
+
+    Raises:
+        LocalError: no such app, or it is not the requested version.
+    """
+    cls = _explicit.get(name) or available_apps().get(name)
+    if cls is None:
+        known = ", ".join(sorted(available_apps())) or "none"
+        raise LocalError(f"unknown app {name!r} (available: {known})")
+    if version is not None and cls.version != version:
+        raise LocalError(f"app {name!r} is version {cls.version}, the channel needs {version}")
+    return cls()

@@ -1,0 +1,180 @@
+"""The ``bfs-smr`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from .._errors import BfsSmrError
+
+__all__ = ["main"]
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="bfs-smr", description="Two-party channels on a signed, replicated log.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="run a bundled demo on the embedded L1")
+    apps = demo.add_subparsers(dest="app", required=True, parser_class=_Parser)
+
+    pay = apps.add_parser("payments", help="Alice pays Bob N times, then both close")
+    pay.add_argument("--payments", type=_positive, default=10_000, metavar="N")
+    pay.add_argument("--amount", type=_positive, default=1, metavar="A")
+    pay.add_argument("--deposit", type=_positive, default=None, metavar="D", help="default: 2 × N × A")
+    pay.add_argument("--json", action="store_true", help="print one JSON object")
+
+    counter = apps.add_parser("counter", help="both parties increment a counter")
+    counter.add_argument("--increments", type=_positive, default=1_000, metavar="N")
+    counter.add_argument("--deposit", type=_positive, default=100, metavar="D")
+    counter.add_argument("--json", action="store_true")
+
+    ttt = apps.add_parser("tictactoe", help="a whole game with a stake, to a result")
+    ttt.add_argument("--stake", type=_positive, default=100)
+    ttt.add_argument("--seed", type=int, default=None, help="seed for the players' moves")
+    ttt.add_argument("--json", action="store_true")
+
+    dispute = apps.add_parser("dispute", help="a stale close refuted, and a win by force move")
+    dispute.add_argument("--seed", type=int, default=None)
+    dispute.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("bench", help="measure throughput against the crypto bound")
+    bench.add_argument("--payments", type=_positive, default=10_000, metavar="N")
+    bench.add_argument("--json", action="store_true")
+    return parser
+
+
+@contextmanager
+def _progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    if not enabled:
+        yield lambda done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _print_table(title: str, rows: list[tuple[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def _summary(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = [
+        ("app", result["app"]),
+        ("updates committed", f"{result['updates']:,}"),
+        ("L1 transactions", result["l1_transactions"]),
+        ("locked on L1", f"{result['locked']:,}"),
+    ]
+    rows += [(f"paid to {name}", f"{amount:,}") for name, amount in result["payouts"].items()]
+    rows += [("seconds", f"{result['seconds']:.3f}")]
+    if result.get("updates_per_second"):
+        rows.append(("updates/s", f"{result['updates_per_second']:,.0f}"))
+    for key in ("result", "count"):
+        if key in result:
+            rows.append((key, result[key]))
+    return rows
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from . import _bench, _demo
+
+    show = not args.json
+    if args.command == "bench":
+        with _progress_bar("in-process payments", show) as progress:
+            figures = _bench.bench_in_process(args.payments, progress=progress)
+        result = {"in_process": figures}
+        if show:
+            _print_table(
+                "bfs-smr bench (in-process, both parties, every signature made and checked)",
+                [
+                    ("payments", f"{figures['payments']:,}"),
+                    ("payments/s", f"{figures['payments_per_second']:,.0f}"),
+                    ("crypto bound/s (2 sign + 2 verify)", f"{figures['crypto_bound_per_second']:,.0f}"),
+                    ("ratio", f"{figures['ratio']:.2f}"),
+                ],
+            )
+        return result
+    if args.app == "payments":
+        with _progress_bar("payments", show) as progress:
+            result = _demo.demo_payments(args.payments, args.amount, args.deposit, progress=progress)
+    elif args.app == "counter":
+        with _progress_bar("increments", show) as progress:
+            result = _demo.demo_counter(args.increments, args.deposit, progress=progress)
+    elif args.app == "tictactoe":
+        result = _demo.demo_tictactoe(args.stake, args.seed)
+    else:
+        result = _demo.demo_dispute(args.seed)
+    if show:
+        _print_table(f"bfs-smr demo {args.app}", _summary(result))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input or refused operation)."""
+    try:
+        args = _build_parser().parse_args(argv)
+        result = _run(args)
+    except _UsageError as exc:
+        print(f"bfs-smr: error: {exc}", file=sys.stderr)
+        return 2
+    except BfsSmrError as exc:
+        print(f"bfs-smr: error: {exc.reason}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bfs-smr: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
