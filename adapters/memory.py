@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bfs_smr import (
+    ChannelParams,
     CodecError,
     Ed25519,
     L1Adapter,
@@ -29,7 +30,6 @@ from bfs_smr import (
     Update,
     hash_bytes,
 )
-from bfs_smr import ChannelParams
 from bfs_smr._errors import CommandRejected
 
 __all__ = ["MemoryAdapter", "MemoryFormat", "MemoryL1"]
@@ -117,7 +117,9 @@ class MemoryL1:
     def total_supply(self) -> int:
         """All value on this L1: balances plus what is locked in unsettled channels."""
         locked = sum(
-            sum(c.deposited) for c in self._channels.values() if c.status is not L1ChannelStatus.SETTLED
+            sum(c.deposited)
+            for c in self._channels.values()
+            if c.status is not L1ChannelStatus.SETTLED
         )
         return sum(self._balances.values()) + locked
 

@@ -135,4 +135,3 @@ def _tuplify(value: Any) -> Any:
 def reject(reason: str) -> CommandRejected:
     """Shorthand for apps: ``raise reject("not your turn")``."""
     return CommandRejected(reason)
-

@@ -50,7 +50,7 @@ from ._messages import (
 )
 from ._update import ChannelParams, CommandEntry, SignedUpdate, Update
 
-__all__ = ["Channel", "Input", "Phase", "Role", "TRANSITIONS"]
+__all__ = ["TRANSITIONS", "Channel", "Input", "Phase", "Role"]
 
 
 class Role(enum.Enum):
@@ -210,8 +210,10 @@ class Channel:
     @property
     def pending(self) -> int:
         """Commands issued here or requested of here that are not yet committed."""
-        return len(self._queue) + sum(len(s.update.commands) for s, _, _ in self._in_flight) + len(
-            self._requests
+        return (
+            len(self._queue)
+            + sum(len(s.update.commands) for s, _, _ in self._in_flight)
+            + len(self._requests)
         )
 
     def in_flight(self) -> list[SignedUpdate]:
@@ -307,7 +309,7 @@ class Channel:
             return self.app.apply(state, command, actor)
         except CommandRejected:
             raise
-        except Exception as exc:  # an app that trips on hostile input must not crash us
+        except Exception as exc:  # noqa: BLE001 - an app tripping on hostile input must not crash us
             raise CommandRejected(f"malformed command ({type(exc).__name__})") from None
 
     def _commit(self, signed: SignedUpdate, state: Any) -> None:
@@ -405,9 +407,13 @@ class Channel:
         if not self.format.scheme.verify(self._peer_key, digest, msg.signature):
             raise self._violation(f"invalid counter-signature on seq {msg.seq}")
         self._in_flight.popleft()
-        both = (signed.signatures[0], msg.signature) if self.index == 0 else (
-            msg.signature,
-            signed.signatures[1],
+        both = (
+            (signed.signatures[0], msg.signature)
+            if self.index == 0
+            else (
+                msg.signature,
+                signed.signatures[1],
+            )
         )
         self._commit(SignedUpdate(signed.update, both), state)
         self._pump()
@@ -507,8 +513,7 @@ class Channel:
         outcome = self.app.checked_outcome(state, self.params)
         if outcome != u.outcome:
             raise self._violation(
-                f"seq {u.seq}: outcome {list(u.outcome)} differs from re-execution "
-                f"{list(outcome)}"
+                f"seq {u.seq}: outcome {list(u.outcome)} differs from re-execution {list(outcome)}"
             )
         # Everything checks out: sign (once for this seq), persist, then answer.
         sig = self._signer.sign(digest)
@@ -601,4 +606,3 @@ class Channel:
         self._phase = Phase.DISPUTE
         self._out.append(PersistUpdate(update=signed, state=state, committed=False))
         return signed
-

@@ -85,7 +85,7 @@ def decode(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Any:
         raise CodecError(f"{len(data)} bytes is over the limit of {max_size}")
     try:
         value = cbor2.loads(bytes(data))
-    except Exception as exc:  # cbor2 raises a variety of types on hostile input
+    except Exception as exc:  # noqa: BLE001 - cbor2 raises many types on hostile input
         raise CodecError(f"malformed CBOR: {type(exc).__name__}") from None
     _check_plain(value, 0)
     # Canonical form is what gets hashed, so accept only input that is already canonical:

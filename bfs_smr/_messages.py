@@ -87,7 +87,12 @@ Message = Propose | Accept | Request | CloseRequest | Denied
 def encode_message(msg: Message) -> bytes:
     """Canonical bytes of ``msg``."""
     if isinstance(msg, Propose):
-        value: list[Any] = [MessageKind.PROPOSE, msg.channel_id, msg.update.to_value(), msg.signature]
+        value: list[Any] = [
+            MessageKind.PROPOSE,
+            msg.channel_id,
+            msg.update.to_value(),
+            msg.signature,
+        ]
     elif isinstance(msg, Accept):
         value = [MessageKind.ACCEPT, msg.channel_id, msg.seq, msg.signature]
     elif isinstance(msg, Request):
@@ -206,5 +211,10 @@ class ChannelFinalized:
 
 
 Effect = (
-    SendMessage | PersistUpdate | CommandCommitted | CommandFailed | ChannelOpened | ChannelFinalized
+    SendMessage
+    | PersistUpdate
+    | CommandCommitted
+    | CommandFailed
+    | ChannelOpened
+    | ChannelFinalized
 )

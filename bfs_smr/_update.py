@@ -59,9 +59,7 @@ class ChannelParams:
     def __post_init__(self) -> None:
         if len(self.participants) != 2 or self.participants[0] == self.participants[1]:
             raise LocalError("a channel has two distinct participants")
-        if len(self.deposits) != 2 or any(
-            type(d) is not int or d < 0 for d in self.deposits
-        ):
+        if len(self.deposits) != 2 or any(type(d) is not int or d < 0 for d in self.deposits):
             raise LocalError("deposits must be two non-negative integers")
         if type(self.challenge_window) is not int or self.challenge_window <= 0:
             raise LocalError("challenge_window must be a positive integer")
@@ -233,7 +231,9 @@ class SignedUpdate:
         """Both signatures present (validity is checked by :meth:`verify`)."""
         return self.signatures[0] is not None and self.signatures[1] is not None
 
-    def verify(self, params: ChannelParams, fmt: L1Format, *, require: Iterable[int] = PARTIES) -> bool:
+    def verify(
+        self, params: ChannelParams, fmt: L1Format, *, require: Iterable[int] = PARTIES
+    ) -> bool:
         """Check the signatures of the parties in ``require`` over the L1 digest."""
         digest = fmt.digest(self.update, self.update.body())
         for index in require:
@@ -260,9 +260,7 @@ class SignedUpdate:
         return cls(update, (sigs[0], sigs[1]))
 
 
-def replay_commands(
-    app: StateMachine[Any], state: Any, commands: Iterable[CommandEntry]
-) -> Any:
+def replay_commands(app: StateMachine[Any], state: Any, commands: Iterable[CommandEntry]) -> Any:
     """Apply ``commands`` in order; raises :class:`CommandRejected` on the first bad one."""
     for entry in commands:
         state = app.apply(state, entry.command, entry.actor)

@@ -35,7 +35,9 @@ def crypto_bound(payments: int) -> float:
     return payments / (time.perf_counter() - start)
 
 
-def bench_in_process(payments: int = 10_000, *, progress: Progress = _no_progress) -> dict[str, Any]:
+def bench_in_process(
+    payments: int = 10_000, *, progress: Progress = _no_progress
+) -> dict[str, Any]:
     """In-process payments/s (all signatures made and checked) vs the crypto bound."""
     # Bound first and last, averaged, so drift on a shared machine hits both sides alike.
     bound_a = crypto_bound(payments // 2 or 1)

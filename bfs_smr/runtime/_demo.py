@@ -34,7 +34,9 @@ class _World:
     pair: LocalPair
 
 
-def _world(app_name: str, deposits: tuple[int, int], *, keep_log: bool = True, window: int = 3_600) -> _World:
+def _world(
+    app_name: str, deposits: tuple[int, int], *, keep_log: bool = True, window: int = 3_600
+) -> _World:
     from adapters.memory import MemoryL1
 
     chain = MemoryL1()
@@ -54,7 +56,9 @@ def _world(app_name: str, deposits: tuple[int, int], *, keep_log: bool = True, w
     return _World(chain, pair)
 
 
-def _result(app: str, updates: int, world: _World, payouts: dict[str, int], seconds: float) -> dict[str, Any]:
+def _result(
+    app: str, updates: int, world: _World, payouts: dict[str, int], seconds: float
+) -> dict[str, Any]:
     return {
         "app": app,
         "updates": updates,
@@ -95,7 +99,9 @@ def demo_payments(
     if deposit <= 0:
         raise LocalError("--deposit must be at least 1")
     if total > deposit:
-        raise LocalError(f"{payments} payments of {amount} need {total}, more than the deposit {deposit}")
+        raise LocalError(
+            f"{payments} payments of {amount} need {total}, more than the deposit {deposit}"
+        )
     world = _world("payments", (deposit, 0), keep_log=verify)
     pair = world.pair
     pair.open()
@@ -119,7 +125,9 @@ def demo_payments(
     return _result("payments", committed, world, _payouts(world), seconds)
 
 
-def demo_counter(increments: int = 1_000, deposit: int = 100, *, progress: Progress = _no_progress) -> dict[str, Any]:
+def demo_counter(
+    increments: int = 1_000, deposit: int = 100, *, progress: Progress = _no_progress
+) -> dict[str, Any]:
     """Alice and Bob increment a shared counter in turn, then close; deposits come back."""
     if increments <= 0:
         raise LocalError("--increments must be at least 1")
@@ -144,7 +152,9 @@ def demo_counter(increments: int = 1_000, deposit: int = 100, *, progress: Progr
     return result
 
 
-def _play(pair: LocalPair, rng: random.Random, stop: Callable[[], bool] = lambda: False) -> list[int]:
+def _play(
+    pair: LocalPair, rng: random.Random, stop: Callable[[], bool] = lambda: False
+) -> list[int]:
     """Both players make random legal moves until the game ends (or ``stop()``)."""
     app = pair.app
     moves = []
@@ -209,16 +219,21 @@ def demo_dispute(seed: int | None = None) -> dict[str, Any]:
     # Bob watches the L1: a close with a stale seq is answered with his newest update.
     refuted = False
     for event in pair.bob.l1.events():
-        if event.kind.value == "closing_started" and event.seq is not None and event.seq < newest.seq:
+        if (
+            event.kind.value == "closing_started"
+            and event.seq is not None
+            and event.seq < newest.seq
+        ):
             pair.bob.l1.refute(newest)
             refuted = True
     w1.chain.advance(600)
     pair.bob.l1.settle(pair.params.channel_id)
+    stale_payouts = _payouts(w1)
     stale_part = {
         "stale_seq": stale.seq,
         "newest_seq": newest.seq,
         "refuted": refuted,
-        "payouts": _payouts(w1),
+        "payouts": stale_payouts,
         "l1_transactions": w1.chain.transactions,
     }
     # -- 2. silent player, force move --------------------------------------------------
@@ -240,17 +255,15 @@ def demo_dispute(seed: int | None = None) -> dict[str, Any]:
     game.alice.l1.force_move(game.app.encode_state(game.alice.chan.state), move)
     w2.chain.advance(600)  # Bob's window passes in silence
     game.alice.l1.settle(game.params.channel_id)
+    force_payouts = _payouts(w2)
     force_part = {
         "moves_signed_by_both": registered.seq,
         "forced_seq": move.seq,
-        "payouts": _payouts(w2),
+        "payouts": force_payouts,
         "l1_transactions": w2.chain.transactions,
     }
     seconds = time.perf_counter() - start
-    payouts = {
-        "alice": stale_part["payouts"]["alice"] + force_part["payouts"]["alice"],  # type: ignore[index]
-        "bob": stale_part["payouts"]["bob"] + force_part["payouts"]["bob"],  # type: ignore[index]
-    }
+    payouts = {name: stale_payouts[name] + force_payouts[name] for name in ("alice", "bob")}
     updates = pair.bob.commits + game.alice.commits
     return {
         "app": "dispute",

@@ -10,12 +10,16 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
+import structlog
+
 from .._app import StateMachine
 from .._errors import LocalError
 
 __all__ = ["available_apps", "load_app", "register_app"]
 
 APP_GROUP = "bfs_smr.apps"
+
+_log = structlog.get_logger("bfs_smr.registry")
 
 _explicit: dict[str, type[StateMachine[Any]]] = {}
 
@@ -34,7 +38,8 @@ def available_apps() -> dict[str, type[StateMachine[Any]]]:
     for ep in entry_points(group=APP_GROUP):
         try:
             cls = ep.load()
-        except Exception:  # one broken plug-in must not hide the others  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - one broken plug-in must not hide the others
+            _log.warning("app plug-in failed to load", entry_point=ep.name, error=repr(exc))
             continue
         if isinstance(cls, type) and issubclass(cls, StateMachine):
             found[ep.name] = cls

@@ -45,7 +45,9 @@ def _build_parser() -> _Parser:
     pay = apps.add_parser("payments", help="Alice pays Bob N times, then both close")
     pay.add_argument("--payments", type=_positive, default=10_000, metavar="N")
     pay.add_argument("--amount", type=_positive, default=1, metavar="A")
-    pay.add_argument("--deposit", type=_positive, default=None, metavar="D", help="default: 2 × N × A")
+    pay.add_argument(
+        "--deposit", type=_positive, default=None, metavar="D", help="default: 2 × N × A"
+    )
     pay.add_argument("--json", action="store_true", help="print one JSON object")
 
     counter = apps.add_parser("counter", help="both parties increment a counter")
@@ -137,14 +139,19 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 [
                     ("payments", f"{figures['payments']:,}"),
                     ("payments/s", f"{figures['payments_per_second']:,.0f}"),
-                    ("crypto bound/s (2 sign + 2 verify)", f"{figures['crypto_bound_per_second']:,.0f}"),
+                    (
+                        "crypto bound/s (2 sign + 2 verify)",
+                        f"{figures['crypto_bound_per_second']:,.0f}",
+                    ),
                     ("ratio", f"{figures['ratio']:.2f}"),
                 ],
             )
         return result
     if args.app == "payments":
         with _progress_bar("payments", show) as progress:
-            result = _demo.demo_payments(args.payments, args.amount, args.deposit, progress=progress)
+            result = _demo.demo_payments(
+                args.payments, args.amount, args.deposit, progress=progress
+            )
     elif args.app == "counter":
         with _progress_bar("increments", show) as progress:
             result = _demo.demo_counter(args.increments, args.deposit, progress=progress)
