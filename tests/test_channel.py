@@ -1,0 +1,242 @@
+"""The channel protocol object: table, ordering of effects, pipelining, batching, close."""
+
+import pytest
+from conftest import make_pair
+
+from bfs_smr import (
+    TRANSITIONS,
+    ChannelFinalized,
+    CommandCommitted,
+    CommandFailed,
+    CommandRejected,
+    LocalError,
+    PersistUpdate,
+    Phase,
+    RemoteViolation,
+    Role,
+    SendMessage,
+    decode,
+)
+from bfs_smr._messages import MessageKind
+
+
+def opened(app="payments", deposits=(1_000, 1_000), **kw):
+    chain, pair = make_pair(app, deposits, **kw)
+    pair.open()
+    return chain, pair
+
+
+def kinds(data_list):
+    return [MessageKind(decode(d)[0]) for d in data_list]
+
+
+def test_opening_update_is_doubly_signed_before_funding():
+    chain, pair = make_pair()
+    assert pair.alice.chan.phase is Phase.OPENING
+    pair.alice.chan.start()
+    pair.bob.chan.start()  # a no-op for the follower: same call for both roles
+    pair.pump()
+    for party in pair.parties:
+        assert party.chan.phase is Phase.OPEN
+        assert party.chan.seq == 0 and party.chan.committed.doubly_signed
+    assert chain.transactions == 0
+
+
+def test_calls_outside_the_table_are_local_errors():
+    _, pair = make_pair()
+    with pytest.raises(LocalError, match="cannot issue"):
+        pair.alice.chan.issue({"pay": 1})
+    with pytest.raises(LocalError, match="cannot close"):
+        pair.bob.chan.close()
+    assert all(role in Role for role, _, _ in TRANSITIONS)
+
+
+def test_messages_outside_the_table_are_remote_violations():
+    _, pair = opened()
+    pair.alice.chan.issue({"pay": 1})
+    propose = pair.alice.chan.effects()[-1].data
+    with pytest.raises(RemoteViolation, match="unexpected propose"):
+        pair.alice.chan.receive(propose)  # the sequencer never takes proposals
+
+
+def test_every_signature_is_persisted_before_it_is_sent():
+    _, pair = opened()
+    pair.alice.chan.issue({"pay": 1})
+    out = pair.alice.chan.effects()
+    assert [type(e) for e in out] == [PersistUpdate, SendMessage]
+    assert out[0].committed is False
+    pair.bob.chan.receive(out[1].data)
+    back = pair.bob.chan.effects()
+    assert type(back[0]) is PersistUpdate and back[0].committed
+    assert type(back[-1]) is SendMessage
+    assert [type(e) for e in back].index(SendMessage) > 0
+
+
+def test_pipelining_keeps_at_most_the_window_in_flight():
+    _, pair = opened(max_in_flight=4)
+    for _ in range(10):
+        pair.alice.chan.issue({"pay": 1})
+    sent = [e.data for e in pair.alice.chan.effects() if isinstance(e, SendMessage)]
+    assert kinds(sent) == [MessageKind.PROPOSE] * 4
+    assert len(pair.alice.chan.in_flight()) == 4 and pair.alice.chan.pending == 10
+    for data in sent:
+        pair.bob.chan.receive(data)
+    accepts = [e.data for e in pair.bob.chan.effects() if isinstance(e, SendMessage)]
+    pair.alice.chan.receive(accepts[0])
+    more = [e.data for e in pair.alice.chan.effects() if isinstance(e, SendMessage)]
+    assert kinds(more) == [MessageKind.PROPOSE]  # one slot freed, one more proposal
+    pair.drain(pair.alice)
+    for data in accepts[1:]:
+        pair.alice.inbox.append(data)
+    pair.bob.inbox.append(more[0])
+    pair.pump()
+    assert pair.alice.chan.seq == pair.bob.chan.seq == 10
+    assert pair.alice.chan.state == (990, 1_010)
+
+
+def test_batching_puts_several_commands_in_one_update():
+    _, pair = opened(max_batch=5, max_in_flight=1)
+    refs = [pair.alice.chan.issue({"pay": 1}) for _ in range(11)]
+    pair.pump()
+    assert pair.alice.chan.seq == 3  # 0 opening, 1 the first alone, 2 and 3 five each
+    done = [c.ref for c in pair.alice.committed if c.local]
+    assert done == refs
+    assert pair.bob.chan.state == (989, 1_011)
+
+
+def test_both_parties_issue_at_the_same_moment_without_fork():
+    _, pair = opened()
+    a = [pair.alice.chan.issue({"pay": 3}) for _ in range(5)]
+    b = [pair.bob.chan.issue({"pay": 2}) for _ in range(5)]
+    pair.pump()
+    assert pair.alice.chan.committed == pair.bob.chan.committed
+    assert pair.alice.chan.state == (1_000 - 15 + 10, 1_000 + 15 - 10)
+    assert [c.ref for c in pair.alice.committed if c.local] == a
+    assert [c.ref for c in pair.bob.committed if c.local] == b
+
+
+def test_follower_request_denied_by_the_sequencer_fails_alone():
+    _, pair = opened(deposits=(10, 5))
+    first = pair.bob.chan.issue({"pay": 5})
+    second = pair.bob.chan.issue({"pay": 5})  # passes Bob's early check (balance 5) ...
+    pair.alice.chan.issue({"pay": 1})
+    pair.pump()  # ... but the sequencer has Bob at 0 after the first
+    assert [f.ref for f in pair.bob.failed] == [second]
+    assert "overdraft" in pair.bob.failed[0].reason
+    assert [c.ref for c in pair.bob.committed if c.local] == [first]
+    assert pair.alice.chan.committed == pair.bob.chan.committed
+    assert pair.bob.chan.state == (14, 1)
+    third = pair.bob.chan.issue({"pay": 1})  # the channel goes on
+    pair.pump()
+    assert third in [c.ref for c in pair.bob.committed if c.local]
+
+
+def test_early_check_rejects_obvious_misuse_locally():
+    _, pair = opened(deposits=(10, 0))
+    with pytest.raises(CommandRejected, match="overdraft"):
+        pair.bob.chan.issue({"pay": 1})
+    with pytest.raises(CommandRejected, match="positive"):
+        pair.alice.chan.issue({"pay": 0})
+    assert pair.alice.chan.pending == pair.bob.chan.pending == 0
+
+
+def test_close_after_queued_commands_then_nothing_more():
+    _, pair = opened()
+    pair.bob.chan.issue({"pay": 7})
+    pair.pump()
+    pair.alice.chan.issue({"pay": 1})
+    pair.alice.chan.issue({"pay": 2})
+    pair.alice.chan.close()
+    with pytest.raises(LocalError, match="closing"):
+        pair.alice.chan.issue({"pay": 1})
+    late = pair.bob.chan.issue({"pay": 1})  # reaches the sequencer after it decided to close
+    pair.pump()
+    assert pair.alice.final == pair.bob.final and pair.alice.final.update.final
+    assert pair.alice.final.update.outcome == (1_004, 996)
+    assert [(f.ref, f.reason) for f in pair.bob.failed] == [(late, "channel closed")]
+    assert pair.bob.chan.phase is Phase.CLOSED
+
+
+def test_follower_close_request_and_late_request_fails():
+    _, pair = opened()
+    pair.bob.chan.close()
+    with pytest.raises(LocalError):
+        pair.bob.chan.issue({"pay": 1})
+    pair.pump()
+    assert pair.alice.chan.phase is pair.bob.chan.phase is Phase.CLOSED
+    finals = [e for e in pair.alice.chan.effects() if isinstance(e, ChannelFinalized)]
+    assert finals == []  # already drained by pump
+    assert pair.alice.final is not None
+
+
+def test_request_racing_a_final_update_fails_cleanly():
+    _, pair = opened()
+    pair.alice.chan.close()
+    ref = pair.bob.chan.issue({"pay": 1})  # sent before Bob sees the final proposal
+    pair.pump()
+    assert [f.ref for f in pair.bob.failed] == [ref]
+    assert pair.bob.chan.phase is Phase.CLOSED
+
+
+def test_games_close_cooperatively_only_when_over():
+    _, pair = opened("tictactoe", (5, 5))
+    with pytest.raises(LocalError, match="does not allow"):
+        pair.alice.chan.close()
+    pair.bob.chan.close()  # asks; the sequencer refuses mid-game
+    pair.pump()
+    assert pair.bob.chan.phase is Phase.OPEN
+    assert "does not allow" in pair.bob.failed[-1].reason
+
+
+def test_retransmitted_proposal_gets_the_same_answer():
+    _, pair = opened()
+    pair.alice.chan.issue({"pay": 1})
+    propose = pair.alice.chan.effects()[-1].data
+    pair.bob.chan.receive(propose)
+    first = [e.data for e in pair.bob.chan.effects() if isinstance(e, SendMessage)]
+    pair.bob.chan.receive(propose)
+    second = [e.data for e in pair.bob.chan.effects() if isinstance(e, SendMessage)]
+    assert first == second and len(first) == 1
+
+
+def test_violation_carries_the_recourse_and_changes_nothing():
+    _, pair = opened()
+    before = pair.bob.chan.committed
+    with pytest.raises(RemoteViolation) as info:
+        pair.bob.chan.receive(b"\x00garbage")
+    assert info.value.recourse == before
+    assert pair.bob.chan.committed == before and pair.bob.chan.effects() == []
+
+
+def test_force_move_reuses_the_update_already_signed():
+    _, pair = opened("tictactoe", (5, 5))
+    pair.silenced.add("bob")
+    pair.alice.chan.issue({"cell": 4})
+    pair.pump()
+    proposal = pair.alice.chan.in_flight()[0]
+    move = pair.alice.chan.force_move({"cell": 0})  # a different move is NOT signed
+    assert move == proposal
+    assert pair.alice.chan.phase is Phase.DISPUTE
+    with pytest.raises(LocalError):
+        pair.alice.chan.issue({"cell": 1})
+
+
+def test_force_move_needs_the_turn():
+    _, pair = opened("tictactoe", (5, 5))
+    with pytest.raises(LocalError, match="not this party's move"):
+        pair.bob.chan.force_move({"cell": 0})
+    move = pair.alice.chan.force_move({"cell": 0})
+    assert move.signatures[1] is None and move.seq == 1
+
+
+def test_committed_effects_report_each_command_once():
+    _, pair = opened()
+    for _ in range(3):
+        pair.alice.chan.issue({"pay": 2})
+    pair.bob.chan.issue({"pay": 1})
+    pair.pump()
+    for party in pair.parties:
+        assert len(party.committed) == 4
+        assert all(isinstance(c, CommandCommitted) for c in party.committed)
+    assert sum(c.local for c in pair.bob.committed) == 1
+    assert not any(isinstance(f, CommandFailed) for f in pair.alice.failed)
