@@ -71,7 +71,7 @@ def test_cooperative_close_pays_at_once_and_only_once():
 
 
 def test_cooperative_close_needs_a_final_update():
-    chain, pair = opened()
+    _chain, pair = opened()
     with pytest.raises(L1Error, match="final"):
         pair.alice.l1.cooperative_close(pair.alice.chan.committed)
 

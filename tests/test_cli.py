@@ -1,0 +1,125 @@
+"""The bfs-smr command line, run as a user runs it: the installed script, in a subprocess."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bfs_smr.runtime.cli import main
+
+SCRIPT = shutil.which("bfs-smr")
+
+
+def run(*args):
+    cmd = [SCRIPT, *args] if SCRIPT else [sys.executable, "-m", "bfs_smr.runtime.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def last_json(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_payments_demo_json_matches_the_done_criteria():
+    proc = run("demo", "payments", "--payments", "10000", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = last_json(proc.stdout)
+    assert result["app"] == "payments"
+    assert result["updates"] == 10_000
+    assert result["l1_transactions"] == 2
+    assert result["payouts"]["bob"] == 10_000
+    assert result["payouts"]["alice"] == result["locked"] - 10_000
+    assert result["seconds"] > 0 and result["updates_per_second"] > 0
+
+
+def test_payments_demo_with_amount_and_deposit(capsys):
+    assert (
+        main(
+            ["demo", "payments", "--payments", "50", "--amount", "3", "--deposit", "200", "--json"]
+        )
+        == 0
+    )
+    result = last_json(capsys.readouterr().out)
+    assert result["locked"] == 200
+    assert result["payouts"] == {"alice": 50, "bob": 150}
+
+
+@pytest.mark.parametrize("app", ["counter", "tictactoe", "dispute"])
+def test_other_demos_exit_zero_with_json(app, capsys):
+    assert main(["demo", app, "--json"]) == 0
+    result = last_json(capsys.readouterr().out)
+    for key in (
+        "app",
+        "updates",
+        "l1_transactions",
+        "locked",
+        "payouts",
+        "seconds",
+        "updates_per_second",
+    ):
+        assert key in result
+    assert sum(result["payouts"].values()) == result["locked"]
+
+
+def test_counter_returns_deposits(capsys):
+    assert main(["demo", "counter", "--increments", "10", "--deposit", "7", "--json"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["count"] == 10 and result["payouts"] == {"alice": 7, "bob": 7}
+
+
+def test_tictactoe_reaches_a_result(capsys):
+    assert main(["demo", "tictactoe", "--seed", "1", "--json"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["result"] in ("alice wins", "bob wins", "draw")
+    expected = {"alice wins": (200, 0), "bob wins": (0, 200), "draw": (100, 100)}[result["result"]]
+    assert (result["payouts"]["alice"], result["payouts"]["bob"]) == expected
+    assert result["l1_transactions"] == 3  # open, Bob's deposit, cooperative close
+
+
+def test_dispute_pays_by_the_newest_and_the_force_mover_wins(capsys):
+    assert main(["demo", "dispute", "--seed", "2", "--json"]) == 0
+    result = last_json(capsys.readouterr().out)
+    stale = result["stale_close"]
+    assert stale["refuted"] and stale["newest_seq"] > stale["stale_seq"]
+    assert stale["payouts"] == {"alice": 650, "bob": 350}  # 100 + 5 x 50 paid to Bob
+    assert result["force_move"]["payouts"] == {"alice": 200, "bob": 0}
+
+
+def test_human_output_is_a_table():
+    proc = run("demo", "payments", "--payments", "20")
+    assert proc.returncode == 0
+    assert "updates committed" in proc.stdout and "paid to bob" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["demo", "nosuchapp"], "invalid choice"),
+        (["demo", "payments", "--payments", "0"], "at least 1"),
+        (["demo", "payments", "--payments", "-5"], "at least 1"),
+        (["demo", "payments", "--payments", "ten"], "not a whole number"),
+        (
+            ["demo", "payments", "--payments", "10", "--amount", "100", "--deposit", "50"],
+            "more than the deposit",
+        ),
+        (["demo", "payments", "--bogus"], "unrecognized"),
+        (["nosuchcommand"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
+    proc = run(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_bench_json_keys(capsys):
+    assert main(["bench", "--payments", "300", "--json"]) == 0
+    figures = last_json(capsys.readouterr().out)["in_process"]
+    assert set(figures) >= {"payments_per_second", "crypto_bound_per_second", "ratio"}
+    assert figures["ratio"] == pytest.approx(
+        figures["payments_per_second"] / figures["crypto_bound_per_second"], rel=0.01
+    )
