@@ -46,6 +46,7 @@ from ._messages import (
     Request,
     SendMessage,
     encode_message,
+    encode_propose,
     parse_message,
 )
 from ._update import ChannelParams, CommandEntry, SignedUpdate, Update
@@ -120,6 +121,13 @@ _RECEIVE_INPUT: dict[type, Input] = {
     Denied: Input.RECV_DENIED,
 }
 
+# TRANSITIONS regrouped by (role, phase), so a dispatch costs one lookup on the hot path.
+_HANDLERS: dict[tuple[Role, Phase], dict[Input, str]] = {
+    (role, phase): {i: h for (r, p, i), h in TRANSITIONS.items() if (r, p) == (role, phase)}
+    for role in Role
+    for phase in Phase
+}
+
 _CLOSE = object()  # marks a close request in the follower's request queue
 
 
@@ -168,6 +176,7 @@ class Channel:
         self._signer = signer
         self._peer_key = params.participants[self.peer_index]
         self._phase = Phase.OPENING
+        self._handlers = _HANDLERS[self.role, Phase.OPENING]
         self._out: list[Effect] = []
         self._committed: SignedUpdate | None = None
         self._committed_state: Any = None
@@ -285,8 +294,12 @@ class Channel:
 
     # -- dispatch -----------------------------------------------------------------
 
+    def _set_phase(self, phase: Phase) -> None:
+        self._phase = phase
+        self._handlers = _HANDLERS[self.role, phase]
+
     def _dispatch(self, what: Input, arg: Any = None) -> Any:
-        handler = TRANSITIONS.get((self.role, self._phase, what))
+        handler = self._handlers.get(what)
         if handler is None:
             where = f"{self.role.value} in phase {self._phase.value}"
             if what.name.startswith("RECV_"):
@@ -328,10 +341,10 @@ class Channel:
                 )
             )
         if u.seq == 0:
-            self._phase = Phase.OPEN
+            self._set_phase(Phase.OPEN)
             self._out.append(ChannelOpened(update=signed))
         if u.final:
-            self._phase = Phase.CLOSED
+            self._set_phase(Phase.CLOSED)
             self._out.append(ChannelFinalized(update=signed))
 
     # -- sequencer ----------------------------------------------------------------
@@ -366,7 +379,7 @@ class Channel:
         self._head_hash = _hash(body)
         self._in_flight.append((signed, state, digest))
         self._out.append(PersistUpdate(update=signed, state=state, committed=False))
-        self._send(Propose(channel_id=self.channel_id, update=update, signature=sig))
+        self._out.append(SendMessage(data=encode_propose(self.channel_id, body, sig)))
 
     def _pump(self) -> None:
         while self._queue and len(self._in_flight) < self.max_in_flight:
@@ -394,7 +407,7 @@ class Channel:
     def _seq_close(self, _: Any) -> None:
         if not self.app.may_close(self._tip_state):
             raise LocalError(f"{self.app.name} does not allow a cooperative close in this state")
-        self._phase = Phase.CLOSING
+        self._set_phase(Phase.CLOSING)
         self._close_wanted = True
         self._pump()
 
@@ -463,7 +476,7 @@ class Channel:
         ref = self._next_ref
         self._next_ref += 1
         self._requests.append((ref, _CLOSE))
-        self._phase = Phase.CLOSING
+        self._set_phase(Phase.CLOSING)
         self._send(CloseRequest(channel_id=self.channel_id, ref=ref))
 
     def _fol_on_denied(self, msg: Denied) -> None:
@@ -476,7 +489,7 @@ class Channel:
             raise self._violation(f"denial of request {msg.ref}, expected {ref} (out of order)")
         self._requests.popleft()
         if what is _CLOSE and self._phase is Phase.CLOSING:
-            self._phase = Phase.OPEN
+            self._set_phase(Phase.OPEN)
         self._out.append(CommandFailed(ref=ref, reason=msg.reason))
 
     def _fol_on_propose(self, msg: Propose) -> None:
@@ -576,7 +589,7 @@ class Channel:
             signed, _, _ = self._in_flight[0]
             if signed.update.final:
                 raise LocalError("the pending update is a final one; close cooperatively")
-            self._phase = Phase.DISPUTE
+            self._set_phase(Phase.DISPUTE)
             return signed
         if self._head_seq != base_seq:
             raise LocalError("internal: signed tip is ahead of committed")  # pragma: no cover
@@ -603,6 +616,6 @@ class Channel:
         signed = SignedUpdate(update, sigs)
         self._head_seq = update.seq
         self._head_hash = _hash(body)
-        self._phase = Phase.DISPUTE
+        self._set_phase(Phase.DISPUTE)
         self._out.append(PersistUpdate(update=signed, state=state, committed=False))
         return signed

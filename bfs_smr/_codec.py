@@ -10,13 +10,14 @@ cannot smuggle two encodings of one value past a hash.
 from __future__ import annotations
 
 import hashlib
+from io import BytesIO  # in-memory only: lets the decoder report where it stopped
 from typing import Any
 
 import cbor2
 
 from ._errors import CodecError
 
-__all__ = ["HASH_SIZE", "MAX_MESSAGE_SIZE", "decode", "encode", "hash_bytes"]
+__all__ = ["HASH_SIZE", "MAX_MESSAGE_SIZE", "check_plain", "decode", "encode", "hash_bytes"]
 
 #: Size in bytes of every hash in the framework (BLAKE2b-256).
 HASH_SIZE = 32
@@ -44,9 +45,16 @@ def encode(value: Any) -> bytes:
         raise CodecError(f"cannot encode value: {exc}") from None
 
 
-def _check_plain(value: Any, depth: int) -> None:
-    # Iterative checks would be faster, but values here are small and shallow; the
-    # depth bound stops a hostile peer from nesting its way into a RecursionError.
+def check_plain(value: Any, depth: int = 0) -> None:
+    """Check that a decoded value holds only plain CBOR data.
+
+    cbor2 turns some tags into rich objects (datetimes, decimals …) and floats decode
+    too; bfs-smr emits none of these, so a value that holds one came from a hostile peer.
+
+    Raises:
+        CodecError: an unsupported item, or nesting deeper than 32.
+    """
+    # The depth bound stops a hostile peer from nesting its way into a RecursionError.
     if depth > 32:
         raise CodecError("value nested too deeply")
     kind = type(value)
@@ -54,23 +62,27 @@ def _check_plain(value: Any, depth: int) -> None:
         return
     if kind is list:
         for item in value:
-            _check_plain(item, depth + 1)
+            check_plain(item, depth + 1)
         return
     if kind is dict:
         for key, item in value.items():
             if type(key) not in (str, int):
                 raise CodecError("map keys must be text or integers")
-            _check_plain(item, depth + 1)
+            check_plain(item, depth + 1)
         return
     raise CodecError(f"unsupported CBOR item of type {kind.__name__}")
 
 
-def decode(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Any:
+def decode(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, canonical: bool = True) -> Any:
     """Decode canonical CBOR bytes produced by :func:`encode`.
 
     Args:
         data: the bytes.
         max_size: refuse input longer than this.
+        canonical: require canonical form and plain items throughout. Protocol message
+            parsing turns this off for speed: it never hashes received bytes (it
+            re-encodes the fields it has checked) and calls :func:`check_plain` on the
+            free-form parts itself. Trailing bytes are refused either way.
 
     Returns:
         The value, with arrays as lists.
@@ -83,13 +95,19 @@ def decode(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Any:
         raise CodecError("expected bytes")
     if len(data) > max_size:
         raise CodecError(f"{len(data)} bytes is over the limit of {max_size}")
+    data = bytes(data)
+    stream = BytesIO(data)
     try:
-        value = cbor2.loads(bytes(data))
+        value = cbor2.CBORDecoder(stream).decode()
     except Exception as exc:  # noqa: BLE001 - cbor2 raises many types on hostile input
         raise CodecError(f"malformed CBOR: {type(exc).__name__}") from None
-    _check_plain(value, 0)
+    if stream.tell() != len(data):
+        raise CodecError("trailing bytes after the value")
+    if not canonical:
+        return value
+    check_plain(value)
     # Canonical form is what gets hashed, so accept only input that is already canonical:
-    # re-encoding must reproduce it exactly (this also rejects trailing bytes).
+    # re-encoding must reproduce it exactly.
     if cbor2.dumps(value, canonical=True) != data:
         raise CodecError("not in canonical form")
     return value

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from ._codec import HASH_SIZE, MAX_MESSAGE_SIZE, decode, encode
+from ._codec import HASH_SIZE, MAX_MESSAGE_SIZE, check_plain, decode, encode
 from ._errors import CodecError
 from ._update import SignedUpdate, Update
 
@@ -30,6 +30,7 @@ __all__ = [
     "Request",
     "SendMessage",
     "encode_message",
+    "encode_propose",
     "parse_message",
 ]
 
@@ -104,6 +105,18 @@ def encode_message(msg: Message) -> bytes:
     return encode([int(value[0]), *value[1:]])
 
 
+_PROPOSE_PREFIX = b"\x84" + encode(int(MessageKind.PROPOSE))
+
+
+def encode_propose(channel_id: bytes, body: bytes, signature: bytes) -> bytes:
+    """``encode_message(Propose(...))`` from an update's already-encoded ``body``.
+
+    A canonical CBOR array is its header followed by its items' canonical encodings, so
+    the proposer need not encode the update a second time on the hot path.
+    """
+    return _PROPOSE_PREFIX + encode(channel_id) + body + encode(signature)
+
+
 def _int(value: Any, name: str) -> int:
     if type(value) is not int or not 0 <= value < 1 << 63:
         raise CodecError(f"{name} must be an integer in [0, 2**63)")
@@ -122,7 +135,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
     Raises:
         CodecError: undecodable, oversized, unknown kind, or a field of the wrong shape.
     """
-    value = decode(data, max_size=max_size)
+    value = decode(data, max_size=max_size, canonical=False)
     if type(value) is not list or len(value) < 2:
         raise CodecError("a message is an array [kind, channel_id, ...]")
     kind, cid = value[0], value[1]
@@ -134,10 +147,13 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
             update = Update.from_value(value[2])
         except ValueError as exc:
             raise CodecError(f"malformed update: {exc}") from None
+        for entry in update.commands:
+            check_plain(entry.command)
         return Propose(channel_id=cid, update=update, signature=_sig(value[3]))
     if kind == MessageKind.ACCEPT and n == 4:
         return Accept(channel_id=cid, seq=_int(value[2], "seq"), signature=_sig(value[3]))
     if kind == MessageKind.REQUEST and n == 4:
+        check_plain(value[3])
         return Request(channel_id=cid, ref=_int(value[2], "ref"), command=value[3])
     if kind == MessageKind.CLOSE_REQUEST and n == 3:
         return CloseRequest(channel_id=cid, ref=_int(value[2], "ref"))

@@ -240,3 +240,14 @@ def test_committed_effects_report_each_command_once():
         assert all(isinstance(c, CommandCommitted) for c in party.committed)
     assert sum(c.local for c in pair.bob.committed) == 1
     assert not any(isinstance(f, CommandFailed) for f in pair.alice.failed)
+
+
+def test_fast_propose_encoding_equals_the_generic_one():
+    from bfs_smr._messages import Propose, encode_message, encode_propose
+
+    _, pair = opened()
+    pair.alice.chan.issue({"pay": 1})
+    persist, send = pair.alice.chan.effects()
+    u, sig = persist.update.update, persist.update.signatures[0]
+    generic = encode_message(Propose(channel_id=u.channel_id, update=u, signature=sig))
+    assert send.data == generic == encode_propose(u.channel_id, u.body(), sig)
