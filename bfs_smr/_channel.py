@@ -141,6 +141,9 @@ class Channel:
         signer: this party's key; its public key must be one of the participants.
         max_in_flight: the sequencer's bound on proposals awaiting counter-signature.
         max_batch: most commands the sequencer puts in one update.
+        max_queue: most commands waiting for a slot in the window; beyond it the
+            sequencer refuses its own commands (``LocalError``) and denies the peer's
+            requests ("busy"), so a flooding peer cannot grow its memory without bound.
 
     Raises:
         LocalError: the signer is not a participant, or the app does not match params.
@@ -155,6 +158,7 @@ class Channel:
         *,
         max_in_flight: int = 64,
         max_batch: int = 1,
+        max_queue: int = 100_000,
     ) -> None:
         if signer.public_key not in params.participants:
             raise LocalError("the signer's key is not a participant of this channel")
@@ -162,8 +166,8 @@ class Channel:
             raise LocalError(f"app {app.app_id} does not match the channel's {params.app_id}")
         if type(fmt.scheme) is not type(signer.scheme):
             raise LocalError("the signer's scheme is not the L1's scheme")
-        if max_in_flight < 1 or max_batch < 1:
-            raise LocalError("max_in_flight and max_batch must be at least 1")
+        if max_in_flight < 1 or max_batch < 1 or max_queue < 1:
+            raise LocalError("max_in_flight, max_batch and max_queue must be at least 1")
         self.params = params
         self.app = app
         self.format = fmt
@@ -173,6 +177,7 @@ class Channel:
         self.role = Role.SEQUENCER if self.index == 0 else Role.FOLLOWER
         self.max_in_flight = max_in_flight
         self.max_batch = max_batch
+        self.max_queue = max_queue
         self._signer = signer
         self._peer_key = params.participants[self.peer_index]
         self._phase = Phase.OPENING
@@ -396,6 +401,8 @@ class Channel:
             self._propose((), self._tip_state, final=True)
 
     def _seq_issue(self, command: Any) -> int:
+        if len(self._queue) >= self.max_queue:
+            raise LocalError(f"{self.max_queue} commands are already waiting; try again later")
         state = self.app.apply(self._tip_state, command, self.index)
         ref = self._next_ref
         self._next_ref += 1
@@ -440,6 +447,9 @@ class Channel:
         self._check_peer_ref(msg.ref)
         if self._phase is not Phase.OPEN:
             self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason="channel is closing"))
+            return
+        if len(self._queue) >= self.max_queue:
+            self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason="busy"))
             return
         try:
             state = self._apply_peer_command(self._tip_state, msg.command, self.peer_index)

@@ -251,3 +251,20 @@ def test_fast_propose_encoding_equals_the_generic_one():
     u, sig = persist.update.update, persist.update.signatures[0]
     generic = encode_message(Propose(channel_id=u.channel_id, update=u, signature=sig))
     assert send.data == generic == encode_propose(u.channel_id, u.body(), sig)
+
+
+def test_queue_is_bounded_for_both_local_and_peer_commands():
+    _, pair = opened(max_in_flight=1, max_queue=3)
+    for _ in range(4):  # one goes in flight, three wait
+        pair.alice.chan.issue({"pay": 1})
+    with pytest.raises(LocalError, match="waiting"):
+        pair.alice.chan.issue({"pay": 1})
+    pair.drain(pair.alice)
+    pair.alice.inbox.clear()
+    pair.bob.inbox.clear()  # hold Alice's proposal back so the queue stays full
+    ref = pair.bob.chan.issue({"pay": 1})
+    pair.drain(pair.bob)
+    pair.alice.chan.receive(pair.alice.inbox.popleft())
+    sent = [e.data for e in pair.alice.chan.effects() if isinstance(e, SendMessage)]
+    assert kinds(sent) == [MessageKind.DENIED]
+    assert decode(sent[0])[2:] == [ref, "busy"]

@@ -81,6 +81,7 @@ class LocalPair:
         keep_log: bool = True,
         max_in_flight: int = 64,
         max_batch: int = 1,
+        max_queue: int = 100_000,
     ) -> None:
         self.app = app
         self.params = ChannelParams(
@@ -103,6 +104,7 @@ class LocalPair:
                 party.signer,
                 max_in_flight=max_in_flight,
                 max_batch=max_batch,
+                max_queue=max_queue,
             )
         self.silenced: set[str] = set()
 
