@@ -245,6 +245,8 @@ class MemoryL1:
             new = app.apply(current, u.commands[0].command, mover)
         except CommandRejected as exc:
             raise L1Error(f"illegal move: {exc.reason}") from None
+        except Exception as exc:  # noqa: BLE001 - an app tripping on hostile input
+            raise L1Error(f"illegal move: malformed command ({type(exc).__name__})") from None
         if app.state_hash(new) != u.state_hash:
             raise L1Error("state hash does not match the move")
         if tuple(app.checked_outcome(new, params)) != u.outcome:
@@ -254,6 +256,20 @@ class MemoryL1:
         ch.deadline = self._time + params.challenge_window  # the other side gets a window
         self._done(L1EventKind.FORCE_MOVED, u.channel_id, ch)
         return ch.deadline
+
+    def cancel(self, sender: bytes, channel_id: bytes) -> None:
+        ch = self._get(channel_id)
+        if ch.status is not L1ChannelStatus.FUNDING:
+            raise L1Error(
+                f"channel is {ch.status.value}; only a channel still funding is cancelled"
+            )
+        if sender not in ch.params.participants:
+            raise L1Error("only a participant can cancel")
+        for account, amount in zip(ch.params.participants, ch.deposited, strict=True):
+            self._balances[account] = self._balances.get(account, 0) + amount
+        ch.deposited = [0, 0]
+        ch.status = L1ChannelStatus.CANCELLED
+        self._done(L1EventKind.CANCELLED, channel_id)
 
     def settle(self, sender: bytes, channel_id: bytes) -> tuple[int, int]:
         ch = self._get(channel_id)
@@ -362,6 +378,9 @@ class MemoryAdapter(L1Adapter):
 
     def force_move(self, state: bytes, update: SignedUpdate) -> int:
         return self.chain.force_move(self._account, state, update)
+
+    def cancel(self, channel_id: bytes) -> None:
+        self.chain.cancel(self._account, channel_id)
 
     def settle(self, channel_id: bytes) -> tuple[int, int]:
         return self.chain.settle(self._account, channel_id)

@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any
 
 from ._app import StateMachine
+from ._codec import check_plain
 from ._codec import hash_bytes as _hash
 from ._crypto import Signer
 from ._errors import CodecError, CommandRejected, LocalError, RemoteViolation
@@ -98,6 +99,9 @@ TRANSITIONS: dict[tuple[Role, Phase, Input], str] = {
     (_S, _CLOSING, Input.RECV_ACCEPT): "_seq_on_accept",
     (_S, _CLOSING, Input.RECV_REQUEST): "_seq_on_request",
     (_S, _CLOSING, Input.RECV_CLOSE_REQUEST): "_seq_on_close_request",
+    # A counter-signature that arrives after a force move still completes that update:
+    # a doubly-signed update can refute on L1. Nothing new is proposed in DISPUTE.
+    (_S, _DISPUTE, Input.RECV_ACCEPT): "_seq_on_accept",
     (_F, _OPENING, Input.START): "_noop",
     (_F, _OPENING, Input.RECV_PROPOSE): "_fol_on_propose",
     (_F, _OPEN, Input.ISSUE): "_fol_issue",
@@ -261,8 +265,11 @@ class Channel:
     def close(self) -> None:
         """Ask for a cooperative close: a final update after the commands already issued.
 
+        The sequencer checks :meth:`StateMachine.may_close` at once; the follower sends a
+        request, which the sequencer may deny (a :class:`CommandFailed` effect follows).
+
         Raises:
-            LocalError: not open, or the app does not allow closing in this state.
+            LocalError: not open, or (at the sequencer) the app does not allow closing now.
         """
         self._dispatch(Input.CLOSE)
 
@@ -387,6 +394,8 @@ class Channel:
         self._out.append(SendMessage(data=encode_propose(self.channel_id, body, sig)))
 
     def _pump(self) -> None:
+        if self._phase is Phase.DISPUTE:
+            return
         while self._queue and len(self._in_flight) < self.max_in_flight:
             take = min(self.max_batch, len(self._queue))
             batch = [self._queue.popleft() for _ in range(take)]
@@ -400,7 +409,14 @@ class Channel:
             self._final_proposed = True
             self._propose((), self._tip_state, final=True)
 
+    def _check_local_command(self, command: Any) -> None:
+        try:
+            check_plain(command)
+        except CodecError as exc:
+            raise LocalError(f"a command must be plain CBOR data: {exc.reason}") from None
+
     def _seq_issue(self, command: Any) -> int:
+        self._check_local_command(command)
         if len(self._queue) >= self.max_queue:
             raise LocalError(f"{self.max_queue} commands are already waiting; try again later")
         state = self.app.apply(self._tip_state, command, self.index)
@@ -473,6 +489,7 @@ class Channel:
     # -- follower -----------------------------------------------------------------
 
     def _fol_issue(self, command: Any) -> int:
+        self._check_local_command(command)
         # Early check against the newest state this party signed; the sequencer's check
         # against its tip is the one that counts.
         self.app.apply(self._committed_state, command, self.index)
@@ -494,10 +511,14 @@ class Channel:
             if self._phase is Phase.CLOSED:
                 return  # requests were already failed when the final update arrived
             raise self._violation(f"denial of request {msg.ref}, which is not pending")
-        ref, what = self._requests[0]
-        if msg.ref != ref:
-            raise self._violation(f"denial of request {msg.ref}, expected {ref} (out of order)")
-        self._requests.popleft()
+        # A denial may overtake earlier requests: the sequencer denies at once, while an
+        # accepted request can wait in its queue for a window slot. So it may name any
+        # pending request; the ones before it keep their order.
+        position = next((i for i, (r, _) in enumerate(self._requests) if r == msg.ref), None)
+        if position is None:
+            raise self._violation(f"denial of request {msg.ref}, which is not pending")
+        ref, what = self._requests[position]
+        del self._requests[position]
         if what is _CLOSE and self._phase is Phase.CLOSING:
             self._set_phase(Phase.OPEN)
         self._out.append(CommandFailed(ref=ref, reason=msg.reason))
@@ -517,6 +538,10 @@ class Channel:
                     f"asked to sign a second, different update at seq {u.seq}; refused (I1)"
                 )
             raise self._violation(f"stale proposal for seq {u.seq}")
+        if u.channel_id != self.channel_id:
+            # The message's id routed it here, but the update's id is what gets signed:
+            # signing another channel's update would let it be closed with (I5).
+            raise self._violation(f"seq {u.seq} is an update of another channel")
         if self._phase is Phase.CLOSED:
             raise self._violation("proposal after the final update")
         expected = self._head_seq + 1

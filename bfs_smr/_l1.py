@@ -9,8 +9,8 @@ An adapter connects channels to one Layer 1. It has two halves:
   close, refute, force move, settle; the L1's events and its notion of time. These talk to
   the chain and live outside the core's no-I/O rule; the runtime calls them.
 
-Every adapter enforces the same semantics (DESIGN.md §5); :func:`bfs_smr.testing.check_l1_adapter`
-checks an implementation against them.
+Every adapter enforces the same semantics (DESIGN.md §5); ``tests/test_memory_l1.py`` shows
+them as executable scenarios.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class L1ChannelStatus(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # an update is registered and the window runs
     SETTLED = "settled"  # paid out; nothing more can happen
+    CANCELLED = "cancelled"  # never fully funded; deposits refunded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +85,7 @@ class L1EventKind(enum.Enum):
     REFUTED = "refuted"
     FORCE_MOVED = "force_moved"
     SETTLED = "settled"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +156,13 @@ class L1Adapter(abc.ABC):
             update: the next update, signed by the party whose move it is.
         """
         raise NotImplementedError("this L1 adapter does not support force moves")
+
+    @abc.abstractmethod
+    def cancel(self, channel_id: bytes) -> None:
+        """Refund every deposit of a channel that never became fully funded.
+
+        Without it, one party's deposit would be stuck if the other never deposits.
+        """
 
     @abc.abstractmethod
     def settle(self, channel_id: bytes) -> tuple[int, int]:

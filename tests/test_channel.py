@@ -268,3 +268,37 @@ def test_queue_is_bounded_for_both_local_and_peer_commands():
     sent = [e.data for e in pair.alice.chan.effects() if isinstance(e, SendMessage)]
     assert kinds(sent) == [MessageKind.DENIED]
     assert decode(sent[0])[2:] == [ref, "busy"]
+
+
+def test_commands_must_be_plain_data_before_anything_is_signed():
+    _, pair = opened("counter", (1, 1))
+    for party in pair.parties:
+        with pytest.raises(LocalError, match="plain CBOR"):
+            party.chan.issue({"inc": 1.5})
+        with pytest.raises(LocalError, match="plain CBOR"):
+            party.chan.issue({1, 2})
+        assert party.chan.effects() == [] and party.chan.pending == 0
+
+
+def test_late_counter_signature_after_a_force_move_is_kept():
+    _, pair = opened("tictactoe", (5, 5))
+    pair.alice.chan.issue({"cell": 4})
+    proposal = pair.alice.chan.effects()[-1].data
+    move = pair.alice.chan.force_move()
+    pair.bob.chan.receive(proposal)
+    accept = pair.bob.chan.effects()[-1].data
+    pair.alice.chan.receive(accept)
+    assert pair.alice.chan.committed.update == move.update
+    assert pair.alice.chan.committed.doubly_signed
+    assert pair.alice.chan.phase is Phase.DISPUTE
+
+
+def test_a_denial_may_overtake_an_earlier_queued_request():
+    _, pair = opened(deposits=(10, 3), max_in_flight=1)
+    pair.alice.chan.issue({"pay": 1})  # fills the window
+    first = pair.bob.chan.issue({"pay": 3})  # accepted, but waits in the sequencer's queue
+    second = pair.bob.chan.issue({"pay": 3})  # denied at once: Bob has 0 after the first
+    pair.pump()
+    assert [f.ref for f in pair.bob.failed] == [second]
+    assert first in [c.ref for c in pair.bob.committed if c.local]
+    assert pair.alice.chan.committed == pair.bob.chan.committed

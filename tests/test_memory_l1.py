@@ -268,3 +268,25 @@ def test_doubly_signed_update_beats_a_force_move_at_the_same_seq():
     assert pair.bob.l1.settle(pair.params.channel_id) == newest.update.outcome
     kinds = [e.kind for e in chain.events()]
     assert kinds[-3:] == [L1EventKind.FORCE_MOVED, L1EventKind.REFUTED, L1EventKind.SETTLED]
+
+
+def test_a_channel_never_fully_funded_can_be_cancelled_and_refunded():
+    chain, pair = make_pair("payments", (10, 20))
+    pair.alice.chan.start()
+    pair.pump()
+    cid = pair.alice.l1.open(pair.params)
+    a = pair.params.participants[0]
+    assert chain.balance(a) == 0
+    pair.alice.l1.cancel(cid)
+    assert chain.balance(a) == 10
+    assert chain.channel(cid).status is L1ChannelStatus.CANCELLED
+    with pytest.raises(L1Error, match="cancelled"):
+        pair.bob.l1.deposit(cid, 20)
+    with pytest.raises(L1Error, match="cancelled"):
+        pair.alice.l1.cancel(cid)
+
+
+def test_an_open_channel_cannot_be_cancelled():
+    _, pair = opened()
+    with pytest.raises(L1Error, match="only a channel still funding"):
+        pair.alice.l1.cancel(pair.params.channel_id)
