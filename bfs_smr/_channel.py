@@ -73,6 +73,7 @@ class Input(enum.Enum):
     ISSUE = "issue"
     CLOSE = "close"
     FORCE_MOVE = "force_move"
+    ADOPT_FORCED = "adopt_forced_move"
     RECV_PROPOSE = "propose"
     RECV_ACCEPT = "accept"
     RECV_REQUEST = "request"
@@ -102,6 +103,15 @@ TRANSITIONS: dict[tuple[Role, Phase, Input], str] = {
     # A counter-signature that arrives after a force move still completes that update:
     # a doubly-signed update can refute on L1. Nothing new is proposed in DISPUTE.
     (_S, _DISPUTE, Input.RECV_ACCEPT): "_seq_on_accept",
+    # On L1, the other party forced a move: adopt it, then answer with a force move.
+    (_S, _OPEN, Input.ADOPT_FORCED): "_adopt_forced_move",
+    (_S, _CLOSING, Input.ADOPT_FORCED): "_adopt_forced_move",
+    (_S, _DISPUTE, Input.ADOPT_FORCED): "_adopt_forced_move",
+    (_S, _DISPUTE, Input.FORCE_MOVE): "_force_move",
+    (_F, _OPEN, Input.ADOPT_FORCED): "_adopt_forced_move",
+    (_F, _CLOSING, Input.ADOPT_FORCED): "_adopt_forced_move",
+    (_F, _DISPUTE, Input.ADOPT_FORCED): "_adopt_forced_move",
+    (_F, _DISPUTE, Input.FORCE_MOVE): "_force_move",
     (_F, _OPENING, Input.START): "_noop",
     (_F, _OPENING, Input.RECV_PROPOSE): "_fol_on_propose",
     (_F, _OPEN, Input.ISSUE): "_fol_issue",
@@ -201,6 +211,8 @@ class Channel:
         self._close_wanted = False
         self._final_proposed = False
         self._last_peer_ref = 0
+        # force moves: the update the next one builds on, once a dispute has begun
+        self._dispute_base: tuple[SignedUpdate, Any] | None = None
         # follower
         self._requests: deque[tuple[int, Any]] = deque()
 
@@ -279,7 +291,9 @@ class Channel:
         If this party already signed an update at that sequence number (the sequencer's
         oldest in-flight proposal), that same update is returned: never a second one
         (I1). Otherwise ``command`` is applied as this party's move. Afterwards the
-        channel is in :attr:`Phase.DISPUTE` and takes no more off-chain updates.
+        channel is in :attr:`Phase.DISPUTE` and takes no more off-chain updates. Once the
+        other party forced a move (see :meth:`adopt_forced_move`), the next force move
+        builds on that one.
 
         Raises:
             LocalError: nothing committed yet, it is not this party's move, or no command.
@@ -287,6 +301,27 @@ class Channel:
         """
         result: SignedUpdate = self._dispatch(Input.FORCE_MOVE, command)
         return result
+
+    def adopt_forced_move(self, update: SignedUpdate) -> None:
+        """Take the other party's move, forced on L1, as the base for answering it.
+
+        It is checked like a proposal (links to this party's newest update or the last
+        forced one, the mover's turn and signature, re-execution). Afterwards
+        :meth:`force_move` builds on it and :attr:`force_base` returns it.
+
+        Raises:
+            RemoteViolation: the update is not a valid forced move here.
+        """
+        self._dispatch(Input.ADOPT_FORCED, update)
+
+    @property
+    def force_base(self) -> tuple[SignedUpdate, Any]:
+        """``(update, state)`` the next force move builds on; post the encoded state with it.
+
+        Raises:
+            LocalError: nothing committed yet.
+        """
+        return self._force_base()
 
     def receive(self, data: bytes) -> None:
         """Take one message from the peer.
@@ -615,30 +650,45 @@ class Channel:
 
     # -- force move ----------------------------------------------------------------
 
-    def _force_move(self, command: Any) -> SignedUpdate:
+    def _force_base(self) -> tuple[SignedUpdate, Any]:
+        if self._dispute_base is not None:
+            return self._dispute_base
         if self._committed is None:
             raise LocalError("nothing committed yet")
-        base_seq = self._committed.seq
-        if self.role is Role.SEQUENCER and self._in_flight:
-            # Already signed an update at base_seq + 1: that one, never a second (I1).
-            signed, _, _ = self._in_flight[0]
-            if signed.update.final:
-                raise LocalError("the pending update is a final one; close cooperatively")
+        return self._committed, self._committed_state
+
+    def _force_move(self, command: Any) -> SignedUpdate:
+        base, base_state = self._force_base()
+        seq = base.seq + 1
+        if self._dispute_base is None and self._in_flight:
+            # The sequencer already signed an update at seq: that one, never a second (I1).
+            signed, state, _ = self._in_flight[0]
+            entries = signed.update.commands
+            if signed.update.final or len(entries) != 1 or entries[0].actor != self.index:
+                raise LocalError(
+                    f"this party already signed seq {seq}, and not as a single move of its "
+                    "own; it cannot force a move there (I1)"
+                )
+            self._dispute_base = (signed, state)
             self._set_phase(Phase.DISPUTE)
             return signed
-        if self._head_seq != base_seq:
-            raise LocalError("internal: signed tip is ahead of committed")  # pragma: no cover
+        if self._head_seq >= seq:
+            raise LocalError(
+                f"this party already signed an update at seq {seq}; "
+                "a force move there would be a second signature (I1)"
+            )
         if command is None:
             raise LocalError("a force move needs a command")
-        if self.app.to_move(self._committed_state) != self.index:
+        if self.app.to_move(base_state) != self.index:
             raise LocalError("it is not this party's move")
-        state = self.app.apply(self._committed_state, command, self.index)
+        self._check_local_command(command)
+        state = self.app.apply(base_state, command, self.index)
         ref = self._next_ref
         self._next_ref += 1
         update = Update(
             channel_id=self.channel_id,
-            seq=base_seq + 1,
-            prev_hash=self._head_hash,
+            seq=seq,
+            prev_hash=base.update.entry_hash(),
             app_id=self.params.app_id,
             commands=(CommandEntry(self.index, ref, command),),
             state_hash=self.app.state_hash(state),
@@ -651,6 +701,31 @@ class Channel:
         signed = SignedUpdate(update, sigs)
         self._head_seq = update.seq
         self._head_hash = _hash(body)
+        self._dispute_base = (signed, state)
         self._set_phase(Phase.DISPUTE)
         self._out.append(PersistUpdate(update=signed, state=state, committed=False))
         return signed
+
+    def _adopt_forced_move(self, signed: SignedUpdate) -> None:
+        base, base_state = self._force_base()
+        u = signed.update
+        if u.channel_id != self.channel_id or u.app_id != self.params.app_id or u.final:
+            raise self._violation("forced move of another channel or app, or a final one")
+        if u.seq != base.seq + 1 or u.prev_hash != base.update.entry_hash():
+            raise self._violation(f"forced move at seq {u.seq} does not follow seq {base.seq}")
+        if self.app.to_move(base_state) != self.peer_index:
+            raise self._violation("forced move by a party whose move it was not")
+        if len(u.commands) != 1 or u.commands[0].actor != self.peer_index:
+            raise self._violation("a forced move is exactly one command by the mover")
+        if not signed.verify(self.params, self.format, require=(self.peer_index,)):
+            raise self._violation("forced move without a valid signature of the mover")
+        try:
+            state = self._apply_peer_command(base_state, u.commands[0].command, self.peer_index)
+        except CommandRejected as exc:
+            raise self._violation(f"forced move is invalid: {exc.reason}") from None
+        if self.app.state_hash(state) != u.state_hash:
+            raise self._violation("forced move: state hash differs from re-execution")
+        if self.app.checked_outcome(state, self.params) != u.outcome:
+            raise self._violation("forced move: outcome differs from re-execution")
+        self._dispute_base = (signed, state)
+        self._set_phase(Phase.DISPUTE)

@@ -290,3 +290,62 @@ def test_an_open_channel_cannot_be_cancelled():
     _, pair = opened()
     with pytest.raises(L1Error, match="only a channel still funding"):
         pair.alice.l1.cancel(pair.params.channel_id)
+
+
+def force(party, app, command):
+    """``party`` forces ``command`` on L1 on top of its current force base."""
+    _, base_state = party.chan.force_base
+    move = party.chan.force_move(command)
+    party.l1.force_move(app.encode_state(base_state), move)
+    return move
+
+
+def test_a_whole_game_can_be_finished_by_force_moves_through_channels():
+    chain, pair = tictactoe_after([4, 0])  # Alice (X) to move
+    app = pair.app
+    pair.alice.l1.unilateral_close(pair.alice.chan.committed)
+    moves = [(pair.alice, {"cell": 8}), (pair.bob, {"cell": 2}), (pair.alice, {"cell": 6})]
+    for mover, command in moves:
+        other = pair.peer(mover)
+        move = force(mover, app, command)
+        other.chan.adopt_forced_move(move)
+        chain.advance(10)
+    # O holds 0 and 2 and completes the top row at 1.
+    move = force(pair.bob, app, {"cell": 1})
+    _, state = pair.bob.chan.force_base
+    assert app.is_final(state) and app.outcome(state) == (0, 100)
+    chain.advance(30)
+    assert pair.alice.l1.settle(pair.params.channel_id) == (0, 100)
+    assert move.seq == pair.alice.chan.seq + 4
+
+
+def test_a_forced_move_that_does_not_follow_is_refused_by_the_channel():
+    from bfs_smr import RemoteViolation, SignedUpdate
+
+    _, pair = tictactoe_after([4, 0])
+    move = pair.alice.chan.force_move({"cell": 8})
+    forged = SignedUpdate(move.update, (pair.bob.signer.sign(b"x" * 32), None))
+    with pytest.raises(RemoteViolation, match="signature"):
+        pair.bob.chan.adopt_forced_move(forged)
+    pair.bob.chan.adopt_forced_move(move)
+    with pytest.raises(RemoteViolation, match="does not follow"):
+        pair.bob.chan.adopt_forced_move(move)  # already adopted: it no longer follows
+
+
+def test_answering_a_forced_move_never_signs_twice_at_one_seq():
+    from bfs_smr import LocalError
+
+    _, pair = tictactoe_after([4])  # seq 1; Bob (O) to move
+    pair.bob.chan.issue({"cell": 0})
+    pair.drain(pair.bob)
+    pair.silenced.add("alice")  # nothing Alice sends from now on arrives
+    pair.alice.chan.receive(pair.alice.inbox.popleft())
+    pair.alice.chan.issue({"cell": 8})
+    pair.drain(pair.alice)
+    assert [u.seq for u in pair.alice.chan.in_flight()] == [2, 3]
+    with pytest.raises(LocalError, match="not as a single move of its own"):
+        pair.alice.chan.force_move({"cell": 8})  # seq 2 holds Bob's move, not hers
+    forced = pair.bob.chan.force_move({"cell": 1})  # Bob forces a different move at seq 2
+    pair.alice.chan.adopt_forced_move(forced)
+    with pytest.raises(LocalError, match="second signature"):
+        pair.alice.chan.force_move({"cell": 8})  # she signed seq 3 already
