@@ -35,7 +35,9 @@ def test_payments_moves_value_both_ways():
     assert app.outcome(s) == (15, 0)
 
 
-@pytest.mark.parametrize("command", [{"pay": 0}, {"pay": -1}, {"pay": 11}, {"pay": True}, {"pay": 1, "x": 1}])
+@pytest.mark.parametrize(
+    "command", [{"pay": 0}, {"pay": -1}, {"pay": 11}, {"pay": True}, {"pay": 1, "x": 1}]
+)
 def test_payments_rejects_overdraft_and_non_positive(command):
     app = Payments()
     with pytest.raises(CommandRejected):
