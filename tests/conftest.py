@@ -10,7 +10,7 @@ import pytest
 
 from adapters.memory import MemoryL1
 from bfs_smr import Ed25519, Signer
-from bfs_smr.runtime import LocalPair, load_app
+from bfs_smr.runtime import LocalPair, memory_pair
 
 PairFactory = Callable[..., tuple[MemoryL1, LocalPair]]
 
@@ -24,30 +24,10 @@ def make_pair(
     deposits: tuple[int, int] = (1_000, 0),
     *,
     window: int = 100,
-    nonce: int = 0,
-    chain: MemoryL1 | None = None,
-    alice: Signer | None = None,
-    bob: Signer | None = None,
     **kwargs: Any,
 ) -> tuple[MemoryL1, LocalPair]:
     """A funded-but-unopened pair on a (new or given) embedded L1."""
-    chain = chain or MemoryL1()
-    alice = alice or new_signer()
-    bob = bob or new_signer()
-    chain.mint(alice.public_key, deposits[0])
-    chain.mint(bob.public_key, deposits[1])
-    pair = LocalPair(
-        load_app(app),
-        alice=alice,
-        bob=bob,
-        alice_l1=chain.adapter(alice.public_key),
-        bob_l1=chain.adapter(bob.public_key),
-        deposits=deposits,
-        challenge_window=window,
-        nonce=nonce,
-        **kwargs,
-    )
-    return chain, pair
+    return memory_pair(app, deposits, challenge_window=window, **kwargs)
 
 
 @pytest.fixture

@@ -21,9 +21,8 @@ from typing import Any
 import pytest
 
 import bfs_smr
-from adapters.memory import MemoryL1
-from bfs_smr import TRANSITIONS, Channel, Ed25519, Input, Phase, Role
-from bfs_smr.runtime import LocalPair, load_app
+from bfs_smr import TRANSITIONS, Channel, Input, Phase, Role
+from bfs_smr.runtime import LocalPair, memory_pair
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 DOC_FILES = ["protocol.md", "writing-an-app.md", "l1-adapters.md"]
@@ -106,18 +105,7 @@ def observed(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[tuple[Key, Phase]]
 
 
 def _pair(app: str, deposits: tuple[int, int]) -> LocalPair:
-    chain = MemoryL1()
-    alice, bob = LocalPair.new_signers(Ed25519())
-    chain.mint(alice.public_key, deposits[0])
-    chain.mint(bob.public_key, deposits[1])
-    pair = LocalPair(
-        load_app(app),
-        alice=alice,
-        bob=bob,
-        alice_l1=chain.adapter(alice.public_key),
-        bob_l1=chain.adapter(bob.public_key),
-        deposits=deposits,
-    )
+    _, pair = memory_pair(app, deposits)
     pair.open()
     return pair
 

@@ -22,7 +22,6 @@ from bfs_smr import (
     ChannelParams,
     CommandEntry,
     CommandRejected,
-    Ed25519,
     L1ChannelStatus,
     LocalError,
     LogVerificationError,
@@ -31,7 +30,7 @@ from bfs_smr import (
     decode,
     verify_log,
 )
-from bfs_smr.runtime import LocalPair, available_apps, load_app, register_app
+from bfs_smr.runtime import LocalPair, available_apps, load_app, memory_pair, register_app
 from bfs_smr.testing import check_app
 
 BET_PATH = Path(__file__).resolve().parent.parent / "docs" / "examples" / "bet.py"
@@ -62,19 +61,8 @@ class World:
 
 
 def make_world(deposits: tuple[int, int] = (100, 100), window: int = 600) -> World:
-    chain = MemoryL1()
-    alice, bob = LocalPair.new_signers(Ed25519())
-    chain.mint(alice.public_key, deposits[0])
-    chain.mint(bob.public_key, deposits[1])
-    pair = LocalPair(
-        load_app("bet", 1),  # through the registry, as the CLI and L1 find apps
-        alice=alice,
-        bob=bob,
-        alice_l1=chain.adapter(alice.public_key),
-        bob_l1=chain.adapter(bob.public_key),
-        deposits=deposits,
-        challenge_window=window,
-    )
+    # By name, through the registry, as the CLI and the L1 find apps.
+    chain, pair = memory_pair("bet", deposits, challenge_window=window)
     pair.open()
     return World(chain, pair)
 

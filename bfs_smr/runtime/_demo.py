@@ -12,11 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._crypto import Ed25519
 from .._errors import LocalError
 from .._update import verify_log
-from ._local import LocalPair
-from ._registry import load_app
+from ._local import LocalPair, memory_pair
 
 __all__ = ["Progress", "demo_counter", "demo_dispute", "demo_payments", "demo_tictactoe"]
 
@@ -37,22 +35,7 @@ class _World:
 def _world(
     app_name: str, deposits: tuple[int, int], *, keep_log: bool = True, window: int = 3_600
 ) -> _World:
-    from adapters.memory import MemoryL1
-
-    chain = MemoryL1()
-    alice, bob = LocalPair.new_signers(Ed25519())
-    chain.mint(alice.public_key, deposits[0])
-    chain.mint(bob.public_key, deposits[1])
-    pair = LocalPair(
-        load_app(app_name),
-        alice=alice,
-        bob=bob,
-        alice_l1=chain.adapter(alice.public_key),
-        bob_l1=chain.adapter(bob.public_key),
-        deposits=deposits,
-        challenge_window=window,
-        keep_log=keep_log,
-    )
+    chain, pair = memory_pair(app_name, deposits, challenge_window=window, keep_log=keep_log)
     return _World(chain, pair)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._app import StateMachine
 from .._channel import Channel
@@ -26,8 +26,12 @@ from .._messages import (
     SendMessage,
 )
 from .._update import ChannelParams, SignedUpdate
+from ._registry import load_app
 
-__all__ = ["LocalPair", "Party"]
+if TYPE_CHECKING:
+    from adapters.memory import MemoryL1
+
+__all__ = ["LocalPair", "Party", "memory_pair"]
 
 
 @dataclass(eq=False)
@@ -177,3 +181,40 @@ class LocalPair:
         if closer.final is None:
             raise RuntimeError("the final update was not doubly signed")
         return closer.l1.cooperative_close(closer.final)
+
+
+def memory_pair(
+    app: str | StateMachine[Any],
+    deposits: tuple[int, int],
+    *,
+    chain: MemoryL1 | None = None,
+    alice: Signer | None = None,
+    bob: Signer | None = None,
+    **options: Any,
+) -> tuple[MemoryL1, LocalPair]:
+    """Alice and Bob on an embedded L1, each minted exactly their deposit, not yet open.
+
+    Args:
+        app: an app instance, or the name of an installed or registered app.
+        deposits: what each party will lock.
+        chain: the L1 to use (default: a new one).
+        alice, bob: the parties' keys (default: fresh random Ed25519 keys).
+        options: passed on to :class:`LocalPair` (``challenge_window``, ``nonce`` …).
+    """
+    from adapters.memory import MemoryL1
+
+    chain = chain or MemoryL1()
+    fresh_alice, fresh_bob = LocalPair.new_signers(chain.format.scheme)
+    alice, bob = alice or fresh_alice, bob or fresh_bob
+    chain.mint(alice.public_key, deposits[0])
+    chain.mint(bob.public_key, deposits[1])
+    pair = LocalPair(
+        load_app(app) if isinstance(app, str) else app,
+        alice=alice,
+        bob=bob,
+        alice_l1=chain.adapter(alice.public_key),
+        bob_l1=chain.adapter(bob.public_key),
+        deposits=deposits,
+        **options,
+    )
+    return chain, pair
