@@ -26,6 +26,7 @@ import enum
 from collections import deque
 from typing import Any
 
+from . import _recovery
 from ._app import StateMachine
 from ._codec import check_plain
 from ._codec import hash_bytes as _hash
@@ -41,7 +42,10 @@ from ._messages import (
     CommandFailed,
     Denied,
     Effect,
+    Entries,
+    Hello,
     Message,
+    PersistRequest,
     PersistUpdate,
     Propose,
     Request,
@@ -50,6 +54,7 @@ from ._messages import (
     encode_propose,
     parse_message,
 )
+from ._recovery import CLOSE_MARK as _CLOSE
 from ._update import ChannelParams, CommandEntry, SignedUpdate, Update
 
 __all__ = ["TRANSITIONS", "Channel", "Input", "Phase", "Role"]
@@ -74,6 +79,10 @@ class Input(enum.Enum):
     CLOSE = "close"
     FORCE_MOVE = "force_move"
     ADOPT_FORCED = "adopt_forced_move"
+    RESYNC = "resync"
+    SERVE_LOG = "serve_log"
+    RECV_HELLO = "hello"
+    RECV_ENTRIES = "entries"
     RECV_PROPOSE = "propose"
     RECV_ACCEPT = "accept"
     RECV_REQUEST = "request"
@@ -127,7 +136,17 @@ TRANSITIONS: dict[tuple[Role, Phase, Input], str] = {
     (_F, _CLOSED, Input.RECV_DENIED): "_fol_on_denied",
 }
 
+# Resynchronisation is possible in every phase, for both roles (see _recovery.py).
+for _role in Role:
+    for _phase in Phase:
+        TRANSITIONS[_role, _phase, Input.RESYNC] = "_resync"
+        TRANSITIONS[_role, _phase, Input.SERVE_LOG] = "_serve_log"
+        TRANSITIONS[_role, _phase, Input.RECV_HELLO] = "_on_hello"
+        TRANSITIONS[_role, _phase, Input.RECV_ENTRIES] = "_on_entries"
+
 _RECEIVE_INPUT: dict[type, Input] = {
+    Hello: Input.RECV_HELLO,
+    Entries: Input.RECV_ENTRIES,
     Propose: Input.RECV_PROPOSE,
     Accept: Input.RECV_ACCEPT,
     Request: Input.RECV_REQUEST,
@@ -141,8 +160,6 @@ _HANDLERS: dict[tuple[Role, Phase], dict[Input, str]] = {
     for role in Role
     for phase in Phase
 }
-
-_CLOSE = object()  # marks a close request in the follower's request queue
 
 
 class Channel:
@@ -213,6 +230,7 @@ class Channel:
         self._last_peer_ref = 0
         # force moves: the update the next one builds on, once a dispute has begun
         self._dispute_base: tuple[SignedUpdate, Any] | None = None
+        self._serving: tuple[int, int] | None = None
         # follower
         self._requests: deque[tuple[int, Any]] = deque()
 
@@ -322,6 +340,97 @@ class Channel:
             LocalError: nothing committed yet.
         """
         return self._force_base()
+
+    def resync(self) -> None:
+        """Call on every (re)connect: tell the peer where this party's log ends.
+
+        The follower also re-sends its pending requests. See :mod:`bfs_smr._recovery`.
+        """
+        self._dispatch(Input.RESYNC)
+
+    def serve_log(self, entries: list[SignedUpdate]) -> None:
+        """Answer a :class:`ServeLog` effect with exactly the entries it named.
+
+        Raises:
+            LocalError: nothing was asked for, or not exactly that range.
+        """
+        self._dispatch(Input.SERVE_LOG, entries)
+
+    @property
+    def next_ref(self) -> int:
+        """The next reference this party will give a command (persist it: refs never repeat)."""
+        return self._next_ref
+
+    @property
+    def last_peer_ref(self) -> int:
+        """The newest peer request reference the sequencer has sequenced or denied."""
+        return self._last_peer_ref
+
+    @classmethod
+    def restore(
+        cls,
+        params: ChannelParams,
+        app: StateMachine[Any],
+        fmt: L1Format,
+        signer: Signer,
+        *,
+        committed: SignedUpdate | None,
+        state: Any,
+        proposals: list[tuple[SignedUpdate, Any]] | None = None,
+        requests: list[tuple[int, Any, bool]] | None = None,
+        next_ref: int = 1,
+        last_peer_ref: int = 0,
+        **options: Any,
+    ) -> Channel:
+        """Rebuild a party's channel from what its store holds (after a restart).
+
+        Args:
+            committed: the newest doubly-signed update (``None``: nothing yet, e.g. when
+                restoring from the peer's log).
+            state: its state.
+            proposals: updates this party signed that lack the peer's signature, oldest
+                first (the sequencer's in-flight proposals, or a force move).
+            requests: the follower's pending requests as ``(ref, command, is_close)``.
+            next_ref, last_peer_ref: the counters persisted with the channel.
+
+        Raises:
+            LocalError: the stored data does not fit together (a damaged store).
+        """
+        chan = cls(params, app, fmt, signer, **options)
+        chan._next_ref = next_ref
+        chan._last_peer_ref = last_peer_ref
+        if committed is not None:
+            u = committed.update
+            if u.channel_id != chan.channel_id or not committed.verify(params, fmt):
+                raise LocalError("stored head is not a doubly-signed update of this channel")
+            if app.state_hash(state) != u.state_hash:
+                raise LocalError("stored state does not match the stored head's state hash")
+            chan._committed, chan._committed_state = committed, state
+            chan._head_seq, chan._head_hash = u.seq, u.entry_hash()
+            chan._tip_state = state
+            chan._set_phase(Phase.CLOSED if u.final else Phase.OPEN)
+        for signed, pstate in proposals or []:
+            u = signed.update
+            if u.seq != chan._head_seq + 1 or u.prev_hash != chan._head_hash:
+                raise LocalError(f"stored proposal {u.seq} does not extend the stored log")
+            if not signed.verify(params, fmt, require=(chan.index,)):
+                raise LocalError(f"stored proposal {u.seq} is not signed by this party")
+            chan._head_seq, chan._head_hash = u.seq, u.entry_hash()
+            if chan.role is Role.SEQUENCER:
+                digest = fmt.digest(u, u.body())
+                chan._in_flight.append((signed, pstate, digest))
+                chan._tip_state = pstate
+                if u.final:
+                    chan._close_wanted = chan._final_proposed = True
+                    chan._set_phase(Phase.CLOSING)
+            else:  # a follower signs alone only to force a move
+                chan._dispute_base = (signed, pstate)
+                chan._set_phase(Phase.DISPUTE)
+        for ref, command, is_close in requests or []:
+            chan._requests.append((ref, _CLOSE if is_close else command))
+            if is_close and chan._phase is Phase.OPEN:
+                chan._set_phase(Phase.CLOSING)
+        return chan
 
     def receive(self, data: bytes) -> None:
         """Take one message from the peer.
@@ -489,13 +598,10 @@ class Channel:
         self._commit(SignedUpdate(signed.update, both), state)
         self._pump()
 
-    def _check_peer_ref(self, ref: int) -> None:
-        if ref <= self._last_peer_ref:
-            raise self._violation(f"request reference {ref} is not increasing (replay?)")
-        self._last_peer_ref = ref
-
     def _seq_on_request(self, msg: Request) -> None:
-        self._check_peer_ref(msg.ref)
+        if _recovery.repeated_request(self, msg.ref):
+            return
+        self._last_peer_ref = msg.ref
         if self._phase is not Phase.OPEN:
             self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason="channel is closing"))
             return
@@ -512,7 +618,9 @@ class Channel:
         self._pump()
 
     def _seq_on_close_request(self, msg: CloseRequest) -> None:
-        self._check_peer_ref(msg.ref)
+        if _recovery.repeated_request(self, msg.ref):
+            return
+        self._last_peer_ref = msg.ref
         if self._phase is Phase.CLOSING:
             return  # the final update is already coming; it answers this request too
         if not self.app.may_close(self._tip_state):
@@ -531,6 +639,7 @@ class Channel:
         ref = self._next_ref
         self._next_ref += 1
         self._requests.append((ref, command))
+        self._out.append(PersistRequest(ref=ref, command=command))
         self._send(Request(channel_id=self.channel_id, ref=ref, command=command))
         return ref
 
@@ -538,20 +647,21 @@ class Channel:
         ref = self._next_ref
         self._next_ref += 1
         self._requests.append((ref, _CLOSE))
+        self._out.append(PersistRequest(ref=ref, command=None, close=True))
         self._set_phase(Phase.CLOSING)
         self._send(CloseRequest(channel_id=self.channel_id, ref=ref))
 
     def _fol_on_denied(self, msg: Denied) -> None:
-        if not self._requests:
-            if self._phase is Phase.CLOSED:
-                return  # requests were already failed when the final update arrived
-            raise self._violation(f"denial of request {msg.ref}, which is not pending")
         # A denial may overtake earlier requests: the sequencer denies at once, while an
         # accepted request can wait in its queue for a window slot. So it may name any
         # pending request; the ones before it keep their order.
         position = next((i for i, (r, _) in enumerate(self._requests) if r == msg.ref), None)
         if position is None:
-            raise self._violation(f"denial of request {msg.ref}, which is not pending")
+            if msg.ref < self._next_ref:
+                # An answer to a request already resolved: failed when a final update
+                # arrived, or committed and then re-sent after a reconnect.
+                return
+            raise self._violation(f"denial of request {msg.ref}, which was never sent")
         ref, what = self._requests[position]
         del self._requests[position]
         if what is _CLOSE and self._phase is Phase.CLOSING:
@@ -647,6 +757,20 @@ class Channel:
             if consumed < len(self._requests) and self._requests[consumed][1] is _CLOSE:
                 consumed += 1
         return consumed, state
+
+    # -- resynchronisation (the logic lives in _recovery.py) ------------------------
+
+    def _resync(self, _: Any) -> None:
+        _recovery.resync(self)
+
+    def _serve_log(self, entries: list[SignedUpdate]) -> None:
+        _recovery.serve_log(self, entries)
+
+    def _on_hello(self, msg: Hello) -> None:
+        _recovery.on_hello(self, msg)
+
+    def _on_entries(self, msg: Entries) -> None:
+        _recovery.on_entries(self, msg)
 
     # -- force move ----------------------------------------------------------------
 

@@ -23,12 +23,16 @@ __all__ = [
     "CommandFailed",
     "Denied",
     "Effect",
+    "Entries",
+    "Hello",
     "Message",
     "MessageKind",
+    "PersistRequest",
     "PersistUpdate",
     "Propose",
     "Request",
     "SendMessage",
+    "ServeLog",
     "encode_message",
     "encode_propose",
     "parse_message",
@@ -43,6 +47,12 @@ class MessageKind(enum.IntEnum):
     REQUEST = 3  # follower -> sequencer: please sequence this command of mine
     CLOSE_REQUEST = 4  # follower -> sequencer: please propose a final update
     DENIED = 5  # sequencer -> follower: your request `ref` was not sequenced
+    HELLO = 6  # either way, on (re)connect: where this party's log ends
+    ENTRIES = 7  # either way: doubly-signed entries the peer lacks
+
+
+#: Most entries in one ENTRIES message (each is a few hundred bytes).
+MAX_ENTRIES = 1024
 
 
 # -- messages (data only) -------------------------------------------------------------
@@ -82,7 +92,26 @@ class Denied:
     reason: str
 
 
-Message = Propose | Accept | Request | CloseRequest | Denied
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    """Sent on (re)connect. ``next_seq`` is one past this party's newest doubly-signed
+    update (0 if it has none), ``head_hash`` that update's entry hash (the genesis hash if
+    none)."""
+
+    channel_id: bytes
+    next_seq: int
+    head_hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entries:
+    """Consecutive doubly-signed updates, oldest first, for a peer that is behind."""
+
+    channel_id: bytes
+    entries: tuple[SignedUpdate, ...]
+
+
+Message = Propose | Accept | Request | CloseRequest | Denied | Hello | Entries
 
 
 def encode_message(msg: Message) -> bytes:
@@ -100,8 +129,12 @@ def encode_message(msg: Message) -> bytes:
         value = [MessageKind.REQUEST, msg.channel_id, msg.ref, msg.command]
     elif isinstance(msg, CloseRequest):
         value = [MessageKind.CLOSE_REQUEST, msg.channel_id, msg.ref]
-    else:
+    elif isinstance(msg, Denied):
         value = [MessageKind.DENIED, msg.channel_id, msg.ref, msg.reason[:MAX_REASON]]
+    elif isinstance(msg, Hello):
+        value = [MessageKind.HELLO, msg.channel_id, msg.next_seq, msg.head_hash]
+    else:
+        value = [MessageKind.ENTRIES, msg.channel_id, [e.to_value() for e in msg.entries]]
     return encode([int(value[0]), *value[1:]])
 
 
@@ -162,6 +195,23 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
         if type(reason) is not str or len(reason) > MAX_REASON:
             raise CodecError("reason must be a short string")
         return Denied(channel_id=cid, ref=_int(value[2], "ref"), reason=reason)
+    if kind == MessageKind.HELLO and n == 4:
+        head = value[3]
+        if type(head) is not bytes or len(head) != HASH_SIZE:
+            raise CodecError("head_hash must be 32 bytes")
+        return Hello(channel_id=cid, next_seq=_int(value[2], "next_seq"), head_hash=head)
+    if kind == MessageKind.ENTRIES and n == 3:
+        items = value[2]
+        if type(items) is not list or not 0 < len(items) <= MAX_ENTRIES:
+            raise CodecError(f"entries must be 1 to {MAX_ENTRIES} signed updates")
+        try:
+            entries = tuple(SignedUpdate.from_value(item) for item in items)
+        except ValueError as exc:
+            raise CodecError(f"malformed entry: {exc}") from None
+        for signed in entries:
+            for item in signed.update.commands:
+                check_plain(item.command)
+        return Entries(channel_id=cid, entries=entries)
     raise CodecError(f"unknown message kind or wrong length: {kind!r}/{n}")
 
 
@@ -213,6 +263,29 @@ class CommandFailed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PersistRequest:
+    """Make this request of the follower's durable before it is sent.
+
+    After a crash the follower must still recognise its own commands in the sequencer's
+    proposals (it signs only commands it issued, I2); a request it cannot recognise would
+    leave the sequencer's signed proposal uncompletable.
+    """
+
+    ref: int
+    command: Any
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeLog:
+    """The peer lacks doubly-signed entries ``first_seq..last_seq`` (inclusive): read them
+    from the store and pass them to :meth:`Channel.serve_log`, before later effects."""
+
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChannelOpened:
     """The opening update (seq 0) is doubly signed: it is now safe to fund on L1."""
 
@@ -229,6 +302,8 @@ class ChannelFinalized:
 Effect = (
     SendMessage
     | PersistUpdate
+    | PersistRequest
+    | ServeLog
     | CommandCommitted
     | CommandFailed
     | ChannelOpened
