@@ -24,12 +24,15 @@ from .._messages import (
     CommandFailed,
     PersistUpdate,
     SendMessage,
+    ServeLog,
 )
 from .._update import ChannelParams, SignedUpdate
 from ._registry import load_app
 
 if TYPE_CHECKING:
     from adapters.memory import MemoryL1
+
+    from .store import Store
 
 __all__ = ["LocalPair", "Party", "memory_pair"]
 
@@ -49,6 +52,8 @@ class Party:
     failed: list[CommandFailed] = field(default_factory=list)
     final: SignedUpdate | None = None
     commits: int = 0
+    store: Store | None = None
+    key: int = 0
 
     @property
     def chan(self) -> Channel:
@@ -68,6 +73,8 @@ class LocalPair:
         options: app options.
         challenge_window: L1 window in seconds.
         keep_log: keep every doubly-signed update (for verification); off for benchmarks.
+        stores: durable stores for Alice and Bob; every step is then made durable
+            before anything of it is sent or reported (write-ahead, group commit).
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class LocalPair:
         max_in_flight: int = 64,
         max_batch: int = 1,
         max_queue: int = 100_000,
+        stores: tuple[Store, Store] | None = None,
     ) -> None:
         self.app = app
         self.params = ChannelParams(
@@ -100,16 +108,16 @@ class LocalPair:
         )
         self.alice = Party("alice", alice, alice_l1, keep_log=keep_log)
         self.bob = Party("bob", bob, bob_l1, keep_log=keep_log)
-        for party in (self.alice, self.bob):
-            party.channel = Channel(
-                self.params,
-                app,
-                party.l1.format,
-                party.signer,
-                max_in_flight=max_in_flight,
-                max_batch=max_batch,
-                max_queue=max_queue,
-            )
+        self.options = {
+            "max_in_flight": max_in_flight,
+            "max_batch": max_batch,
+            "max_queue": max_queue,
+        }
+        for i, party in enumerate((self.alice, self.bob)):
+            party.channel = Channel(self.params, app, party.l1.format, party.signer, **self.options)
+            if stores is not None:
+                party.store = stores[i]
+                party.key = stores[i].add_channel(self.params)
         self.silenced: set[str] = set()
 
     @staticmethod
@@ -129,7 +137,10 @@ class LocalPair:
     def drain(self, party: Party) -> None:
         """Carry out ``party``'s effects in order."""
         peer = self.peer(party)
-        for effect in party.chan.effects():
+        effects = party.chan.effects()
+        if party.store is not None and effects:
+            party.store.persist(party.key, effects, party.chan)  # before any of it is carried out
+        for effect in effects:
             kind = type(effect)
             if kind is SendMessage:
                 if party.name not in self.silenced:
@@ -145,6 +156,14 @@ class LocalPair:
                 party.failed.append(effect)  # type: ignore[arg-type]
             elif kind is ChannelFinalized:
                 party.final = effect.update  # type: ignore[union-attr]
+            elif kind is ServeLog:
+                first, last = effect.first_seq, effect.last_seq  # type: ignore[union-attr]
+                if party.store is not None:
+                    entries = party.store.log_range(self.params.channel_id, first, last)
+                else:
+                    entries = party.log[first : last + 1]
+                party.chan.serve_log(entries)
+                self.drain(party)  # the entries go out before this step's later messages
 
     def pump(self) -> None:
         """Deliver messages both ways until neither party has anything to say."""
@@ -163,6 +182,25 @@ class LocalPair:
                     alice.chan.receive(data)
             self.drain(alice)
             self.drain(bob)
+
+    def restart(self, party: Party) -> None:
+        """Simulate a crash and restart of ``party``: what was in flight to it is lost,
+        and its channel is rebuilt from its durable store alone."""
+        from .store import Store
+
+        assert party.store is not None, "restart needs a durable store"
+        party.store.close()
+        party.store = Store(party.store.dir, keep_log=party.store.keep_log)
+        party.inbox.clear()
+        party.channel = party.store.load(
+            self.params.channel_id, self.app, party.l1.format, party.signer, **self.options
+        )
+
+    def resync(self) -> None:
+        """Both parties (re)connect: exchange HELLOs and catch up."""
+        self.alice.chan.resync()
+        self.bob.chan.resync()
+        self.pump()
 
     def open(self) -> None:
         """Sign the opening update both ways, then fund the channel on L1."""

@@ -1,0 +1,348 @@
+"""The durable store: one SQLite database per party (runtime layer; the core does no I/O).
+
+Why SQLite (WAL, ``synchronous=FULL``) rather than an append-only file: one transaction
+updates the head, the log, pending proposals, pending requests and counters atomically,
+so a crash leaves either all of a step or none of it; and reopening reads a few rows
+whatever the length of the log. Measured on the CI machine (docs/durability.md): an fsync
+costs ~140 µs, a SQLite commit ~210 µs, and with group commit (64 updates a transaction)
+5.3 µs per update against 3.2 µs for a hand-rolled append-only file.
+
+Write-ahead rules (DESIGN I1, I3) are kept by :meth:`Store.persist`: the driver hands it
+every effect of a step *before* it sends anything or reports anything done, and it commits
+them in one transaction (one fsync) — group commit that never lets a signature leave, or a
+command be reported done, before its update is durable.
+
+Damage is detected, never trusted: every row read back is decoded strictly and the head
+is re-verified (both signatures, state hash) before a channel is rebuilt from it; any
+failure raises :class:`StoreError` naming the file, and no signature is made from a
+damaged state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .._app import StateMachine
+from .._channel import Channel
+from .._codec import decode, encode
+from .._crypto import Signer
+from .._errors import BfsSmrError, CodecError, LocalError
+from .._l1 import L1Format
+from .._messages import (
+    CommandCommitted,
+    CommandFailed,
+    Effect,
+    PersistRequest,
+    PersistUpdate,
+)
+from .._update import ChannelParams, SignedUpdate
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
+
+SCHEMA_VERSION = 1
+DB_NAME = "channels.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    key INTEGER PRIMARY KEY,            -- small local key, so log rows stay small
+    id BLOB NOT NULL UNIQUE,            -- the 32-byte channel id
+    params BLOB NOT NULL,               -- canonical ChannelParams
+    next_ref INTEGER NOT NULL,
+    last_peer_ref INTEGER NOT NULL,
+    head BLOB,                          -- newest doubly-signed update
+    head_state BLOB                     -- its state (app encoding)
+);
+CREATE TABLE IF NOT EXISTS proposals (  -- signed by this party, awaiting the peer
+    channel INTEGER NOT NULL, seq INTEGER NOT NULL, signed BLOB NOT NULL, state BLOB NOT NULL,
+    PRIMARY KEY (channel, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS requests (   -- the follower's requests not yet answered
+    channel INTEGER NOT NULL, ref INTEGER NOT NULL, command BLOB NOT NULL, close INTEGER NOT NULL,
+    PRIMARY KEY (channel, ref)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log (        -- every doubly-signed update, to serve resync
+    channel INTEGER NOT NULL, seq INTEGER NOT NULL, signed BLOB NOT NULL,
+    PRIMARY KEY (channel, seq)
+) WITHOUT ROWID;
+"""
+
+
+class StoreError(BfsSmrError):
+    """The store cannot be read or written; ``path`` names the file. Nothing was lost."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+
+
+def params_from_value(value: Any) -> ChannelParams:
+    """Rebuild :class:`ChannelParams` from :meth:`ChannelParams.to_value` output."""
+    l1, participants, deposits, app, version, options, nonce, window = value
+    return ChannelParams(
+        l1=l1,
+        participants=(participants[0], participants[1]),
+        deposits=(deposits[0], deposits[1]),
+        app=app,
+        app_version=version,
+        options=options,
+        nonce=nonce,
+        challenge_window=window,
+    )
+
+
+class Store:
+    """A party's channels on disk, in ``data_dir/channels.sqlite3``.
+
+    Args:
+        data_dir: the party's data directory (created if missing).
+        keep_log: keep every doubly-signed update (needed to serve a peer's resync or
+            restore; turn off only for a party that never serves).
+
+    Raises:
+        StoreError: the directory or database cannot be opened, or is not a bfs-smr store.
+    """
+
+    def __init__(self, data_dir: Path | str, *, keep_log: bool = True) -> None:
+        self.dir = Path(data_dir)
+        self.path = self.dir / DB_NAME
+        self.keep_log = keep_log
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise StoreError(self.path, f"schema version {row[0]!r}, expected {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, _explain(exc)) from None
+        except OSError as exc:
+            raise StoreError(self.dir, f"cannot use the data directory: {exc.strerror}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- channels ---------------------------------------------------------------------
+
+    def add_channel(self, params: ChannelParams) -> int:
+        """Record a new channel (durably) and return its local key.
+
+        Raises:
+            LocalError: the channel is already in this store.
+        """
+        try:
+            cur = self._db.execute(
+                "INSERT INTO channels (id, params, next_ref, last_peer_ref) VALUES (?, ?, 1, 0)",
+                (params.channel_id, encode(params.to_value())),
+            )
+        except sqlite3.IntegrityError:
+            raise LocalError("this channel is already in the store") from None
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, _explain(exc)) from None
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def channel_ids(self) -> list[bytes]:
+        return [row[0] for row in self._query("SELECT id FROM channels ORDER BY key")]
+
+    def key_of(self, channel_id: bytes) -> int:
+        rows = self._query("SELECT key FROM channels WHERE id=?", (channel_id,))
+        if not rows:
+            raise StoreError(self.path, f"channel {channel_id.hex()[:16]}… is not in this store")
+        key: int = rows[0][0]
+        return key
+
+    def params(self, channel_id: bytes) -> ChannelParams:
+        rows = self._query("SELECT params FROM channels WHERE id=?", (channel_id,))
+        if not rows:
+            raise StoreError(self.path, f"channel {channel_id.hex()[:16]}… is not in this store")
+        try:
+            params = params_from_value(decode(rows[0][0]))
+        except (CodecError, ValueError, TypeError, LocalError) as exc:
+            raise StoreError(self.path, f"channel parameters are damaged ({exc})") from None
+        if params.channel_id != channel_id:
+            raise StoreError(self.path, "channel parameters are damaged (id mismatch)")
+        return params
+
+    def load(
+        self,
+        channel_id: bytes,
+        app: StateMachine[Any],
+        fmt: L1Format,
+        signer: Signer,
+        **options: Any,
+    ) -> Channel:
+        """Rebuild the channel exactly as it was durably left (cost independent of the log).
+
+        Raises:
+            StoreError: a row is damaged or the rows do not fit together.
+        """
+        params = self.params(channel_id)
+        key = self.key_of(channel_id)
+        row = self._query(
+            "SELECT next_ref, last_peer_ref, head, head_state FROM channels WHERE key=?", (key,)
+        )[0]
+        next_ref, last_peer_ref, head, head_state = row
+        try:
+            committed = state = None
+            if head is not None:
+                committed = SignedUpdate.from_value(decode(head))
+                state = app.decode_state(head_state)
+            proposals = [
+                (SignedUpdate.from_value(decode(signed)), app.decode_state(pstate))
+                for signed, pstate in self._query(
+                    "SELECT signed, state FROM proposals WHERE channel=? ORDER BY seq", (key,)
+                )
+            ]
+            requests = [
+                (ref, None if close else decode(command), bool(close))
+                for ref, command, close in self._query(
+                    "SELECT ref, command, close FROM requests WHERE channel=? ORDER BY ref", (key,)
+                )
+            ]
+            return Channel.restore(
+                params,
+                app,
+                fmt,
+                signer,
+                committed=committed,
+                state=state,
+                proposals=proposals,
+                requests=requests,
+                next_ref=next_ref,
+                last_peer_ref=last_peer_ref,
+                **options,
+            )
+        except (CodecError, ValueError, TypeError, LocalError) as exc:
+            reason = exc.reason if isinstance(exc, BfsSmrError) else str(exc)
+            raise StoreError(
+                self.path, f"channel {channel_id.hex()[:16]}… is damaged: {reason}"
+            ) from None
+
+    def log_range(self, channel_id: bytes, first: int, last: int) -> list[SignedUpdate]:
+        """Doubly-signed entries ``first..last`` (inclusive), to serve a peer's resync.
+
+        Raises:
+            StoreError: entries are missing (log not kept) or damaged.
+        """
+        key = self.key_of(channel_id)
+        rows = self._query(
+            "SELECT seq, signed FROM log WHERE channel=? AND seq BETWEEN ? AND ? ORDER BY seq",
+            (key, first, last),
+        )
+        if [r[0] for r in rows] != list(range(first, last + 1)):
+            raise StoreError(self.path, f"log entries {first}..{last} are not all in the store")
+        try:
+            return [SignedUpdate.from_value(decode(r[1])) for r in rows]
+        except (CodecError, ValueError) as exc:
+            raise StoreError(self.path, f"a log entry is damaged ({exc})") from None
+
+    def log_size(self, channel_id: bytes) -> int:
+        key = self.key_of(channel_id)
+        count: int = self._query("SELECT count(*) FROM log WHERE channel=?", (key,))[0][0]
+        return count
+
+    # -- the write-ahead step ----------------------------------------------------------------
+
+    def persist(self, key: int, effects: Iterable[Effect], channel: Channel) -> bool:
+        """Make everything in ``effects`` that must be durable durable, in one transaction.
+
+        Call before carrying out any of the effects (sending, reporting). Returns whether
+        anything was written.
+
+        Raises:
+            StoreError: the write failed (disk full, read-only …); it was rolled back, so
+                what was durable before still is, and nothing of this step may be sent.
+        """
+        head: tuple[Any, ...] | None = None
+        log: list[tuple[Any, ...]] = []
+        proposals: list[tuple[Any, ...]] = []
+        requests: list[tuple[Any, ...]] = []
+        answered: list[tuple[int, int]] = []
+        app = channel.app
+        for effect in effects:
+            kind = type(effect)
+            if kind is PersistUpdate:
+                assert isinstance(effect, PersistUpdate)
+                data = encode(effect.update.to_value())
+                seq = effect.update.seq
+                if effect.committed:
+                    head = (data, app.encode_state(effect.state), seq)
+                    if self.keep_log:
+                        log.append((key, seq, data))
+                else:
+                    proposals.append((key, seq, data, app.encode_state(effect.state)))
+            elif kind is PersistRequest:
+                assert isinstance(effect, PersistRequest)
+                command = b"" if effect.close else encode(effect.command)
+                requests.append((key, effect.ref, command, int(effect.close)))
+            elif kind is CommandCommitted:
+                assert isinstance(effect, CommandCommitted)
+                if effect.local:
+                    answered.append((key, effect.ref))
+            elif kind is CommandFailed:
+                assert isinstance(effect, CommandFailed)
+                answered.append((key, effect.ref))
+        if head is None and not (proposals or requests or answered):
+            return False
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if proposals:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO proposals VALUES (?, ?, ?, ?)", proposals
+                    )
+                if requests:
+                    db.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?)", requests)
+                if head is not None:
+                    if log:
+                        db.executemany("INSERT OR REPLACE INTO log VALUES (?, ?, ?)", log)
+                    db.execute("DELETE FROM proposals WHERE channel=? AND seq<=?", (key, head[2]))
+                    db.execute(
+                        "UPDATE channels SET head=?, head_state=? WHERE key=?",
+                        (head[0], head[1], key),
+                    )
+                if answered:
+                    db.executemany("DELETE FROM requests WHERE channel=? AND ref=?", answered)
+                db.execute(
+                    "UPDATE channels SET next_ref=?, last_peer_ref=? WHERE key=?",
+                    (channel.next_ref, channel.last_peer_ref, key),
+                )
+                db.execute("COMMIT")  # WAL + synchronous=FULL: durable when this returns
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, _explain(exc)) from None
+        return True
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, _explain(exc)) from None
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        return f"damaged database file ({text})"
+    if "full" in text:
+        return f"disk full ({text})"
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return f"cannot write ({text})"
+    return text

@@ -1,0 +1,375 @@
+"""The durable store and recovery: restart, resync, restore from the peer, damage."""
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bfs_smr import Channel, LocalError, Phase, RemoteViolation, SignedUpdate, verify_log
+from bfs_smr.runtime import memory_pair
+from bfs_smr.runtime.store import Store, StoreError
+
+
+@pytest.fixture
+def durable(tmp_path):
+    """An open payments channel whose two parties persist to real SQLite files."""
+
+    def make(app="payments", deposits=(1_000, 500), **kw):
+        stores = (Store(tmp_path / "alice"), Store(tmp_path / "bob"))
+        chain, pair = memory_pair(app, deposits, stores=stores, **kw)
+        pair.open()
+        return chain, pair
+
+    return make
+
+
+def both_equal(pair):
+    a, b = pair.alice.chan, pair.bob.chan
+    assert a.committed == b.committed and a.state == b.state
+    return a.seq
+
+
+def pay(pair, n, who="alice", amount=1):
+    party = getattr(pair, who)
+    return [party.chan.issue({"pay": amount}) for _ in range(n)]
+
+
+# -- restart --------------------------------------------------------------------------
+
+
+def test_restart_restores_every_field_exactly(durable):
+    _, pair = durable()
+    pay(pair, 20)
+    pay(pair, 3, "bob", 2)
+    pair.pump()
+    before = [
+        (p.chan.committed, p.chan.state, p.chan.next_ref, p.chan.last_peer_ref)
+        for p in pair.parties
+    ]
+    for party in pair.parties:
+        pair.restart(party)
+    after = [
+        (p.chan.committed, p.chan.state, p.chan.next_ref, p.chan.last_peer_ref)
+        for p in pair.parties
+    ]
+    assert after == before
+    assert pair.alice.chan.phase is Phase.OPEN
+    pay(pair, 1)
+    pair.pump()
+    assert both_equal(pair) == 24  # 20 + 3 + 1 commands, one update each
+
+
+def test_every_doubly_signed_update_is_in_the_log_and_verifies(durable):
+    _, pair = durable()
+    pay(pair, 30)
+    pair.pump()
+    for party in pair.parties:
+        log = party.store.log_range(pair.params.channel_id, 0, party.chan.seq)
+        assert verify_log(pair.params, pair.app, party.l1.format, log) == party.chan.state
+
+
+# -- crashes at named protocol steps (the in-process half of the crash injector) ------
+
+
+def test_sequencer_crash_after_persisting_a_proposal_before_sending(durable):
+    _, pair = durable()
+    pair.alice.chan.issue({"pay": 7})
+    proposal_bytes = pair.alice.chan.effects()
+    pair.alice.store.persist(pair.alice.key, proposal_bytes, pair.alice.chan)  # durable, not sent
+    pair.restart(pair.alice)
+    assert [u.seq for u in pair.alice.chan.in_flight()] == [1]
+    pair.resync()
+    assert both_equal(pair) == 1 and pair.bob.chan.state == (993, 507)
+
+
+def test_sequencer_crash_before_it_stored_the_counter_signature(durable):
+    _, pair = durable()
+    pay(pair, 2)
+    pair.drain(pair.alice)
+    while pair.bob.inbox:
+        pair.bob.chan.receive(pair.bob.inbox.popleft())
+    pair.drain(pair.bob)  # Bob signed and persisted seq 1 and 2; the accepts are lost:
+    pair.restart(pair.alice)
+    assert pair.alice.chan.seq == 0 and pair.bob.chan.seq == 2
+    pair.resync()  # Alice is behind: she adopts Bob's entries, which match her proposals
+    assert both_equal(pair) == 2 and not pair.alice.chan.in_flight()
+
+
+def test_follower_crash_after_persisting_a_request_before_sending(durable):
+    _, pair = durable()
+    ref = pair.bob.chan.issue({"pay": 9})
+    effects = pair.bob.chan.effects()
+    pair.bob.store.persist(pair.bob.key, effects, pair.bob.chan)
+    pair.restart(pair.bob)
+    pair.resync()  # Bob re-sends it; it commits exactly once
+    assert pair.bob.chan.state == (1_009, 491)
+    assert [c.ref for c in pair.bob.committed if c.local] == [ref]
+
+
+def test_follower_crash_after_signing_before_the_accept_left(durable):
+    _, pair = durable()
+    pair.alice.chan.issue({"pay": 4})
+    pair.drain(pair.alice)
+    pair.bob.chan.receive(pair.bob.inbox.popleft())
+    effects = pair.bob.chan.effects()
+    pair.bob.store.persist(pair.bob.key, effects, pair.bob.chan)  # signed and durable, unsent
+    pair.restart(pair.bob)
+    pair.resync()
+    assert both_equal(pair) == 1
+
+
+def test_request_resent_after_a_reconnect_runs_once(durable):
+    _, pair = durable(max_in_flight=1)
+    pair.bob.chan.issue({"pay": 3})
+    pair.bob.chan.issue({"pay": 3})
+    pair.pump()
+    pair.resync()  # nothing pending: resync changes nothing
+    pair.bob.chan.issue({"pay": 3})
+    pair.drain(pair.bob)
+    pair.alice.chan.receive(pair.alice.inbox.popleft())  # Alice queued it ...
+    pair.drain(pair.alice)
+    pair.bob.inbox.clear()  # ... the link drops before Bob sees the proposal
+    pair.alice.inbox.clear()
+    pair.resync()  # Bob re-sends the request, Alice re-sends the proposal
+    assert pair.bob.chan.state == (1_009, 491)
+    assert sum(c.local for c in pair.bob.committed) == 3
+
+
+def test_both_crash_during_a_cooperative_close(durable):
+    _chain, pair = durable()
+    pay(pair, 5)
+    pair.pump()
+    pair.alice.chan.close()
+    pair.drain(pair.alice)  # the final proposal is durable and sent
+    pair.restart(pair.alice)
+    pair.restart(pair.bob)  # Bob never received it
+    assert pair.alice.chan.phase is Phase.CLOSING
+    pair.resync()
+    assert pair.alice.final is not None and pair.alice.final == pair.bob.final
+    assert pair.alice.l1.cooperative_close(pair.alice.final) == (995, 505)
+
+
+def test_proposals_are_resent_byte_for_byte(durable):
+    _, pair = durable()
+    pair.alice.chan.issue({"pay": 1})
+    first = [e for e in pair.alice.chan.effects()]
+    pair.alice.store.persist(pair.alice.key, first, pair.alice.chan)
+    sent = first[-1].data
+    pair.restart(pair.alice)
+    pair.alice.chan.resync()
+    pair.bob.chan.resync()  # Bob is at seq 0 too: Alice retransmits on his HELLO
+    pair.drain(pair.bob)
+    bob_hello = pair.alice.inbox.popleft()
+    pair.alice.chan.receive(bob_hello)
+    again = [e.data for e in pair.alice.chan.effects() if hasattr(e, "data")]
+    assert sent in again  # the very same signed bytes: no second signature at seq 1
+
+
+# -- restore from the peer --------------------------------------------------------------
+
+
+def test_restore_from_peer_with_only_the_key(durable, tmp_path):
+    _, pair = durable()
+    pay(pair, 12)
+    pay(pair, 2, "bob", 5)
+    pair.pump()
+    bob_dir = pair.bob.store.dir
+    pair.bob.store.close()
+    shutil.rmtree(bob_dir)  # Bob's machine is gone; he has only his key
+    fresh = Store(bob_dir)
+    pair.bob.store = fresh
+    # Bob learns the parameters from Alice and checks them against the channel id he
+    # knows (from L1 or his records) before trusting anything.
+    params = pair.alice.store.params(pair.params.channel_id)
+    assert params.channel_id == pair.params.channel_id
+    pair.bob.key = fresh.add_channel(params)
+    pair.bob.channel = fresh.load(params.channel_id, pair.app, pair.bob.l1.format, pair.bob.signer)
+    assert pair.bob.chan.committed is None
+    pair.resync()
+    assert both_equal(pair) == 14
+    assert fresh.log_size(params.channel_id) == 15
+    pay(pair, 1)
+    pair.pump()
+    assert both_equal(pair) == 15
+
+
+def test_a_forged_tail_is_refused_and_the_newest_own_state_kept(durable):
+    _, pair = durable()
+    pay(pair, 3)
+    pair.pump()
+    good = pair.alice.store.log_range(pair.params.channel_id, 0, 3)
+    pair.bob.store.close()
+    shutil.rmtree(pair.bob.store.dir)
+    pair.bob.store = Store(pair.bob.store.dir)
+    pair.bob.key = pair.bob.store.add_channel(pair.params)
+    pair.bob.channel = pair.bob.store.load(
+        pair.params.channel_id, pair.app, pair.bob.l1.format, pair.bob.signer
+    )
+    from bfs_smr._messages import Entries, encode_message
+
+    forged = list(good)
+    forged[2] = SignedUpdate(forged[2].update, (forged[2].signatures[0], forged[1].signatures[1]))
+    data = encode_message(Entries(channel_id=pair.params.channel_id, entries=tuple(forged)))
+    with pytest.raises(RemoteViolation, match="entry 2 lacks a valid signature") as info:
+        pair.bob.chan.receive(data)
+    # Entries before the bad one were checked and adopted; nothing after it was.
+    assert pair.bob.chan.seq == 1 and info.value.recourse is not None
+
+
+def test_resync_detects_a_fork_at_the_same_height(durable):
+    _, pair = durable()
+    pay(pair, 1)
+    pair.pump()
+    from bfs_smr._messages import Hello, encode_message
+
+    data = encode_message(
+        Hello(channel_id=pair.params.channel_id, next_seq=2, head_hash=b"\x01" * 32)
+    )
+    with pytest.raises(RemoteViolation, match="fork"):
+        pair.bob.chan.receive(data)
+
+
+# -- a damaged store ------------------------------------------------------------------
+
+
+def reopen(pair, party):
+    party.store.close()
+    store = Store(party.store.dir)
+    return store, store.load(pair.params.channel_id, pair.app, party.l1.format, party.signer)
+
+
+def test_truncated_database_file_is_named(durable):
+    _, pair = durable()
+    pay(pair, 3)
+    pair.pump()
+    pair.bob.store.close()
+    path = pair.bob.store.path
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    for side in ("-wal", "-shm"):
+        Path(str(path) + side).unlink(missing_ok=True)
+    with pytest.raises(StoreError) as info:
+        Store(path.parent).load(
+            pair.params.channel_id, pair.app, pair.bob.l1.format, pair.bob.signer
+        )
+    assert str(path) in str(info.value)
+
+
+def test_flipped_byte_in_the_head_is_detected_before_any_signing(durable):
+    _, pair = durable()
+    pay(pair, 3)
+    pair.pump()
+    pair.bob.store.close()
+    db = sqlite3.connect(pair.bob.store.path)
+    (head,) = db.execute("SELECT head FROM channels").fetchone()
+    flipped = bytearray(head)
+    flipped[-5] ^= 0x01  # inside a signature
+    db.execute("UPDATE channels SET head=?", (bytes(flipped),))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="damaged") as info:
+        Store(pair.bob.store.dir).load(
+            pair.params.channel_id, pair.app, pair.bob.l1.format, pair.bob.signer
+        )
+    assert str(pair.bob.store.path) in str(info.value)
+
+
+def test_flipped_byte_in_the_state_is_detected(durable):
+    _, pair = durable()
+    pay(pair, 3)
+    pair.pump()
+    pair.alice.store.close()
+    db = sqlite3.connect(pair.alice.store.path)
+    db.execute("UPDATE channels SET head_state=?", (b"\x82\x19\x03\xe4\x19\x01\xf7",))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="state hash"):
+        Store(pair.alice.store.dir).load(
+            pair.params.channel_id, pair.app, pair.alice.l1.format, pair.alice.signer
+        )
+
+
+def test_missing_database_file_is_named(durable):
+    _, pair = durable()
+    pair.bob.store.close()
+    for f in pair.bob.store.dir.iterdir():
+        f.unlink()
+    with pytest.raises(StoreError, match="not in this store") as info:
+        Store(pair.bob.store.dir).load(
+            pair.params.channel_id, pair.app, pair.bob.l1.format, pair.bob.signer
+        )
+    assert str(pair.bob.store.path) in str(info.value)
+
+
+def _set_read_only(path, on):
+    if os.geteuid() == 0:  # root ignores permission bits; the immutable flag binds it too
+        subprocess.run(["chattr", "+i" if on else "-i", str(path)], check=True)
+    else:
+        path.chmod(0o500 if on else 0o700)
+
+
+def test_read_only_directory_is_refused_and_nothing_is_lost(durable):
+    _, pair = durable()
+    pay(pair, 4)
+    pair.pump()
+    before = pair.bob.chan.committed
+    pair.bob.store.close()
+    directory = pair.bob.store.dir
+    _set_read_only(directory, True)
+    try:
+        with pytest.raises(StoreError) as info:
+            Store(directory).load(
+                pair.params.channel_id, pair.app, pair.bob.l1.format, pair.bob.signer
+            )
+        assert str(directory) in str(info.value)
+    finally:
+        _set_read_only(directory, False)
+    store, chan = reopen(pair, pair.bob)
+    assert chan.committed == before
+    store.close()
+
+
+def test_full_disk_refuses_the_step_and_keeps_what_was_durable(durable):
+    _, pair = durable()
+    pay(pair, 2)
+    pair.pump()
+    before = pair.bob.chan.committed
+    store = pair.bob.store
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is now full
+    for _ in range(200):
+        pair.alice.chan.issue({"pay": 1})
+    with pytest.raises(StoreError, match="full"):
+        pair.pump()
+    # Bob signed in memory but nothing of the step left: Alice has no counter-signature.
+    assert pair.alice.chan.seq == before.seq
+    store2, chan = reopen(pair, pair.bob)
+    assert chan.committed == before  # nothing already durable was lost
+    store2.close()
+
+
+def test_the_channel_cannot_be_added_twice(durable):
+    _, pair = durable()
+    with pytest.raises(LocalError, match="already"):
+        pair.alice.store.add_channel(pair.params)
+
+
+def test_restore_refuses_a_head_of_another_channel(durable):
+    _, pair = durable()
+    pay(pair, 1)
+    pair.pump()
+    import dataclasses
+
+    other = dataclasses.replace(pair.params, nonce=99)
+    with pytest.raises(LocalError, match="not a doubly-signed update of this channel"):
+        Channel.restore(
+            other,
+            pair.app,
+            pair.alice.l1.format,
+            pair.alice.signer,
+            committed=pair.alice.chan.committed,
+            state=pair.alice.chan.state,
+        )
