@@ -25,8 +25,10 @@ from ._messages import (
     CommandCommitted,
     CommandFailed,
     Effect,
+    PersistRequest,
     PersistUpdate,
     SendMessage,
+    ServeLog,
 )
 from ._update import ChannelParams, CommandEntry, SignedUpdate, Update, verify_log
 
@@ -59,11 +61,13 @@ __all__ = [
     "L1Format",
     "LocalError",
     "LogVerificationError",
+    "PersistRequest",
     "PersistUpdate",
     "Phase",
     "RemoteViolation",
     "Role",
     "SendMessage",
+    "ServeLog",
     "SignatureScheme",
     "SignedUpdate",
     "Signer",

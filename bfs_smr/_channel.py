@@ -227,10 +227,13 @@ class Channel:
         self._tip_state: Any = None
         self._close_wanted = False
         self._final_proposed = False
-        self._last_peer_ref = 0
+        self._last_peer_ref = 0  # newest peer request seen (queued, proposed or denied)
+        self._handled_peer_ref = 0  # newest peer request proposed or denied: durable ones
         # force moves: the update the next one builds on, once a dispute has begun
         self._dispute_base: tuple[SignedUpdate, Any] | None = None
         self._serving: tuple[int, int] | None = None
+        self._retransmit_upto = -1
+        self._awaiting_hello = False
         # follower
         self._requests: deque[tuple[int, Any]] = deque()
 
@@ -364,7 +367,7 @@ class Channel:
     @property
     def last_peer_ref(self) -> int:
         """The newest peer request reference the sequencer has sequenced or denied."""
-        return self._last_peer_ref
+        return self._handled_peer_ref
 
     @classmethod
     def restore(
@@ -398,7 +401,8 @@ class Channel:
         """
         chan = cls(params, app, fmt, signer, **options)
         chan._next_ref = next_ref
-        chan._last_peer_ref = last_peer_ref
+        # Requests that were only queued died with the process; the peer re-sends them.
+        chan._last_peer_ref = chan._handled_peer_ref = last_peer_ref
         if committed is not None:
             u = committed.update
             if u.channel_id != chan.channel_id or not committed.verify(params, fmt):
@@ -534,11 +538,14 @@ class Channel:
         self._head_seq = update.seq
         self._head_hash = _hash(body)
         self._in_flight.append((signed, state, digest))
+        for entry in entries:
+            if entry.actor == self.peer_index and entry.ref > self._handled_peer_ref:
+                self._handled_peer_ref = entry.ref
         self._out.append(PersistUpdate(update=signed, state=state, committed=False))
         self._out.append(SendMessage(data=encode_propose(self.channel_id, body, sig)))
 
     def _pump(self) -> None:
-        if self._phase is Phase.DISPUTE:
+        if self._phase is Phase.DISPUTE or self._awaiting_hello:
             return
         while self._queue and len(self._in_flight) < self.max_in_flight:
             take = min(self.max_batch, len(self._queue))
@@ -579,6 +586,10 @@ class Channel:
         self._pump()
 
     def _seq_on_accept(self, msg: Accept) -> None:
+        if msg.seq <= self.seq:
+            # The answer to a retransmitted proposal (after a reconnect) that was already
+            # counter-signed: both signatures are in hand, there is nothing to learn.
+            return
         if not self._in_flight:
             raise self._violation("counter-signature for an update that was not proposed")
         signed, state, digest = self._in_flight[0]
@@ -598,20 +609,24 @@ class Channel:
         self._commit(SignedUpdate(signed.update, both), state)
         self._pump()
 
+    def _deny(self, ref: int, reason: str) -> None:
+        self._handled_peer_ref = max(self._handled_peer_ref, ref)
+        self._send(Denied(channel_id=self.channel_id, ref=ref, reason=reason))
+
     def _seq_on_request(self, msg: Request) -> None:
         if _recovery.repeated_request(self, msg.ref):
             return
         self._last_peer_ref = msg.ref
         if self._phase is not Phase.OPEN:
-            self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason="channel is closing"))
+            self._deny(msg.ref, "channel is closing")
             return
         if len(self._queue) >= self.max_queue:
-            self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason="busy"))
+            self._deny(msg.ref, "busy")
             return
         try:
             state = self._apply_peer_command(self._tip_state, msg.command, self.peer_index)
         except CommandRejected as exc:
-            self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason=exc.reason))
+            self._deny(msg.ref, exc.reason)
             return
         self._queue.append((CommandEntry(self.peer_index, msg.ref, msg.command), state))
         self._tip_state = state
@@ -625,7 +640,7 @@ class Channel:
             return  # the final update is already coming; it answers this request too
         if not self.app.may_close(self._tip_state):
             reason = f"{self.app.name} does not allow a cooperative close in this state"
-            self._send(Denied(channel_id=self.channel_id, ref=msg.ref, reason=reason))
+            self._deny(msg.ref, reason)
             return
         self._seq_close(None)
 

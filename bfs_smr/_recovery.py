@@ -21,7 +21,6 @@ from ._messages import (
     MAX_ENTRIES,
     CloseRequest,
     CommandFailed,
-    Denied,
     Entries,
     Hello,
     Request,
@@ -54,6 +53,12 @@ def _head_hash(chan: Channel) -> bytes:
 
 
 def resync(chan: Channel) -> None:
+    # Proposals signed from now on go out on the new link as usual; only those signed
+    # before it may have been lost and need re-sending once the peer says where it is.
+    chan._retransmit_upto = chan._head_seq
+    # New proposals wait until the older ones are re-sent, or the follower would get a
+    # gap in its sequence (they go out in order on one link).
+    chan._awaiting_hello = True
     chan._send(Hello(channel_id=chan.channel_id, next_seq=chan.seq + 1, head_hash=_head_hash(chan)))
     # The follower re-sends what it asked for and has not seen answered; the sequencer
     # ignores or denies what it already handled, so nothing runs twice.
@@ -73,7 +78,14 @@ def on_hello(chan: Channel, msg: Hello) -> None:
         raise chan._violation(f"the peer's log ends at seq {mine - 1} with another update (fork)")
     if msg.next_seq <= mine:
         retransmit(chan)
+        _resume(chan)
     # Otherwise the peer is ahead: its ENTRIES follow, and we retransmit after them.
+
+
+def _resume(chan: Channel) -> None:
+    chan._awaiting_hello = False
+    if chan.role.value == "sequencer":
+        chan._pump()
 
 
 def serve_log(chan: Channel, entries: list[SignedUpdate]) -> None:
@@ -89,8 +101,12 @@ def serve_log(chan: Channel, entries: list[SignedUpdate]) -> None:
 
 
 def retransmit(chan: Channel) -> None:
-    """Re-send the proposals still waiting for a counter-signature (same bytes: I1)."""
+    """Re-send, once per reconnect, the proposals signed before it that still wait for a
+    counter-signature (the same bytes: I1)."""
+    upto, chan._retransmit_upto = chan._retransmit_upto, -1
     for signed, _, _ in chan._in_flight:
+        if signed.seq > upto:
+            break
         sig = signed.signatures[chan.index]
         assert sig is not None
         chan._out.append(
@@ -106,11 +122,13 @@ def on_entries(chan: Channel, msg: Entries) -> None:
         adopt(chan, signed)
         adopted += 1
     if adopted:
-        if not chan._in_flight:
+        if not chan._in_flight and not chan._queue:
             # Caught up past everything it had proposed (or it had nothing, as after a
-            # restore from the peer): new proposals build on the adopted head.
+            # restore from the peer): new proposals build on the adopted head. Commands
+            # already queued were applied on top of the same updates, so their tip stands.
             chan._tip_state = chan.state
         retransmit(chan)
+        _resume(chan)
 
 
 def adopt(chan: Channel, signed: SignedUpdate) -> None:
@@ -175,5 +193,5 @@ def repeated_request(chan: Channel, ref: int) -> bool:
         e.ref == ref and e.actor == peer for s, _, _ in chan._in_flight for e in s.update.commands
     )
     if not (queued or proposed):
-        chan._send(Denied(channel_id=chan.channel_id, ref=ref, reason="already handled"))
+        chan._deny(ref, "already handled")
     return True

@@ -3,14 +3,14 @@
 import bfs_smr
 
 PUBLIC = {
-    "HASH_SIZE", "MAX_MESSAGE_SIZE", "TRANSITIONS", "BfsSmrError", "Channel",
-    "ChannelFinalized", "ChannelOpened", "ChannelParams", "CodecError", "CommandCommitted",
-    "CommandEntry", "CommandFailed", "CommandRejected", "Ed25519", "Effect", "Input",
-    "InternalError", "L1Adapter", "L1ChannelInfo", "L1ChannelStatus", "L1Error", "L1Event",
-    "L1EventKind", "L1Format", "LocalError", "LogVerificationError", "PersistUpdate", "Phase",
-    "RemoteViolation", "Role", "SendMessage", "SignatureScheme", "SignedUpdate", "Signer",
-    "StateMachine", "Update", "__version__", "decode", "encode", "hash_bytes", "reject",
-    "verify_log",
+    "BfsSmrError", "Channel", "ChannelFinalized", "ChannelOpened", "ChannelParams",
+    "CodecError", "CommandCommitted", "CommandEntry", "CommandFailed", "CommandRejected",
+    "Ed25519", "Effect", "HASH_SIZE", "Input", "InternalError", "L1Adapter", "L1ChannelInfo",
+    "L1ChannelStatus", "L1Error", "L1Event", "L1EventKind", "L1Format", "LocalError",
+    "LogVerificationError", "MAX_MESSAGE_SIZE", "PersistRequest", "PersistUpdate", "Phase",
+    "RemoteViolation", "Role", "SendMessage", "ServeLog", "SignatureScheme", "SignedUpdate",
+    "Signer", "StateMachine", "TRANSITIONS", "Update", "__version__", "decode", "encode",
+    "hash_bytes", "reject", "verify_log",
 }  # fmt: skip
 
 

@@ -373,3 +373,21 @@ def test_restore_refuses_a_head_of_another_channel(durable):
             committed=pair.alice.chan.committed,
             state=pair.alice.chan.state,
         )
+
+
+def test_commands_queued_while_catching_up_build_on_the_adopted_entries(durable):
+    """Found by the crash injector: the tip was reset under queued commands."""
+    _, pair = durable()
+    pay(pair, 3)
+    pair.drain(pair.alice)
+    while pair.bob.inbox:
+        pair.bob.chan.receive(pair.bob.inbox.popleft())
+    pair.drain(pair.bob)  # Bob signed 1..3; Alice never hears it
+    pair.restart(pair.alice)
+    pair.alice.chan.resync()  # Alice waits for Bob's HELLO and ENTRIES ...
+    pay(pair, 2)  # ... while her user keeps paying: these are queued on her tip
+    pair.bob.chan.resync()
+    pair.pump()
+    pay(pair, 1)  # built on the tip, which must include the two queued payments
+    pair.pump()
+    assert both_equal(pair) == 6 and pair.bob.chan.state == (994, 506)

@@ -1,0 +1,27 @@
+"""The crash injector in CI: real processes, real SIGKILLs, on a bounded budget.
+
+Locally it runs as long as you like: ``python tests/crash/injector.py --runs 1000``.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "crash"))
+
+import injector
+
+
+def test_every_named_step_and_200_random_kills_without_a_violation(capsys):
+    runs, kills, named_kills, violations = injector.campaign(
+        runs=70, kills=5, named=True, min_random_kills=200
+    )
+    random_kills = kills - named_kills
+    with capsys.disabled():
+        print(
+            f"\ncrash injector: {runs} runs, {kills} SIGKILLs ({named_kills} at named steps, "
+            f"{random_kills} at random instants), {len(violations)} violations"
+        )
+    assert violations == []
+    named_plans = 2 * len(injector.STEPS) - 1  # both parties; only Alice proposes a close
+    assert named_kills == named_plans  # every named step was reached and killed at
+    assert random_kills >= 200
