@@ -6,6 +6,7 @@ re-executed by both) over the embedded L1 and returns a result dict for the CLI.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 from .._errors import LocalError
 from .._update import verify_log
 from ._local import LocalPair, memory_pair
+from ._registry import load_app
 
 __all__ = ["Progress", "demo_counter", "demo_dispute", "demo_payments", "demo_tictactoe"]
 
@@ -39,13 +41,54 @@ def _world(
     return _World(chain, pair)
 
 
+def _evm_world(deposits: tuple[int, int], rpc: str | None, key: str | None) -> _World:
+    """Alice and Bob on the EVM adjudicator: the embedded py-evm chain, or a node at ``rpc``."""
+    try:
+        from adapters.evm import DevChain, Secp256k1
+    except ImportError:
+        raise LocalError("the EVM L1 needs the evm extra: pip install 'bfs-smr[evm]'") from None
+    from .._crypto import Signer
+
+    chain = DevChain.rpc(rpc) if rpc else DevChain.embedded()
+    try:
+        alice_secret = bytes.fromhex(key) if key else os.urandom(32)
+    except ValueError:
+        raise LocalError("--key must be a private key in hex") from None
+    secrets = (alice_secret, os.urandom(32))
+    signers = [Signer(Secp256k1(), s) for s in secrets]
+    adapters = [chain.adapter(s) for s in secrets]
+    gas_money = 10**17
+    for signer, deposit, adapter in zip(signers, deposits, adapters, strict=True):
+        if adapter.balance() < deposit + gas_money:
+            chain.mint(signer.public_key, deposit + gas_money)
+    pair = LocalPair(
+        load_app("payments"),
+        alice=signers[0],
+        bob=signers[1],
+        alice_l1=adapters[0],
+        bob_l1=adapters[1],
+        deposits=deposits,
+    )
+    for adapter in adapters:
+        adapter.track(pair.params)  # the other party learns the channel's parameters too
+    return _World(chain, pair)
+
+
+def _l1_transactions(world: _World) -> int:
+    if hasattr(world.chain, "transactions"):
+        count: int = world.chain.transactions
+        return count
+    adapters: list[Any] = [p.l1 for p in world.pair.parties]
+    return sum(len(a.receipts) for a in adapters)
+
+
 def _result(
     app: str, updates: int, world: _World, payouts: dict[str, int], seconds: float
 ) -> dict[str, Any]:
     return {
         "app": app,
         "updates": updates,
-        "l1_transactions": world.chain.transactions,
+        "l1_transactions": _l1_transactions(world),
         "locked": world.pair.params.locked,
         "payouts": payouts,
         "seconds": round(seconds, 6),
@@ -66,8 +109,15 @@ def demo_payments(
     *,
     progress: Progress = _no_progress,
     verify: bool = True,
+    l1: str = "memory",
+    rpc: str | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Alice deposits, pays Bob ``payments`` times ``amount``, both close cooperatively.
+
+    Args:
+        l1: ``memory`` (the embedded L1) or ``evm`` (the adjudicator contract on the
+            embedded py-evm chain, or on the node at ``rpc``; ``key`` is Alice's key).
 
     Raises:
         LocalError: non-positive numbers, or payments that exceed the deposit.
@@ -85,7 +135,10 @@ def demo_payments(
         raise LocalError(
             f"{payments} payments of {amount} need {total}, more than the deposit {deposit}"
         )
-    world = _world("payments", (deposit, 0), keep_log=verify)
+    if l1 == "evm":
+        world = _evm_world((deposit, 0), rpc, key)
+    else:
+        world = _world("payments", (deposit, 0), keep_log=verify)
     pair = world.pair
     pair.open()
     alice = pair.alice.chan
@@ -100,12 +153,14 @@ def demo_payments(
     pair.pump()
     seconds = time.perf_counter() - start
     progress(payments, payments)
-    pair.close_cooperatively()
+    paid = pair.close_cooperatively()
     if verify:  # both logs verify from the opening update: links, signatures, replay
         for party in pair.parties:
             verify_log(pair.params, pair.app, party.l1.format, party.log)
     committed = pair.bob.commits  # what Bob saw doubly signed
-    return _result("payments", committed, world, _payouts(world), seconds)
+    result = _result("payments", committed, world, {"alice": paid[0], "bob": paid[1]}, seconds)
+    result["l1"] = l1
+    return result
 
 
 def demo_counter(

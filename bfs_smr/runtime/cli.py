@@ -48,6 +48,9 @@ def _build_parser() -> _Parser:
     pay.add_argument(
         "--deposit", type=_positive, default=None, metavar="D", help="default: 2 × N × A"
     )
+    pay.add_argument("--l1", choices=["memory", "evm"], default="memory", help="which L1")
+    pay.add_argument("--rpc", metavar="URL", help="with --l1 evm: a node (e.g. anvil) to use")
+    pay.add_argument("--key", metavar="HEX", help="with --l1 evm: Alice's private key")
     pay.add_argument("--json", action="store_true", help="print one JSON object")
 
     counter = apps.add_parser("counter", help="both parties increment a counter")
@@ -64,8 +67,20 @@ def _build_parser() -> _Parser:
     dispute.add_argument("--seed", type=int, default=None)
     dispute.add_argument("--json", action="store_true")
 
+    gas = sub.add_parser("gas", help="gas of the EVM adjudicator, from real receipts")
+    gas.add_argument("--rpc", metavar="URL", help="a node to use (default: start anvil)")
+    gas.add_argument("--embedded", action="store_true", help="use the in-process py-evm chain")
+    gas.add_argument("--json", action="store_true")
+
     bench = sub.add_parser("bench", help="measure throughput against the crypto bound")
     bench.add_argument("--payments", type=_positive, default=10_000, metavar="N")
+    bench.add_argument(
+        "--reopen-entries",
+        type=_positive,
+        default=1_000_000,
+        metavar="N",
+        help="log length for the reopen measurement",
+    )
     bench.add_argument("--json", action="store_true")
     return parser
 
@@ -129,10 +144,25 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from . import _bench, _demo
 
     show = not args.json
+    if args.command == "gas":
+        result = _gas(args)
+        if show:
+            _print_table(
+                "bfs-smr gas (from receipts, 21,000 base included)",
+                [(k, f"{v:,}") for k, v in result.items()],
+            )
+        return result
     if args.command == "bench":
         with _progress_bar("in-process payments", show) as progress:
             figures = _bench.bench_in_process(args.payments, progress=progress)
-        result = {"in_process": figures}
+        with _progress_bar("durable payments", show) as progress:
+            durable = _bench.bench_durable(args.payments)
+            progress(1, 2)
+            reopen = _bench.bench_reopen(args.reopen_entries)
+        durable["ratio_to_crypto_bound"] = round(
+            durable["payments_per_second"] / figures["crypto_bound_per_second"], 3
+        )
+        result = {"in_process": figures, "durable_in_process": durable, "reopen": reopen}
         if show:
             _print_table(
                 "bfs-smr bench (in-process, both parties, every signature made and checked)",
@@ -144,13 +174,37 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                         f"{figures['crypto_bound_per_second']:,.0f}",
                     ),
                     ("ratio", f"{figures['ratio']:.2f}"),
+                    (
+                        "durable payments/s (both persist, fsync)",
+                        f"{durable['payments_per_second']:,.0f}",
+                    ),
+                    (
+                        "durable ratio to the crypto bound",
+                        f"{durable['ratio_to_crypto_bound']:.2f}",
+                    ),
+                    (
+                        "disk bytes per update (log kept)",
+                        f"{durable['disk_bytes_per_update']:,.0f}",
+                    ),
+                    (
+                        f"reopen, {reopen['log_entries']:,}-entry log (s)",
+                        f"{reopen['reopen_seconds']:.4f}",
+                    ),
                 ],
             )
         return result
     if args.app == "payments":
+        if args.l1 == "memory" and (args.rpc or args.key):
+            raise _UsageError("--rpc and --key go with --l1 evm")
         with _progress_bar("payments", show) as progress:
             result = _demo.demo_payments(
-                args.payments, args.amount, args.deposit, progress=progress
+                args.payments,
+                args.amount,
+                args.deposit,
+                progress=progress,
+                l1=args.l1,
+                rpc=args.rpc,
+                key=args.key,
             )
     elif args.app == "counter":
         with _progress_bar("increments", show) as progress:
@@ -162,6 +216,20 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if show:
         _print_table(f"bfs-smr demo {args.app}", _summary(result))
     return result
+
+
+def _gas(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        from adapters.evm import Anvil, install_anvil
+        from adapters.evm.gas import gas_report
+    except ImportError:
+        raise _UsageError("the EVM L1 needs the evm extra: pip install 'bfs-smr[evm]'") from None
+    if args.embedded:
+        return dict(gas_report(None))
+    if args.rpc:
+        return dict(gas_report(args.rpc))
+    with Anvil(install_anvil()) as node:
+        return dict(gas_report(node.url))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

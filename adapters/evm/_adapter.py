@@ -1,0 +1,382 @@
+"""The EVM adapter: one party's web3 client of a deployed adjudicator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+from web3.types import TxParams, TxReceipt
+
+from bfs_smr import (
+    ChannelParams,
+    L1Adapter,
+    L1ChannelInfo,
+    L1ChannelStatus,
+    L1Error,
+    L1Event,
+    L1EventKind,
+    LocalError,
+    SignedUpdate,
+)
+
+from ._crypto import Secp256k1
+from ._format import EvmFormat
+
+__all__ = ["EvmAdapter", "channel_key", "decode_slot"]
+
+_MASK64 = (1 << 64) - 1
+_MASK96 = (1 << 96) - 1
+_PHASES = {
+    1: L1ChannelStatus.FUNDING,
+    2: L1ChannelStatus.OPEN,
+    3: L1ChannelStatus.CLOSING,
+    4: L1ChannelStatus.SETTLED,
+    5: L1ChannelStatus.CANCELLED,
+}
+_EVENT_KINDS = {
+    "Opened": L1EventKind.OPENED,
+    "Deposited": L1EventKind.DEPOSITED,
+    "ClosingStarted": L1EventKind.CLOSING_STARTED,
+    "Refuted": L1EventKind.REFUTED,
+    "Settled": L1EventKind.SETTLED,
+    "Cancelled": L1EventKind.CANCELLED,
+}
+
+
+def params_tuple(params: ChannelParams) -> tuple[bytes, str, str, int, int, int]:
+    """The adjudicator's ``Params`` struct for ``params`` (checks what fits on chain)."""
+    a, b = params.participants
+    if len(a) != 20 or len(b) != 20:
+        raise LocalError("EVM participants are 20-byte addresses")
+    if max(params.deposits) > _MASK96:
+        raise LocalError("a deposit must fit in 96 bits")
+    if params.challenge_window > _MASK64:
+        raise LocalError("the challenge window must fit in 64 bits")
+    return (
+        params.channel_id,
+        to_checksum_address(a),
+        to_checksum_address(b),
+        params.deposits[0],
+        params.deposits[1],
+        params.challenge_window,
+    )
+
+
+def channel_key(params: ChannelParams) -> bytes:
+    """The storage key the adjudicator keeps ``params``' channel under."""
+    cid, a, b, da, db, window = params_tuple(params)
+    types = ["bytes32", "address", "address", "uint256", "uint256", "uint256"]
+    return keccak(abi_encode(types, [cid, a, b, da, db, window]))
+
+
+def sig_tuple(signature: bytes | None) -> tuple[int, bytes, bytes]:
+    """A 65-byte ``r ‖ s ‖ v`` signature as the adjudicator's ``Sig`` struct ``(v, r, s)``."""
+    if signature is None or len(signature) != 65:
+        raise L1Error("update is not signed by both participants")
+    return (signature[64], signature[:32], signature[32:64])
+
+
+def state_tuple(signed: SignedUpdate) -> tuple[int, int, int, bool, bytes]:
+    """The adjudicator's ``State`` struct for an update."""
+    u = signed.update
+    if u.seq > _MASK64 or max(u.outcome) > _MASK96:
+        raise L1Error("update does not fit on chain (seq or outcome too large)")
+    return (u.seq, u.outcome[0], u.outcome[1], u.final, u.entry_hash())
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedSlot:
+    """One channel's storage slot, unpacked."""
+
+    status: L1ChannelStatus | None
+    deposited: tuple[int, int] = (0, 0)
+    seq: int | None = None
+    deadline: int | None = None
+    out_a: int | None = None
+    payouts: tuple[int, int] | None = None
+
+
+def decode_slot(slot: int) -> DecodedSlot:
+    """Unpack a channel slot (layout in ``Adjudicator.vy``)."""
+    phase = slot & 0xFF
+    status = _PHASES.get(phase)
+    if status in (L1ChannelStatus.FUNDING, L1ChannelStatus.OPEN):
+        return DecodedSlot(status, deposited=((slot >> 8) & _MASK96, (slot >> 104) & _MASK96))
+    if status is L1ChannelStatus.CLOSING:
+        return DecodedSlot(
+            status,
+            seq=(slot >> 8) & _MASK64,
+            deadline=(slot >> 72) & _MASK64,
+            out_a=(slot >> 136) & _MASK96,
+        )
+    if status is L1ChannelStatus.SETTLED:
+        return DecodedSlot(status, payouts=((slot >> 8) & _MASK96, (slot >> 104) & _MASK96))
+    return DecodedSlot(status)
+
+
+class EvmAdapter(L1Adapter):
+    """One party's client of a deployed adjudicator, transacting as its secp256k1 key.
+
+    The party's key is both its channel signing key and its Ethereum account, so its
+    identity in :class:`bfs_smr.ChannelParams` is its address. The adjudicator keeps a
+    channel under a hash of its parameters, so every transaction names them: the adapter
+    learns them in :meth:`open`, and a party that did not open must be told with
+    :meth:`track` before it deposits, closes or asks about the channel.
+
+    Args:
+        w3: a connected web3 client.
+        contract: the adjudicator's address (20 bytes).
+        secret: the party's 32-byte secp256k1 key.
+        timeout: seconds to wait for a receipt. A mined receipt counts as final: reorgs
+            are not handled.
+    """
+
+    supports_force_move = False
+    format: EvmFormat
+
+    def __init__(self, w3: Web3, contract: bytes, secret: bytes, *, timeout: float = 120.0) -> None:
+        from .artifact import load_artifact
+
+        self.w3 = w3
+        self.chain_id = int(w3.eth.chain_id)
+        self.format = EvmFormat(self.chain_id, bytes(contract))
+        self.contract: Contract = w3.eth.contract(
+            address=to_checksum_address(contract), abi=load_artifact()["abi"]
+        )
+        self._secret = bytes(secret)
+        self._account = Secp256k1().public_key(self._secret)
+        self._address = to_checksum_address(self._account)
+        self._timeout = timeout
+        self._params: dict[bytes, ChannelParams] = {}
+        self._events: list[L1Event] = []
+        self._scanned = -1  # last block whose logs are in _events
+        self._block_times: dict[int, int] = {}
+        #: Wei this adapter spent on transaction fees.
+        self.fees_paid = 0
+        #: Receipts of every transaction this adapter sent, oldest first.
+        self.receipts: list[TxReceipt] = []
+
+    def __repr__(self) -> str:  # never the secret
+        return f"EvmAdapter(account={self._address}, contract={self.contract.address})"
+
+    @property
+    def account(self) -> bytes:
+        return self._account
+
+    # -- channels this party knows ------------------------------------------------------
+
+    def track(self, params: ChannelParams) -> bytes:
+        """Remember ``params`` so the channel can be named on chain; returns its id."""
+        if params.l1 != self.format.domain:
+            raise L1Error("channel parameters name another L1")
+        params_tuple(params)
+        self._params[params.channel_id] = params
+        return params.channel_id
+
+    def _known(self, channel_id: bytes) -> ChannelParams:
+        params = self._params.get(channel_id)
+        if params is None:
+            raise L1Error("no such channel known to this adapter (track its params first)")
+        return params
+
+    # -- transactions -------------------------------------------------------------------
+
+    def open(self, params: ChannelParams) -> bytes:
+        cid = self.track(params)
+        if self._account not in params.participants:
+            raise L1Error("only a participant can open the channel")
+        amount = params.deposits[params.participants.index(self._account)]
+        self.send(self.contract.functions.open(params_tuple(params)), value=amount)
+        return cid
+
+    def deposit(self, channel_id: bytes, amount: int) -> None:
+        params = self._known(channel_id)
+        if type(amount) is not int or amount <= 0:
+            raise L1Error("deposit must be a positive amount up to what is still due")
+        self.send(self.contract.functions.deposit(params_tuple(params)), value=amount)
+
+    def _update_call(self, name: str, update: SignedUpdate) -> ContractFunction:
+        params = self._known(update.update.channel_id)
+        fn = getattr(self.contract.functions, name)
+        call: ContractFunction = fn(
+            params_tuple(params),
+            state_tuple(update),
+            sig_tuple(update.signatures[0]),
+            sig_tuple(update.signatures[1]),
+        )
+        return call
+
+    def cooperative_close(self, update: SignedUpdate) -> tuple[int, int]:
+        if not update.update.final:
+            raise L1Error("a cooperative close needs a final update")
+        self.send(self._update_call("cooperative_close", update))
+        return update.update.outcome
+
+    def unilateral_close(self, update: SignedUpdate) -> int:
+        receipt = self.send(self._update_call("unilateral_close", update))
+        slot = decode_slot(self._slot(self._known(update.update.channel_id)))
+        if slot.status is L1ChannelStatus.SETTLED:
+            return self._block_time(receipt["blockNumber"])
+        assert slot.deadline is not None
+        return slot.deadline
+
+    def refute(self, update: SignedUpdate) -> None:
+        self.send(self._update_call("refute", update))
+
+    def cancel(self, channel_id: bytes) -> None:
+        self.send(self.contract.functions.cancel(params_tuple(self._known(channel_id))))
+
+    def settle(self, channel_id: bytes) -> tuple[int, int]:
+        params = self._known(channel_id)
+        self.send(self.contract.functions.settle(params_tuple(params)))
+        payouts = decode_slot(self._slot(params)).payouts
+        assert payouts is not None
+        return payouts
+
+    def withdraw(self) -> int:
+        """Collect payouts this account refused to receive in the closing transaction."""
+        owed = int(self.contract.functions.owed(self._address).call())
+        self.send(self.contract.functions.withdraw())
+        return owed
+
+    def send(self, call: ContractFunction, *, value: int = 0) -> TxReceipt:
+        """Sign and send ``call`` as this account; a revert raises :class:`L1Error`.
+
+        The call is simulated first, so a transaction that would revert is never sent and
+        the contract's revert reason becomes the error's message.
+        """
+        w3 = self.w3
+        try:
+            have = int(w3.eth.get_balance(self._address))
+            if value > have:
+                raise L1Error(f"insufficient funds: {value} needed, {have} unlocked")
+            tx: TxParams = {
+                "from": self._address,
+                "value": value,  # type: ignore[typeddict-item]
+                "nonce": w3.eth.get_transaction_count(self._address, "pending"),
+                "chainId": self.chain_id,
+            }
+            built = call.build_transaction(tx)
+            built["gas"] = int(built["gas"]) * 5 // 4 + 10_000
+            signed = Account.sign_transaction(built, self._secret)
+            tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._timeout)
+        except ContractLogicError as exc:
+            raise L1Error(_revert_reason(str(exc.message or exc))) from None
+        except TimeExhausted:
+            raise L1Error("transaction was not mined in time") from None
+        except Exception as exc:
+            # eth-tester's provider raises its own TransactionFailed for a revert; nodes
+            # answer a broke sender with an RPC error: both become L1 errors with a reason.
+            message = str(exc)
+            if "execution reverted" in message:
+                raise L1Error(_revert_reason(message)) from None
+            if "insufficient funds" in message.lower():
+                raise L1Error(f"insufficient funds: {message}") from None
+            if isinstance(exc, Web3Exception | ValueError):
+                raise L1Error(f"transaction failed: {message}") from None
+            raise
+        self.receipts.append(receipt)
+        self.fees_paid += int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+        if receipt["status"] != 1:
+            raise L1Error("transaction reverted")
+        return receipt
+
+    # -- reading the chain --------------------------------------------------------------
+
+    def _slot(self, params: ChannelParams) -> int:
+        return int(self.contract.functions.channels(channel_key(params)).call())
+
+    def channel(self, channel_id: bytes) -> L1ChannelInfo:
+        params = self._known(channel_id)
+        slot = decode_slot(self._slot(params))
+        if slot.status is None:
+            raise L1Error("no such channel")
+        if slot.status in (L1ChannelStatus.FUNDING, L1ChannelStatus.OPEN):
+            locked = sum(slot.deposited)
+        elif slot.status is L1ChannelStatus.CLOSING:
+            locked = params.locked
+        else:
+            locked = 0
+        return L1ChannelInfo(
+            channel_id=channel_id,
+            status=slot.status,
+            locked=locked,
+            registered_seq=slot.seq,
+            deadline=slot.deadline,
+            payouts=slot.payouts,
+        )
+
+    def events(self, since: int = 0) -> list[L1Event]:
+        """Every channel event of this adjudicator, from its logs.
+
+        An event under a tracked channel id but another key (a channel someone opened with
+        the same id and other parameters) is left out: it is not this party's channel.
+        """
+        latest = int(self.w3.eth.block_number)
+        if latest > self._scanned:
+            logs = self.w3.eth.get_logs(
+                {
+                    "address": self.contract.address,
+                    "fromBlock": self._scanned + 1,
+                    "toBlock": latest,
+                }
+            )
+            for log in logs:
+                self._add_event(log)
+            self._scanned = latest
+        return self._events[max(since, 0) :]
+
+    def _add_event(self, log: Any) -> None:
+        topic = bytes(log["topics"][0]) if log["topics"] else b""
+        for name, kind in _EVENT_KINDS.items():
+            event = getattr(self.contract.events, name)()
+            if topic != bytes.fromhex(event.topic.removeprefix("0x")):
+                continue
+            args = event.process_log(log)["args"]
+            cid = bytes(args["channel_id"])
+            params = self._params.get(cid)
+            if params is not None and bytes(args["key"]) != channel_key(params):
+                return
+            payouts = None
+            if kind is L1EventKind.SETTLED:
+                payouts = (int(args["payout_a"]), int(args["payout_b"]))
+            self._events.append(
+                L1Event(
+                    index=len(self._events),
+                    kind=kind,
+                    channel_id=cid,
+                    time=self._block_time(int(log["blockNumber"])),
+                    seq=int(args["seq"]) if "seq" in args else None,
+                    deadline=int(args["deadline"]) if "deadline" in args else None,
+                    payouts=payouts,
+                )
+            )
+            return
+
+    def _block_time(self, number: int) -> int:
+        if number not in self._block_times:
+            self._block_times[number] = int(self.w3.eth.get_block(number)["timestamp"])
+        return self._block_times[number]
+
+    def now(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def balance(self, account: bytes | None = None) -> int:
+        who = self._account if account is None else account
+        return int(self.w3.eth.get_balance(to_checksum_address(who)))
+
+
+def _revert_reason(message: str) -> str:
+    _, found, reason = message.partition("execution reverted")
+    if found:
+        message = reason.lstrip(": ")
+    return message.strip() or "transaction reverted"

@@ -1,0 +1,62 @@
+"""How the adjudicator wants updates signed."""
+
+from __future__ import annotations
+
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
+
+from bfs_smr import L1Format, LocalError, Update, hash_bytes
+
+from ._crypto import Secp256k1
+
+__all__ = ["EvmFormat", "evm_domain"]
+
+_DOMAIN_TAG = b"evm:"
+_WORD = 1 << 256
+_DIGEST_TYPES = ["uint256", "bytes32", "uint256", "uint256", "uint256", "bool", "bytes32"]
+
+
+def evm_domain(chain_id: int, contract: bytes) -> bytes:
+    """The L1 domain of one adjudicator: ``b"evm:" ‖ chain id (32 bytes) ‖ address``."""
+    if len(contract) != 20:
+        raise LocalError("a contract address is 20 bytes")
+    if not 0 <= chain_id < 1 << 256:
+        raise LocalError("a chain id is a 256-bit unsigned integer")
+    return _DOMAIN_TAG + chain_id.to_bytes(32, "big") + contract
+
+
+class EvmFormat(L1Format):
+    """secp256k1 over the EIP-191 (version 0) digest the adjudicator recomputes.
+
+    ``keccak256(0x19 ‖ 0x00 ‖ contract ‖ abi_encode(chain_id, channel_id, seq, out_a, out_b,
+    final, entry_hash))`` where ``entry_hash`` is :meth:`bfs_smr.Update.entry_hash`, the
+    BLAKE2b hash of the canonical update, which binds the state hash, the previous hash, the
+    app and the commands. The chain id and the contract address bind the L1 (DESIGN I5).
+
+    Args:
+        chain_id: the EVM chain id.
+        contract: the adjudicator's 20-byte address.
+    """
+
+    def __init__(self, chain_id: int, contract: bytes) -> None:
+        self.domain = evm_domain(chain_id, contract)
+        self.chain_id = chain_id
+        self.contract = bytes(contract)
+        self.scheme = Secp256k1()
+        self._prefix = b"\x19\x00" + self.contract
+
+    def digest(self, update: Update, body: bytes) -> bytes:
+        out_a, out_b = update.outcome
+        if max(out_a, out_b, update.seq) >= _WORD:
+            # Not representable on chain: a digest no adjudicator call can ever match.
+            return keccak(b"bfs-smr/evm/unrepresentable" + self._prefix + body)
+        fields = (
+            self.chain_id,
+            update.channel_id,
+            update.seq,
+            out_a,
+            out_b,
+            update.final,
+            hash_bytes(body),
+        )
+        return keccak(self._prefix + abi_encode(_DIGEST_TYPES, fields))
