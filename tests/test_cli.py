@@ -123,3 +123,27 @@ def test_bench_json_keys(capsys):
     assert figures["ratio"] == pytest.approx(
         figures["payments_per_second"] / figures["crypto_bound_per_second"], rel=0.01
     )
+
+
+def test_payments_demo_on_the_evm_uses_two_l1_transactions(capsys):
+    pytest.importorskip("adapters.evm")
+    assert main(["demo", "payments", "--l1", "evm", "--payments", "30", "--json"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["l1"] == "evm" and result["updates"] == 30
+    assert result["l1_transactions"] == 2
+    assert result["payouts"] == {"alice": 30, "bob": 30}
+
+
+def test_gas_report_json_on_the_embedded_chain(capsys):
+    pytest.importorskip("adapters.evm")
+    assert main(["gas", "--embedded", "--json"]) == 0
+    gas = last_json(capsys.readouterr().out)
+    keys = {"deploy", "open", "cooperative_close", "unilateral_close", "refute", "settle"}
+    assert keys | {"happy_path_total", "dispute_path_total"} <= set(gas)
+    assert gas["happy_path_total"] == gas["open"] + gas["cooperative_close"]
+    assert gas["dispute_path_total"] == gas["unilateral_close"] + gas["refute"] + gas["settle"]
+
+
+def test_evm_options_without_evm_are_a_usage_error():
+    proc = run("demo", "payments", "--key", "00")
+    assert proc.returncode == 2 and "--l1 evm" in proc.stderr
