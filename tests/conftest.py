@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -28,6 +28,19 @@ def make_pair(
 ) -> tuple[MemoryL1, LocalPair]:
     """A funded-but-unopened pair on a (new or given) embedded L1."""
     return memory_pair(app, deposits, challenge_window=window, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def anvil_url() -> Iterator[str]:
+    """One anvil node (from the npm package, installed on first use) for the session."""
+    from adapters.evm import Anvil, install_anvil
+
+    try:
+        binary = install_anvil()
+    except FileNotFoundError as exc:  # only a machine without npm skips
+        pytest.skip(f"anvil needs npm: {exc}")
+    with Anvil(binary) as node:
+        yield node.url
 
 
 @pytest.fixture

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from adapters.evm import (
-    Anvil,
     DevChain,
     EvmAdapter,
     EvmFormat,
     Secp256k1,
     channel_key,
-    install_anvil,
 )
 from adapters.evm._adapter import params_tuple, sig_tuple, state_tuple
 from adapters.evm._crypto import SECP256K1_N
@@ -40,16 +37,6 @@ from bfs_smr import (
 GAS_MONEY = 10**18
 DEPOSIT = 10**15
 WINDOW = 600
-
-
-@pytest.fixture(scope="module")
-def anvil_url() -> Iterator[str]:
-    try:
-        binary = install_anvil()
-    except FileNotFoundError as exc:  # only a machine without npm skips
-        pytest.skip(f"anvil needs npm: {exc}")
-    with Anvil(binary) as node:
-        yield node.url
 
 
 def new_chain(kind: str, request: pytest.FixtureRequest, **embedded: Any) -> DevChain:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from adapters.evm import Anvil, install_anvil
 from adapters.evm.gas import DISPUTE_PATH_TARGET, HAPPY_PATH_TARGET, gas_report
 
 KEYS = {
@@ -19,16 +14,6 @@ KEYS = {
     "happy_path_total",
     "dispute_path_total",
 }
-
-
-@pytest.fixture(scope="module")
-def anvil_url() -> Iterator[str]:
-    try:
-        binary = install_anvil()
-    except FileNotFoundError as exc:  # only a machine without npm skips
-        pytest.skip(f"anvil needs npm: {exc}")
-    with Anvil(binary) as node:
-        yield node.url
 
 
 def check(report: dict[str, int]) -> None:

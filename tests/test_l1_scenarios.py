@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -92,18 +91,6 @@ class EvmNet:
 
     def now(self) -> int:
         return int(self.chain.now())
-
-
-@pytest.fixture(scope="module")
-def anvil_url() -> Iterator[str]:
-    from adapters.evm import Anvil, install_anvil
-
-    try:
-        binary = install_anvil()
-    except FileNotFoundError as exc:  # only a machine without npm skips
-        pytest.skip(f"anvil needs npm: {exc}")
-    with Anvil(binary) as node:
-        yield node.url
 
 
 @pytest.fixture(params=["memory", "evm-embedded", "evm-anvil"])

@@ -1,6 +1,14 @@
 """The runtime layer: everything that performs I/O or keeps time (the core does neither)."""
 
-from ._local import LocalPair, Party, memory_pair
+from ._local import LocalPair, Party, evm_pair, memory_pair
 from ._registry import available_apps, load_app, register_app
 
-__all__ = ["LocalPair", "Party", "available_apps", "load_app", "memory_pair", "register_app"]
+__all__ = [
+    "LocalPair",
+    "Party",
+    "available_apps",
+    "evm_pair",
+    "load_app",
+    "memory_pair",
+    "register_app",
+]

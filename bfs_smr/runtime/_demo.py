@@ -6,7 +6,6 @@ re-executed by both) over the embedded L1 and returns a result dict for the CLI.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
@@ -15,8 +14,7 @@ from typing import Any
 
 from .._errors import LocalError
 from .._update import verify_log
-from ._local import LocalPair, memory_pair
-from ._registry import load_app
+from ._local import LocalPair, evm_pair, memory_pair
 
 __all__ = ["Progress", "demo_counter", "demo_dispute", "demo_payments", "demo_tictactoe"]
 
@@ -42,35 +40,11 @@ def _world(
 
 
 def _evm_world(deposits: tuple[int, int], rpc: str | None, key: str | None) -> _World:
-    """Alice and Bob on the EVM adjudicator: the embedded py-evm chain, or a node at ``rpc``."""
     try:
-        from adapters.evm import DevChain, Secp256k1
-    except ImportError:
-        raise LocalError("the EVM L1 needs the evm extra: pip install 'bfs-smr[evm]'") from None
-    from .._crypto import Signer
-
-    chain = DevChain.rpc(rpc) if rpc else DevChain.embedded()
-    try:
-        alice_secret = bytes.fromhex(key) if key else os.urandom(32)
+        secret = bytes.fromhex(key) if key else None
     except ValueError:
         raise LocalError("--key must be a private key in hex") from None
-    secrets = (alice_secret, os.urandom(32))
-    signers = [Signer(Secp256k1(), s) for s in secrets]
-    adapters = [chain.adapter(s) for s in secrets]
-    gas_money = 10**17
-    for signer, deposit, adapter in zip(signers, deposits, adapters, strict=True):
-        if adapter.balance() < deposit + gas_money:
-            chain.mint(signer.public_key, deposit + gas_money)
-    pair = LocalPair(
-        load_app("payments"),
-        alice=signers[0],
-        bob=signers[1],
-        alice_l1=adapters[0],
-        bob_l1=adapters[1],
-        deposits=deposits,
-    )
-    for adapter in adapters:
-        adapter.track(pair.params)  # the other party learns the channel's parameters too
+    chain, pair = evm_pair("payments", deposits, rpc=rpc, alice_secret=secret)
     return _World(chain, pair)
 
 

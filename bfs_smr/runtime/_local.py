@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._app import StateMachine
 from .._channel import Channel
 from .._crypto import Signer
+from .._errors import LocalError
 from .._l1 import L1Adapter
 from .._messages import (
     ChannelFinalized,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from .store import Store
 
-__all__ = ["LocalPair", "Party", "memory_pair"]
+__all__ = ["LocalPair", "Party", "evm_pair", "memory_pair"]
 
 
 @dataclass(eq=False)
@@ -255,4 +256,50 @@ def memory_pair(
         deposits=deposits,
         **options,
     )
+    return chain, pair
+
+
+def evm_pair(
+    app: str | StateMachine[Any],
+    deposits: tuple[int, int],
+    *,
+    rpc: str | None = None,
+    alice_secret: bytes | None = None,
+    **options: Any,
+) -> tuple[Any, LocalPair]:
+    """Alice and Bob on the EVM adjudicator, funded with their deposits and gas, not open.
+
+    Args:
+        rpc: a node's URL (e.g. anvil); default: a fresh in-process py-evm chain.
+        alice_secret: Alice's private key (default: a fresh one).
+
+    Returns:
+        ``(chain, pair)`` where ``chain`` is an ``adapters.evm.DevChain``.
+
+    Raises:
+        LocalError: the ``evm`` extra is not installed.
+    """
+    try:
+        from adapters.evm import DevChain, Secp256k1
+    except ImportError:
+        raise LocalError("the EVM L1 needs the evm extra: pip install 'bfs-smr[evm]'") from None
+    chain = DevChain.rpc(rpc) if rpc else DevChain.embedded()
+    secrets = (alice_secret or os.urandom(32), os.urandom(32))
+    signers = [Signer(Secp256k1(), s) for s in secrets]
+    adapters = [chain.adapter(s) for s in secrets]
+    gas_money = 10**17
+    for signer, deposit, adapter in zip(signers, deposits, adapters, strict=True):
+        if adapter.balance() < deposit + gas_money:
+            chain.mint(signer.public_key, deposit + gas_money)
+    pair = LocalPair(
+        load_app(app) if isinstance(app, str) else app,
+        alice=signers[0],
+        bob=signers[1],
+        alice_l1=adapters[0],
+        bob_l1=adapters[1],
+        deposits=deposits,
+        **options,
+    )
+    for adapter in adapters:
+        adapter.track(pair.params)  # the other party learns the channel's parameters too
     return chain, pair
