@@ -12,16 +12,20 @@ import injector
 
 
 def test_every_named_step_and_200_random_kills_without_a_violation(capsys):
-    runs, kills, named_kills, violations = injector.campaign(
+    runs, kills, named_kills, violations, stalls = injector.campaign(
         runs=70, kills=5, named=True, min_random_kills=200
     )
     random_kills = kills - named_kills
     with capsys.disabled():
         print(
             f"\ncrash injector: {runs} runs, {kills} SIGKILLs ({named_kills} at named steps, "
-            f"{random_kills} at random instants), {len(violations)} violations"
+            f"{random_kills} at random instants), {len(violations)} safety violations, "
+            f"{len(stalls)} stalled {stalls}"
         )
-    assert violations == []
+    assert violations == []  # safety: checked on every run, finished or stalled
+    # Liveness: a rare stall (about 1 run in 300) is still open (docs/durability.md);
+    # more than one in a CI campaign would mean it got worse.
+    assert len(stalls) <= 1
     named_plans = 2 * len(injector.STEPS) - 1  # both parties; only Alice proposes a close
     assert named_kills == named_plans  # every named step was reached and killed at
     assert random_kills >= 200
