@@ -716,13 +716,7 @@ class Channel:
         if not self.format.scheme.verify(self._peer_key, digest, msg.signature):
             raise self._violation(f"invalid or missing proposer signature on seq {u.seq}")
         consumed, state = self._re_execute(u)
-        if self.app.state_hash(state) != u.state_hash:
-            raise self._violation(f"seq {u.seq}: state hash differs from re-execution")
-        outcome = self.app.checked_outcome(state, self.params)
-        if outcome != u.outcome:
-            raise self._violation(
-                f"seq {u.seq}: outcome {list(u.outcome)} differs from re-execution {list(outcome)}"
-            )
+        self._check_result(u, state, f"seq {u.seq}")
         # Everything checks out: sign (once for this seq), persist, then answer.
         sig = self._signer.sign(digest)
         sigs = (msg.signature, sig) if self.index == 1 else (sig, msg.signature)
@@ -738,6 +732,16 @@ class Channel:
             while self._requests:
                 ref, _ = self._requests.popleft()
                 self._out.append(CommandFailed(ref=ref, reason="channel closed"))
+
+    def _check_result(self, u: Update, state: Any, what: str) -> None:
+        """The update must commit to exactly the state and outcome this party computed."""
+        if self.app.state_hash(state) != u.state_hash:
+            raise self._violation(f"{what}: state hash differs from re-execution")
+        outcome = self.app.checked_outcome(state, self.params)
+        if outcome != u.outcome:
+            raise self._violation(
+                f"{what}: outcome {list(u.outcome)} differs from re-execution {list(outcome)}"
+            )
 
     def _re_execute(self, u: Update) -> tuple[int, Any]:
         """Check the commands of a proposal and replay them; returns (requests used, state)."""
@@ -862,9 +866,6 @@ class Channel:
             state = self._apply_peer_command(base_state, u.commands[0].command, self.peer_index)
         except CommandRejected as exc:
             raise self._violation(f"forced move is invalid: {exc.reason}") from None
-        if self.app.state_hash(state) != u.state_hash:
-            raise self._violation("forced move: state hash differs from re-execution")
-        if self.app.checked_outcome(state, self.params) != u.outcome:
-            raise self._violation("forced move: outcome differs from re-execution")
+        self._check_result(u, state, "forced move")
         self._dispute_base = (signed, state)
         self._set_phase(Phase.DISPUTE)

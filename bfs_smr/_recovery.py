@@ -154,10 +154,7 @@ def adopt(chan: Channel, signed: SignedUpdate) -> None:
                 state = chan._apply_peer_command(state, entry.command, entry.actor)
     except CommandRejected as exc:
         raise chan._violation(f"entry {u.seq}: invalid transition: {exc.reason}") from None
-    if chan.app.state_hash(state) != u.state_hash:
-        raise chan._violation(f"entry {u.seq}: state hash differs from re-execution")
-    if chan.app.checked_outcome(state, chan.params) != u.outcome:
-        raise chan._violation(f"entry {u.seq}: outcome differs from re-execution")
+    chan._check_result(u, state, f"entry {u.seq}")
     if chan._in_flight:
         mine, _, _ = chan._in_flight[0]
         if mine.update != u:
