@@ -88,19 +88,25 @@ def run_once(
     alice_l1 = chain.adapter(params.participants[0])
     alice_l1.open(params)
     mine = {"alice": commands[0], "bob": commands[1]}
+
+    def configure(name: str, *, crash: bool) -> None:
+        peer = "bob" if name == "alice" else "alice"
+        cfg: dict[str, object] = {
+            "role": name,
+            "seed": seeds[name].hex(),
+            "params": encode(params.to_value()).hex(),
+            "commands": mine[name],
+            "peer_commands": mine[peer],
+            "timeout": timeout,
+        }
+        if crash and crash_party == name:
+            cfg["crash_step"] = crash_step
+            cfg["crash_count"] = crash_count
+        (workdir / name / "config.json").write_text(json.dumps(cfg))
+
     for name in ("alice", "bob"):
         (workdir / name).mkdir(parents=True)
-        _write_config(
-            workdir,
-            name,
-            seeds=seeds,
-            params=params,
-            mine=mine,
-            crash_party=crash_party,
-            crash_step=crash_step,
-            crash_count=crash_count,
-            timeout=timeout,
-        )
+        configure(name, crash=True)
 
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -130,17 +136,7 @@ def run_once(
                         err = (workdir / name / "stderr.log").read_text()[-500:]
                         result.violations.append(f"{name} exited with {proc.returncode}: {err}")
                         return result
-                    _write_config(
-                        workdir,
-                        name,
-                        seeds=seeds,
-                        params=params,
-                        mine=mine,
-                        crash_party=None,
-                        crash_step=None,
-                        crash_count=0,
-                        timeout=timeout,
-                    )
+                    configure(name, crash=False)  # a restarted party runs to the end
                     start(name)
             if kills_left and time.monotonic() >= next_kill:
                 victim = rng.choice(["alice", "bob"])
@@ -162,33 +158,6 @@ def run_once(
     # Safety is checked on whatever the parties reached, finished or not.
     _check(workdir, params, chain, mine, result, complete=result.stalled is None)
     return result
-
-
-def _write_config(
-    workdir: Path,
-    name: str,
-    *,
-    seeds: dict[str, bytes],
-    params: ChannelParams,
-    mine: dict[str, int],
-    crash_party: str | None,
-    crash_step: str | None,
-    crash_count: int,
-    timeout: float,
-) -> None:
-    peer = "bob" if name == "alice" else "alice"
-    cfg = {
-        "role": name,
-        "seed": seeds[name].hex(),
-        "params": encode(params.to_value()).hex(),
-        "commands": mine[name],
-        "peer_commands": mine[peer],
-        "timeout": timeout,
-    }
-    if crash_party == name:
-        cfg["crash_step"] = crash_step
-        cfg["crash_count"] = crash_count
-    (workdir / name / "config.json").write_text(json.dumps(cfg))
 
 
 def _finished(directory: Path) -> bool:
