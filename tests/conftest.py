@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,8 +11,6 @@ import pytest
 from adapters.memory import MemoryL1
 from bfs_smr import Ed25519, Signer
 from bfs_smr.runtime import LocalPair, memory_pair
-
-PairFactory = Callable[..., tuple[MemoryL1, LocalPair]]
 
 
 def new_signer() -> Signer:
@@ -41,8 +39,3 @@ def anvil_url() -> Iterator[str]:
         pytest.skip(f"anvil needs npm: {exc}")
     with Anvil(binary) as node:
         yield node.url
-
-
-@pytest.fixture
-def pair_factory() -> PairFactory:
-    return make_pair
