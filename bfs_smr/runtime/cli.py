@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from .._errors import BfsSmrError
+from ._cli_node import NODE_COMMANDS, add_node_commands, print_human, run_node_command
 
 __all__ = ["main"]
 
@@ -82,6 +83,7 @@ def _build_parser() -> _Parser:
         help="log length for the reopen measurement",
     )
     bench.add_argument("--json", action="store_true")
+    add_node_commands(sub)
     return parser
 
 
@@ -144,6 +146,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from . import _bench, _demo
 
     show = not args.json
+    if args.command in NODE_COMMANDS:
+        result = run_node_command(args)
+        if show and args.command != "node":
+            print_human(args.command, result)
+        return result
     if args.command == "gas":
         result = _gas(args)
         if show:

@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS log (        -- every doubly-signed update, to serve 
     channel INTEGER NOT NULL, seq INTEGER NOT NULL, signed BLOB NOT NULL,
     PRIMARY KEY (channel, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peers (      -- a node's peers: who hosts each channel's other side
+    id BLOB PRIMARY KEY, address TEXT   -- the peer's node id; where to dial it (if known)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS channel_peers (
+    channel INTEGER PRIMARY KEY, peer BLOB NOT NULL
+);
 """
 
 
@@ -154,6 +160,38 @@ class Store:
             raise StoreError(self.path, _explain(exc)) from None
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def set_peer(self, channel_id: bytes, peer: bytes, address: str | None = None) -> None:
+        """Record (durably) that ``peer`` (a node id) hosts the other side of a channel, and
+        where to dial it if known (a known address is never forgotten by passing None)."""
+        key = self.key_of(channel_id)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO channel_peers VALUES (?, ?)", (key, peer))
+            self._db.execute(
+                "INSERT INTO peers VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "address=coalesce(excluded.address, address)",
+                (peer, address),
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StoreError(self.path, _explain(exc)) from None
+
+    def peer_of(self, channel_id: bytes) -> bytes | None:
+        """The node id recorded for the channel's other side, if any."""
+        rows = self._query(
+            "SELECT peer FROM channel_peers JOIN channels ON channels.key = channel_peers.channel"
+            " WHERE channels.id=?",
+            (channel_id,),
+        )
+        return rows[0][0] if rows else None
+
+    def peer_addresses(self) -> dict[bytes, str]:
+        """Every peer with a known address: node id → ``host:port``."""
+        rows = self._query("SELECT id, address FROM peers WHERE address IS NOT NULL")
+        return {row[0]: row[1] for row in rows}
 
     def channel_ids(self) -> list[bytes]:
         return [row[0] for row in self._query("SELECT id FROM channels ORDER BY key")]

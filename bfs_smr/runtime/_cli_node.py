@@ -1,0 +1,229 @@
+"""The node commands of the ``bfs-smr`` command line: ``l1``, ``init``, ``node``, ``channel``.
+
+Everything but ``node`` itself is a short-lived client: ``l1`` commands act on the L1
+file directly, ``channel`` commands ask the running node through its control endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from typing import Any
+
+from .._errors import LocalError
+
+__all__ = ["NODE_COMMANDS", "add_node_commands", "print_human", "run_node_command"]
+
+NODE_COMMANDS = ("l1", "init", "node", "channel")
+
+
+def _amount(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def add_node_commands(sub: Any) -> None:
+    l1 = sub.add_parser("l1", help="create, fund and inspect a shared local L1")
+    l1_sub = l1.add_subparsers(dest="l1_command", required=True, parser_class=type(l1))
+    init = l1_sub.add_parser("init", help="create a local L1 file")
+    init.add_argument("--l1", required=True, metavar="local:PATH")
+    init.add_argument(
+        "--window",
+        type=_amount,
+        default=60,
+        metavar="SECONDS",
+        help="challenge window of channels on it (default 60)",
+    )
+    init.add_argument("--chain-id", default=None, help="default: random")
+    fund = l1_sub.add_parser("fund", help="credit a node's L1 account (a faucet)")
+    fund.add_argument("--l1", required=True, metavar="SPEC")
+    fund.add_argument("node_id", metavar="NODE_ID")
+    fund.add_argument("amount", type=_amount, metavar="AMOUNT")
+    bal = l1_sub.add_parser("balance", help="a node's unlocked L1 balance")
+    bal.add_argument("--l1", required=True, metavar="SPEC")
+    bal.add_argument("node_id", metavar="NODE_ID")
+    for p in (init, fund, bal):
+        p.add_argument("--json", action="store_true")
+
+    ini = sub.add_parser("init", help="create a node's data directory (identity and secret)")
+    ini.add_argument("--data-dir", required=True, metavar="DIR")
+    ini.add_argument("--json", action="store_true")
+
+    node = sub.add_parser("node", help="run a node in the foreground (Ctrl-C stops it)")
+    node.add_argument("--data-dir", required=True, metavar="DIR")
+    node.add_argument("--listen", required=True, metavar="HOST:PORT")
+    node.add_argument("--l1", required=True, metavar="SPEC")
+    node.add_argument(
+        "--allow-peer",
+        action="append",
+        default=None,
+        metavar="NODE_ID",
+        help="accept connections only from these nodes (repeatable)",
+    )
+    node.add_argument("--log-json", action="store_true", help="log one JSON object a line")
+    node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    node.add_argument("--json", action="store_true")
+
+    ch = sub.add_parser("channel", help="open, use and close channels through a running node")
+    ch_sub = ch.add_subparsers(dest="channel_command", required=True, parser_class=type(ch))
+    op = ch_sub.add_parser("open", help="open a channel with a peer; returns once open on L1")
+    op.add_argument("--peer", required=True, metavar="HOST:PORT")
+    op.add_argument("--peer-id", required=True, metavar="NODE_ID")
+    op.add_argument("--app", default="payments")
+    op.add_argument("--deposit", type=_amount, required=True, metavar="N")
+    op.add_argument("--peer-deposit", type=_amount, default=0, metavar="N")
+    op.add_argument("--options", default="{}", metavar="JSON", help="app options")
+    pay = ch_sub.add_parser("pay", help="pay the peer; returns once doubly signed and durable")
+    pay.add_argument("channel", metavar="CHANNEL")
+    pay.add_argument("amount", type=_amount, metavar="AMOUNT")
+    send = ch_sub.add_parser("send", help="issue any app command, e.g. a tic-tac-toe move")
+    send.add_argument("channel", metavar="CHANNEL")
+    send.add_argument("command_json", metavar="COMMAND_JSON")
+    show = ch_sub.add_parser("show", help="a channel's seq, phase, outcome and state")
+    show.add_argument("channel", metavar="CHANNEL")
+    ch_sub.add_parser("list", help="every channel on the node")
+    close = ch_sub.add_parser("close", help="close; returns once L1 has paid out")
+    close.add_argument("channel", metavar="CHANNEL")
+    close.add_argument(
+        "--unilateral",
+        action="store_true",
+        help="close on L1 without the peer (waits out the challenge window)",
+    )
+    for p in (op, pay, send, show, close, ch_sub.choices["list"]):
+        p.add_argument("--data-dir", required=True, metavar="DIR")
+        p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS")
+        p.add_argument("--json", action="store_true")
+
+
+def run_node_command(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one of :data:`NODE_COMMANDS`; returns the result to print."""
+    if args.command == "l1":
+        return _l1(args)
+    if args.command == "init":
+        from ._datadir import DataDir
+
+        return {"node_id": DataDir(args.data_dir).init().hex()}
+    if args.command == "node":
+        return _node(args)
+    return _channel(args)
+
+
+def _l1(args: argparse.Namespace) -> dict[str, Any]:
+    from ._datadir import parse_hex_id
+    from ._l1spec import open_local_l1, parse_l1_spec
+
+    if args.l1_command == "init":
+        kind, where = parse_l1_spec(args.l1)
+        if kind != "local":
+            raise LocalError("l1 init creates a local:PATH L1")
+        from adapters.local import LocalL1
+
+        chain = LocalL1.create(where, window=args.window, chain_id=args.chain_id)
+        return {"l1": args.l1, "chain_id": chain.chain_id, "window": chain.window}
+    node_id = parse_hex_id(args.node_id)
+    chain = open_local_l1(args.l1)
+    if args.l1_command == "fund":
+        chain.mint(node_id, args.amount)
+    return {"node_id": node_id.hex(), "balance": chain.balance(node_id)}
+
+
+def _node(args: argparse.Namespace) -> dict[str, Any]:
+    from ._datadir import parse_hex_id
+    from ._logging import configure_logging
+    from .node import Node
+
+    configure_logging(json=args.log_json, level=args.log_level)
+    allow = None if args.allow_peer is None else {parse_hex_id(p) for p in args.allow_peer}
+    node = Node(args.data_dir, listen=args.listen, l1=args.l1, allow=allow)
+
+    def ready(n: Node) -> None:
+        info = {"node_id": n.node_id.hex(), "listen": f"{n.listen[0]}:{n.port}", "ready": True}
+        print(
+            json.dumps(info)
+            if args.json
+            else f"node {info['node_id']} listening on {info['listen']}",
+            flush=True,
+        )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, node.stop)
+        await node.run(ready)
+
+    asyncio.run(main())
+    return {"node_id": node.node_id.hex(), "stopped": True}
+
+
+def _channel(args: argparse.Namespace) -> dict[str, Any]:
+    from ._control import call
+
+    command = args.channel_command
+    request: dict[str, Any] = {}
+    if command == "open":
+        try:
+            options = json.loads(args.options)
+        except ValueError:
+            raise LocalError(f"--options is not JSON: {args.options!r}") from None
+        request = {
+            "peer": args.peer,
+            "peer_id": args.peer_id,
+            "app": args.app,
+            "deposit": args.deposit,
+            "peer_deposit": args.peer_deposit,
+            "options": options,
+        }
+    elif command == "pay":
+        request = {"channel": args.channel, "amount": args.amount}
+    elif command == "send":
+        try:
+            cmd = json.loads(args.command_json)
+        except ValueError:
+            raise LocalError(f"COMMAND_JSON is not JSON: {args.command_json!r}") from None
+        request = {"channel": args.channel, "command": cmd}
+    elif command in ("show", "close"):
+        request = {"channel": args.channel, "unilateral": getattr(args, "unilateral", False)}
+    default_timeout = {"close": 600.0, "open": 60.0}.get(command, 30.0)
+    timeout = args.timeout or default_timeout
+    request["timeout"] = timeout
+    return call(args.data_dir, command, request, timeout=timeout + 10)
+
+
+def print_human(command: str, result: dict[str, Any]) -> None:
+    """Print a node command's result for people."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if "channels" in result and isinstance(result["channels"], list):
+        table = Table("channel", "app", "seq", "phase", "outcome")
+        for ch in result["channels"]:
+            outcome = ", ".join(f"{k[:8]}…={v}" for k, v in (ch["outcome"] or {}).items())
+            table.add_row(ch["channel"][:16] + "…", ch["app"], str(ch["seq"]), ch["phase"], outcome)
+        console.print(table)
+        return
+    table = Table(title=f"bfs-smr {command}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    console.print(table)
+    sys.stdout.flush()

@@ -1,0 +1,189 @@
+"""A node's data directory: identity, control secret, store, and where the node listens.
+
+Layout of ``DIR``:
+
+- ``identity.key`` (0600): the node's Ed25519 seed, hex. Its public key is the node id.
+- ``control.secret`` (0600): what a local client must present to the node's control
+  endpoint. Anyone who can read it can move the node's money; it never leaves ``DIR``.
+- ``node.json``: the node id (public).
+- ``channels.sqlite3``: the durable channel store (:mod:`bfs_smr.runtime.store`).
+- ``control.json``: written by a running node — its pid, control port and listen address;
+  removed on a clean shutdown.
+- ``node.lock``: held (``flock``) by the running node, so two nodes never share a store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import IO, Any
+
+from .._crypto import Ed25519, Signer
+from .._errors import LocalError
+
+__all__ = [
+    "DataDir",
+    "parse_hex_id",
+    "parse_hostport",
+]
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` → ``(host, port)``.
+
+    Raises:
+        LocalError: not of that form.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise LocalError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_hex_id(text: str, what: str = "node id") -> bytes:
+    """A 32-byte id written as 64 hex digits.
+
+    Raises:
+        LocalError: not 64 hex digits.
+    """
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != 32:
+        raise LocalError(f"a {what} is 64 hex digits, got {text!r}")
+    return value
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner only, durably; never overwrite."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class DataDir:
+    """Paths and files of one node's data directory."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.identity_file = self.path / "identity.key"
+        self.secret_file = self.path / "control.secret"
+        self.node_file = self.path / "node.json"
+        self.control_file = self.path / "control.json"
+        self.lock_file = self.path / "node.lock"
+        self._lock: IO[str] | None = None
+
+    def init(self) -> bytes:
+        """Create the directory with a fresh identity and control secret; return the id.
+
+        Raises:
+            LocalError: it already holds a node, or cannot be written.
+        """
+        if self.identity_file.exists():
+            node_id = self.identity().public_key.hex()
+            raise LocalError(f"{self.path} already holds node {node_id}")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            seed = secrets.token_bytes(32)
+            _write_private(self.identity_file, seed.hex() + "\n")
+            with contextlib.suppress(FileExistsError):
+                _write_private(self.secret_file, secrets.token_hex(32) + "\n")
+            signer = Signer(Ed25519(), seed)
+            _write_atomic(self.node_file, json.dumps({"node_id": signer.public_key.hex()}) + "\n")
+            dir_fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise LocalError(f"cannot initialise {self.path}: {exc.strerror}") from None
+        return signer.public_key
+
+    def identity(self) -> Signer:
+        """The node's signing identity.
+
+        Raises:
+            LocalError: no node here (run ``bfs-smr init``), or the key file is damaged.
+        """
+        try:
+            text = self.identity_file.read_text().strip()
+        except FileNotFoundError:
+            raise LocalError(
+                f"{self.path} holds no node; run: bfs-smr init --data-dir {self.path}"
+            ) from None
+        except OSError as exc:
+            raise LocalError(f"cannot read {self.identity_file}: {exc.strerror}") from None
+        try:
+            seed = bytes.fromhex(text)
+        except ValueError:
+            seed = b""
+        if len(seed) != 32:
+            raise LocalError(f"{self.identity_file} is damaged (not a 32-byte hex seed)")
+        return Signer(Ed25519(), seed)
+
+    def secret(self) -> str:
+        try:
+            text = self.secret_file.read_text().strip()
+        except OSError as exc:
+            raise LocalError(f"cannot read {self.secret_file}: {exc.strerror}") from None
+        if len(text) != 64:
+            raise LocalError(f"{self.secret_file} is damaged")
+        return text
+
+    def lock(self) -> None:
+        """Take the directory for this process.
+
+        Raises:
+            LocalError: another node process is using it.
+        """
+        handle = open(self.lock_file, "a")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise LocalError(f"another node is running on {self.path}") from None
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def write_control(self, info: dict[str, Any]) -> None:
+        _write_atomic(self.control_file, json.dumps(info) + "\n")
+
+    def remove_control(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.control_file.unlink()
+
+    def control(self) -> dict[str, Any]:
+        """Where the running node's control endpoint is.
+
+        Raises:
+            LocalError: no node is running on this directory.
+        """
+        try:
+            info: dict[str, Any] = json.loads(self.control_file.read_text())
+        except (FileNotFoundError, ValueError):
+            raise LocalError(
+                f"no node is running on {self.path}; start one with: bfs-smr node --data-dir "
+                f"{self.path} --listen HOST:PORT --l1 SPEC"
+            ) from None
+        return info
