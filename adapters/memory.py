@@ -91,8 +91,6 @@ class MemoryL1:
         self._balances: dict[bytes, int] = {}
         self._channels: dict[bytes, _Channel] = {}
         self._events: list[L1Event] = []
-        #: Accepted state-changing transactions (rejected ones change nothing).
-        self.transactions = 0
 
     # -- chain administration (not transactions) --------------------------------------
 
@@ -100,7 +98,7 @@ class MemoryL1:
         """Credit ``amount`` to ``account`` out of thin air (a test faucet)."""
         if type(amount) is not int or amount < 0:
             raise LocalError("amount must be a non-negative integer")
-        self._balances[account] = self._balances.get(account, 0) + amount
+        self._credit(account, amount)
 
     def advance(self, seconds: int) -> None:
         """Move the L1 clock forward."""
@@ -112,7 +110,12 @@ class MemoryL1:
         return self._time
 
     def balance(self, account: bytes) -> int:
-        return self._balances.get(account, 0)
+        return self._balance_of(account)
+
+    @property
+    def transactions(self) -> int:
+        """Accepted state-changing transactions (rejected ones change nothing)."""
+        return self._event_count()  # each accepted transaction logs exactly one event
 
     def total_supply(self) -> int:
         """All value on this L1: balances plus what is locked in unsettled channels."""
@@ -147,7 +150,7 @@ class MemoryL1:
         if params.l1 != self.format.domain:
             raise L1Error("channel parameters name another L1")
         cid = params.channel_id
-        if cid in self._channels:
+        if self._find(cid) is not None:
             raise L1Error("a channel with this id exists already (use a fresh nonce)")
         if sender not in params.participants:
             raise L1Error("only a participant can open the channel")
@@ -159,7 +162,7 @@ class MemoryL1:
         ch = _Channel(params=params, deposited=deposited, status=L1ChannelStatus.FUNDING)
         if deposited == list(params.deposits):
             ch.status = L1ChannelStatus.OPEN
-        self._channels[cid] = ch
+        self._add(cid, ch)
         self._done(L1EventKind.OPENED, cid)
         return cid
 
@@ -196,11 +199,11 @@ class MemoryL1:
         self._check_doubly_signed(ch, update)
         if update.update.final:  # I8: a doubly-signed final update closes at once
             self._pay(ch, update.update)
-            return self._time
+            return self.now()
         ch.status = L1ChannelStatus.CLOSING
         ch.registered = update
         ch.registered_by_force = False
-        ch.deadline = self._time + ch.params.challenge_window
+        ch.deadline = self.now() + ch.params.challenge_window
         self._done(L1EventKind.CLOSING_STARTED, update.update.channel_id, ch)
         return ch.deadline
 
@@ -253,7 +256,7 @@ class MemoryL1:
             raise L1Error("outcome does not match the move")
         ch.registered = update
         ch.registered_by_force = True
-        ch.deadline = self._time + params.challenge_window  # the other side gets a window
+        ch.deadline = self.now() + params.challenge_window  # the other side gets a window
         self._done(L1EventKind.FORCE_MOVED, u.channel_id, ch)
         return ch.deadline
 
@@ -266,7 +269,7 @@ class MemoryL1:
         if sender not in ch.params.participants:
             raise L1Error("only a participant can cancel")
         for account, amount in zip(ch.params.participants, ch.deposited, strict=True):
-            self._balances[account] = self._balances.get(account, 0) + amount
+            self._credit(account, amount)
         ch.deposited = [0, 0]
         ch.status = L1ChannelStatus.CANCELLED
         self._done(L1EventKind.CANCELLED, channel_id)
@@ -276,23 +279,26 @@ class MemoryL1:
         if ch.status is not L1ChannelStatus.CLOSING:
             raise L1Error(f"channel is {ch.status.value}, not closing")
         assert ch.deadline is not None and ch.registered is not None
-        if self._time < ch.deadline:
-            raise L1Error(f"the window is still open until {ch.deadline} (now {self._time})")
+        if (now := self.now()) < ch.deadline:
+            raise L1Error(f"the window is still open until {ch.deadline} (now {now})")
         return self._pay(ch, ch.registered.update)
 
     # -- helpers -----------------------------------------------------------------------
 
     def _get(self, channel_id: bytes) -> _Channel:
-        ch = self._channels.get(channel_id)
+        ch = self._find(channel_id)
         if ch is None:
             raise L1Error("no such channel")
         return ch
 
     def _debit(self, account: bytes, amount: int) -> None:
-        have = self._balances.get(account, 0)
+        have = self._balance_of(account)
         if amount > have:
             raise L1Error(f"insufficient funds: {amount} needed, {have} unlocked")
-        self._balances[account] = have - amount
+        self._set_balance(account, have - amount)
+
+    def _credit(self, account: bytes, amount: int) -> None:
+        self._set_balance(account, self._balance_of(account) + amount)
 
     def _check_doubly_signed(self, ch: _Channel, signed: SignedUpdate) -> None:
         u = signed.update
@@ -315,12 +321,12 @@ class MemoryL1:
         if ch.status is not L1ChannelStatus.CLOSING:
             raise L1Error(f"channel is {ch.status.value}, not closing")
         assert ch.deadline is not None
-        if self._time >= ch.deadline:
+        if self.now() >= ch.deadline:
             raise L1Error("the window has ended")
 
     def _pay(self, ch: _Channel, update: Update) -> tuple[int, int]:
         for account, amount in zip(ch.params.participants, update.outcome, strict=True):
-            self._balances[account] = self._balances.get(account, 0) + amount
+            self._credit(account, amount)
         ch.status = L1ChannelStatus.SETTLED
         ch.payouts = update.outcome
         ch.registered = None
@@ -329,22 +335,41 @@ class MemoryL1:
         return update.outcome
 
     def _done(self, kind: L1EventKind, channel_id: bytes, ch: _Channel | None = None) -> None:
-        self.transactions += 1
         seq = deadline = payouts = None
         if ch is not None:
             seq = ch.registered.seq if ch.registered is not None else None
             deadline, payouts = ch.deadline, ch.payouts
-        self._events.append(
+        self._add_event(
             L1Event(
-                index=len(self._events),
+                index=self._event_count(),
                 kind=kind,
                 channel_id=channel_id,
-                time=self._time,
+                time=self.now(),
                 seq=seq,
                 deadline=deadline,
                 payouts=payouts if kind is L1EventKind.SETTLED else None,
             )
         )
+
+    # -- storage: what a subclass overrides to keep the state elsewhere (adapters/local) --
+
+    def _balance_of(self, account: bytes) -> int:
+        return self._balances.get(account, 0)
+
+    def _set_balance(self, account: bytes, amount: int) -> None:
+        self._balances[account] = amount
+
+    def _find(self, channel_id: bytes) -> _Channel | None:  # the rules change it in place
+        return self._channels.get(channel_id)
+
+    def _add(self, channel_id: bytes, ch: _Channel) -> None:
+        self._channels[channel_id] = ch
+
+    def _event_count(self) -> int:
+        return len(self._events)
+
+    def _add_event(self, event: L1Event) -> None:
+        self._events.append(event)
 
 
 class MemoryAdapter(L1Adapter):

@@ -1,20 +1,23 @@
 """One set of L1 scenarios (DESIGN.md §5), run against every adapter.
 
 Each scenario drives real channel parties (:class:`bfs_smr.runtime.LocalPair` with the
-payments app) and a real L1: the embedded :class:`adapters.memory.MemoryL1`, the Vyper
-adjudicator on the in-process py-evm chain, and the same adjudicator on an anvil node
-installed from npm. Balances are compared net of transaction fees, so the same expected
-values hold on every L1.
+payments app) and a real L1: the embedded :class:`adapters.memory.MemoryL1`, the same
+rules on a SQLite file (:class:`adapters.local.LocalL1`, each party on its own connection,
+with a controllable clock), the Vyper adjudicator on the in-process py-evm chain, and the
+same adjudicator on an anvil node installed from npm. Balances are compared net of
+transaction fees, so the same expected values hold on every L1.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adapters.local import LocalL1
 from adapters.memory import MemoryL1
 from bfs_smr import (
     Ed25519,
@@ -58,6 +61,32 @@ class MemoryNet:
         return self.chain.now()
 
 
+class LocalNet(MemoryNet):
+    """The local L1 on a SQLite file: each party opens it on its own, as a process would."""
+
+    def __init__(self, path: Path) -> None:
+        self.time = 1_000_000
+        self.path = path
+        self.chain = LocalL1.create(path, clock=self.clock)
+        self.opened = [self.chain]
+
+    def clock(self) -> int:
+        return self.time
+
+    def new_party(self) -> tuple[Signer, L1Adapter]:
+        signer = Signer(Ed25519(), os.urandom(32))
+        chain = LocalL1(self.path, clock=self.clock)
+        self.opened.append(chain)
+        return signer, chain.adapter(signer.public_key)
+
+    def advance(self, seconds: int) -> None:
+        self.time += seconds
+
+    def close(self) -> None:
+        for chain in self.opened:
+            chain.close()
+
+
 class EvmNet:
     """The adjudicator, freshly deployed on a development chain."""
 
@@ -93,10 +122,14 @@ class EvmNet:
         return int(self.chain.now())
 
 
-@pytest.fixture(params=["memory", "evm-embedded", "evm-anvil"])
+@pytest.fixture(params=["memory", "local", "evm-embedded", "evm-anvil"])
 def net(request: pytest.FixtureRequest) -> Any:
     if request.param == "memory":
         return MemoryNet()
+    if request.param == "local":
+        local = LocalNet(request.getfixturevalue("tmp_path") / "l1.sqlite3")
+        request.addfinalizer(local.close)
+        return local
     from adapters.evm import DevChain
 
     if request.param == "evm-embedded":
