@@ -233,3 +233,58 @@ def test_the_control_endpoint_needs_the_secret(nodes: list[NodeProc], l1: str) -
     alice.stop()
     text = alice.log.read_text()
     assert secret not in text and seed not in text
+
+
+def _move(node: NodeProc, channel: str, cell: int) -> dict[str, object]:
+    result: dict[str, object] = ok(
+        "channel", "send", "--data-dir", str(node.dir), channel, json.dumps({"cell": cell})
+    )
+    return result
+
+
+def test_tictactoe_between_two_nodes_from_the_command_line(nodes: list[NodeProc], l1: str) -> None:
+    alice, bob = _start_pair(nodes, l1)
+    channel = _open(alice, bob, "--app", "tictactoe", "--peer-deposit", "10", deposit=10)
+    shown = ok("channel", "show", "--data-dir", str(bob.dir), channel)
+    assert shown["app"] == "tictactoe" and shown["to_move"] == alice.node_id
+    # Alice plays X in the top row, Bob O in the middle row: X wins with cell 2.
+    for node, cell in [(alice, 0), (bob, 3), (alice, 1), (bob, 4)]:
+        _move(node, channel, cell)
+    wrong = cli("channel", "send", "--data-dir", str(bob.dir), channel, '{"cell": 8}', "--json")
+    assert wrong.code == 2 and "not your turn" in wrong.stderr
+    taken = cli("channel", "send", "--data-dir", str(alice.dir), channel, '{"cell": 4}', "--json")
+    assert taken.code == 2 and "taken" in taken.stderr
+    _move(alice, channel, 2)
+    for node in (alice, bob):
+        shown = ok("channel", "show", "--data-dir", str(node.dir), channel)
+        assert shown["state"][0] == [1, 1, 1, 2, 2, 0, 0, 0, 0]
+        assert shown["to_move"] is None
+        assert shown["outcome"] == {alice.node_id: 20, bob.node_id: 0}
+    closed = ok("channel", "close", "--data-dir", str(bob.dir), channel)
+    assert closed["payouts"] == {alice.node_id: 20, bob.node_id: 0}
+
+
+def test_a_silent_player_loses_to_a_forced_move(nodes: list[NodeProc], l1: str) -> None:
+    alice, bob = _start_pair(nodes, l1)
+    channel = _open(alice, bob, "--app", "tictactoe", "--peer-deposit", "10", deposit=10)
+    _move(alice, channel, 0)
+    _move(bob, channel, 4)
+    bob.stop()  # Bob walks away with the game lost-looking for him and it is Alice's turn
+    pending = cli(
+        "channel",
+        "send",
+        "--data-dir",
+        str(alice.dir),
+        channel,
+        '{"cell": 8}',
+        "--json",
+        "--timeout",
+        "1",
+    )
+    assert pending.code == 2 and "pending" in pending.stderr
+    # Closing here would make Alice (to move) forfeit; her node forces the move she
+    # signed onto L1 instead, and Bob, silent for a window, loses the pot.
+    closed = ok("channel", "close", "--data-dir", str(alice.dir), channel, "--unilateral")
+    assert closed["payouts"] == {alice.node_id: 20, bob.node_id: 0}
+    forced = alice.wait_log("forcing a move on L1")
+    assert forced["seq"] == 3

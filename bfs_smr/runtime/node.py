@@ -368,8 +368,13 @@ class Node:
         cid = b""
         try:
             try:
+                # The node message was decoded without the plain-data check: a float or a
+                # tagged object stored here would make the store unreadable (and the node
+                # unable to start), so check before anything is parsed or stored.
+                check_plain(value)
                 params = params_from_value(value)
-            except (ValueError, TypeError, LocalError) as exc:
+            except (ValueError, TypeError, LookupError, LocalError, CodecError) as exc:
+                # LookupError: e.g. participants sent as [] or {} (an index or key fails)
                 raise LocalError(f"malformed channel parameters: {exc}") from None
             cid = params.channel_id
             if params.participants != (link.peer_id, self.node_id):
@@ -502,6 +507,8 @@ class Node:
                 await self._l1_act(c, "refute", self.l1.adapter.refute, newest)
             elif info.deadline is not None and now >= info.deadline:
                 await self._l1_act(c, "settle", self.l1.adapter.settle, c.cid)
+            elif info.registered_seq == c.chan.seq and _our_move_is_signed(c):
+                await self._force(c, None)
         elif status in (L1ChannelStatus.SETTLED, L1ChannelStatus.CANCELLED):
             c.payouts = info.payouts or (0, 0)
             _resolve(c.settled, c.payouts)
@@ -521,6 +528,19 @@ class Node:
             return None
         finally:
             c.l1_busy = False
+
+    async def _force(self, c: _Chan, command: Any) -> tuple[int, int | None]:
+        """Force a move on L1: the one this node already signed (``command`` None), or a new
+        one. Returns the forced seq and the new deadline (None if L1 refused it)."""
+        if not self.l1.adapter.supports_force_move:
+            raise LocalError("this L1 does not support force moves")
+        _, base_state = c.chan.force_base
+        update = c.chan.force_move(command)
+        self._flush(c)  # a new signature is durable before it goes to L1
+        state = c.chan.app.encode_state(base_state)
+        _log.info("forcing a move on L1", channel=c.cid.hex()[:16], seq=update.seq)
+        deadline = await self._l1_act(c, "force move", self.l1.adapter.force_move, state, update)
+        return update.seq, deadline
 
     async def _fund(self, c: _Chan) -> None:
         c.funding_sent = True
@@ -625,6 +645,9 @@ class Node:
         c = self._chan_arg(args)
         command = args.get("command")
         check_plain(command)
+        if c.l1_status is L1ChannelStatus.CLOSING and c.chan.app.to_move(c.chan.state) is not None:
+            seq, deadline = await self._force(c, command)  # the dispute goes on, on L1
+            return {"channel": c.cid.hex(), "seq": seq, "forced": True, "deadline": deadline}
         if c.l1_status is not L1ChannelStatus.OPEN:
             status = c.l1_status.value if c.l1_status else "not on L1 yet"
             raise LocalError(f"the channel is {status} on L1; it takes no commands")
@@ -755,6 +778,15 @@ def _needs_l1_look(c: _Chan, now: int) -> bool:
     if c.l1_status is L1ChannelStatus.OPEN:
         return c.chan.phase is Phase.CLOSED  # a final update to submit
     return c.l1_status is None and c.chan.committed is not None  # signed, not yet funded
+
+
+def _our_move_is_signed(c: _Chan) -> bool:
+    """The registered state waits for this node's move, and it signed one already."""
+    chan = c.chan
+    if chan.phase is Phase.DISPUTE or chan.state is None:
+        return False
+    in_flight = chan.in_flight()
+    return chan.app.to_move(chan.state) == chan.index and bool(in_flight)
 
 
 def _resolve(futures: list[asyncio.Future[Any]], value: Any) -> None:
