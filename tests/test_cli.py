@@ -117,8 +117,13 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
 
 
 def test_bench_json_keys(capsys):
-    assert main(["bench", "--payments", "300", "--json"]) == 0
-    figures = last_json(capsys.readouterr().out)["in_process"]
+    assert main(["bench", "--payments", "300", "--channels", "20", "--json"]) == 0
+    result = last_json(capsys.readouterr().out)
+    sequential = result["sequential"]
+    assert sequential["payments"] == 300 and sequential["window"] == 1
+    assert 0 < sequential["p50_ms"] <= sequential["p99_ms"]
+    assert result["channels"]["channels"] == result["channels"]["peer_channels"] == 20
+    figures = result["in_process"]
     assert set(figures) >= {"payments_per_second", "crypto_bound_per_second", "ratio"}
     assert figures["ratio"] == pytest.approx(
         figures["payments_per_second"] / figures["crypto_bound_per_second"], rel=0.01

@@ -82,6 +82,13 @@ def _build_parser() -> _Parser:
         metavar="N",
         help="log length for the reopen measurement",
     )
+    bench.add_argument(
+        "--channels",
+        type=_positive,
+        default=1_000,
+        metavar="N",
+        help="idle channels to open on one node, for its memory per channel",
+    )
     bench.add_argument("--json", action="store_true")
     add_node_commands(sub)
     return parser
@@ -169,7 +176,23 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         durable["ratio_to_crypto_bound"] = round(
             durable["payments_per_second"] / figures["crypto_bound_per_second"], 3
         )
-        result = {"in_process": figures, "durable_in_process": durable, "reopen": reopen}
+        from . import _bench_nodes
+
+        with _progress_bar("two node processes, one payment in flight", show) as progress:
+            sequential = _bench_nodes.bench_sequential(args.payments)
+            sequential["ratio_to_crypto_bound"] = round(
+                sequential["payments_per_second"] / figures["crypto_bound_per_second"], 3
+            )
+        with _progress_bar("idle channels on one node", show) as progress:
+            channels = _bench_nodes.bench_idle_channels(args.channels, progress=progress)
+        result = {
+            "sequential": sequential,
+            "channels": channels,
+            "crypto_bound_per_second": figures["crypto_bound_per_second"],
+            "in_process": figures,
+            "durable_in_process": durable,
+            "reopen": reopen,
+        }
         if show:
             _print_table(
                 "bfs-smr bench (in-process, both parties, every signature made and checked)",
@@ -196,6 +219,18 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                     (
                         f"reopen, {reopen['log_entries']:,}-entry log (s)",
                         f"{reopen['reopen_seconds']:.4f}",
+                    ),
+                    (
+                        "two nodes, sequential payments/s",
+                        f"{sequential['payments_per_second']:,.0f}",
+                    ),
+                    (
+                        "two nodes, sequential p50 / p99 (ms)",
+                        f"{sequential['p50_ms']:.2f} / {sequential['p99_ms']:.2f}",
+                    ),
+                    (
+                        f"memory per idle channel, {channels['channels']:,} channels (bytes)",
+                        f"{channels['bytes_per_idle_channel']:,.0f}",
                     ),
                 ],
             )

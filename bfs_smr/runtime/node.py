@@ -145,6 +145,7 @@ class Node:
         self._dialed_by: dict[transport.Link, bytes] = {}
         self._addresses: dict[bytes, str] = {}
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
+        self._dialing: dict[bytes, asyncio.Task[transport.Link]] = {}
         self._open_replies: dict[bytes, asyncio.Future[str | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -306,6 +307,15 @@ class Node:
             delay = min(delay * 2, 5.0)
 
     async def _dial(self, peer: bytes) -> transport.Link:
+        """Dial ``peer``; concurrent callers share one attempt (one link per peer)."""
+        pending = self._dialing.get(peer)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_task(self._dial_once(peer))
+            self._dialing[peer] = pending
+            pending.add_done_callback(lambda _: self._dialing.pop(peer, None))
+        return await asyncio.shield(pending)
+
+    async def _dial_once(self, peer: bytes) -> transport.Link:
         host, port = parse_hostport(self._addresses[peer])
         link = await transport.dial(host, port, self.signer, peer, timeout=5.0)
         self._attach(link, dialed_by=self.node_id)

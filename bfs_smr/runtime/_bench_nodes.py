@@ -1,0 +1,122 @@
+"""Benchmarks with real node processes: two ``bfs-smr node`` processes on loopback, each
+with its durable store, over a shared local L1 file in a temporary directory.
+
+- :func:`bench_sequential`: one payment in flight at a time, measured inside the paying
+  node from ``issue`` to "doubly signed and durable" (the control endpoint's own round
+  trip is not counted: it is the CLI's cost, not the protocol's).
+- :func:`bench_idle_channels`: the paying node's resident memory before and after opening
+  many channels, per idle channel.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ._control import call
+from ._datadir import DataDir
+from ._demo import Progress, _no_progress
+
+__all__ = ["bench_idle_channels", "bench_sequential", "node_pair"]
+
+
+class _NodeProcess:
+    def __init__(self, data_dir: Path, l1: str) -> None:
+        self.dir = data_dir
+        self.node_id = DataDir(data_dir).init().hex()
+        log = open(data_dir / "node.log", "w")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+            [sys.executable, "-m", "bfs_smr.runtime.cli", "node", "--data-dir", str(data_dir),
+             "--listen", "127.0.0.1:0", "--l1", l1, "--json", "--log-json"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )  # fmt: skip
+        log.close()
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a bench node did not start: {(data_dir / 'node.log').read_text()}")
+        self.address = json.loads(line)["listen"]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@contextmanager
+def node_pair(fund: int) -> Iterator[tuple[_NodeProcess, _NodeProcess]]:
+    """Two running nodes on a fresh local L1 (window 60 s); the first is funded."""
+    from adapters.local import LocalL1
+
+    with tempfile.TemporaryDirectory(prefix="bfs-smr-bench-") as tmp:
+        base = Path(tmp)
+        l1 = f"local:{base / 'l1.sqlite3'}"
+        chain = LocalL1.create(base / "l1.sqlite3", window=60)
+        nodes: list[_NodeProcess] = []
+        try:
+            for name in ("alice", "bob"):
+                nodes.append(_NodeProcess(base / name, l1))
+            chain.mint(bytes.fromhex(nodes[0].node_id), fund)
+            chain.close()
+            yield nodes[0], nodes[1]
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def _open(alice: _NodeProcess, bob: _NodeProcess, deposit: int) -> str:
+    args = {"peer": bob.address, "peer_id": bob.node_id, "deposit": deposit, "timeout": 60}
+    channel: str = call(alice.dir, "open", args, timeout=70)["channel"]
+    return channel
+
+
+def bench_sequential(payments: int) -> dict[str, Any]:
+    """Payments/s and latency with one payment in flight, between two node processes."""
+    warm_up = min(200, payments)
+    with node_pair(payments + warm_up) as (alice, bob):
+        channel = _open(alice, bob, payments + warm_up)
+        call(alice.dir, "bench", {"channel": channel, "count": warm_up})  # warm up
+        args = {"channel": channel, "count": payments}
+        result = call(alice.dir, "bench", args, timeout=600)
+    return {
+        "payments": payments,
+        "payments_per_second": result["payments_per_second"],
+        "p50_ms": result["p50_ms"],
+        "p99_ms": result["p99_ms"],
+        "window": 1,
+    }
+
+
+def bench_idle_channels(channels: int, progress: Progress = _no_progress) -> dict[str, Any]:
+    """Open ``channels`` channels from one node to another; report the opener's memory."""
+    with node_pair(channels) as (alice, bob):
+        before = call(alice.dir, "status")["rss_bytes"]
+        start = time.perf_counter()
+        done = 0
+        with ThreadPoolExecutor(4) as pool:
+            for _ in pool.map(lambda _: _open(alice, bob, 1), range(channels)):
+                done += 1
+                progress(done, channels)
+        seconds = time.perf_counter() - start
+        status = call(alice.dir, "status")
+        peer_status = call(bob.dir, "status")
+    return {
+        "channels": status["channels"],
+        "peer_channels": peer_status["channels"],
+        "open_seconds": seconds,
+        "rss_before_bytes": before,
+        "rss_after_bytes": status["rss_bytes"],
+        "bytes_per_idle_channel": (status["rss_bytes"] - before) / channels,
+    }
