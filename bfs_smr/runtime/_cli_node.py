@@ -78,6 +78,13 @@ def add_node_commands(sub: Any) -> None:
         metavar="NODE_ID",
         help="accept connections only from these nodes (repeatable)",
     )
+    node.add_argument(
+        "--max-channels-per-peer",
+        type=_amount,
+        default=10_000,
+        metavar="N",
+        help="channels one peer may open with this node (default 10,000)",
+    )
     node.add_argument("--log-json", action="store_true", help="log one JSON object a line")
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     node.add_argument("--json", action="store_true")
@@ -152,7 +159,13 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
 
     configure_logging(json=args.log_json, level=args.log_level)
     allow = None if args.allow_peer is None else {parse_hex_id(p) for p in args.allow_peer}
-    node = Node(args.data_dir, listen=args.listen, l1=args.l1, allow=allow)
+    node = Node(
+        args.data_dir,
+        listen=args.listen,
+        l1=args.l1,
+        allow=allow,
+        max_channels_per_peer=args.max_channels_per_peer,
+    )
 
     def ready(n: Node) -> None:
         info = {"node_id": n.node_id.hex(), "listen": f"{n.listen[0]}:{n.port}", "ready": True}

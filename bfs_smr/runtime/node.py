@@ -114,6 +114,8 @@ class Node:
         allow: if given, only these node ids may connect (the nodes this node dials
             are always allowed).
         poll_interval: seconds between looks at the L1.
+        max_channels_per_peer: channels a peer may open with this node (each costs disk
+            and memory even without a deposit).
     """
 
     def __init__(
@@ -127,12 +129,14 @@ class Node:
         max_in_flight: int = 64,
         max_batch: int = 1,
         max_queue: int = 10_000,
+        max_channels_per_peer: int = 10_000,
     ) -> None:
         self.dir = DataDir(data_dir)
         self.listen = parse_hostport(listen)
         self.l1_spec = l1
         self.allow = allow
         self.poll_interval = poll_interval
+        self.max_per_peer = max_channels_per_peer
         self.options = {
             "max_in_flight": max_in_flight,
             "max_batch": max_batch,
@@ -395,6 +399,8 @@ class Node:
                 raise LocalError(f"the challenge window must be at least {self.l1.window} s")
             if cid in self.chans:
                 raise LocalError("this channel exists already")
+            if sum(1 for c in self.chans.values() if c.peer == link.peer_id) >= self.max_per_peer:
+                raise LocalError(f"this node holds {self.max_per_peer} channels with you already")
             app = load_app(params.app, params.app_version)
             Channel(params, app, self.l1.adapter.format, self.signer)  # checks app and options
             app.initial_state(params)
@@ -621,11 +627,15 @@ class Node:
         have = await self._l1(self.l1.adapter.balance)
         if have < deposit:
             raise LocalError(f"this node holds {have} on L1, less than the deposit {deposit}")
+        known = peer in self._addresses
         self._addresses.setdefault(peer, address)
         try:
             link = await asyncio.wait_for(self._link_to(peer), timeout)
-        except (OSError, TimeoutError) as exc:
-            raise LocalError(f"cannot reach the peer at {address}: {exc}") from None
+        except (OSError, TimeoutError, BfsSmrError) as exc:
+            if not known:
+                self._addresses.pop(peer, None)  # never re-dial an address that did not work
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            raise LocalError(f"cannot reach the peer at {address}: {reason}") from None
         cid = params.channel_id
         reply: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._open_replies[cid] = reply
