@@ -103,6 +103,10 @@ class _Chan:
     def cid(self) -> bytes:
         return self.chan.channel_id
 
+    @property
+    def l1_text(self) -> str:
+        return self.l1_status.value if self.l1_status else "none"
+
 
 class Node:
     """A bfs-smr node.
@@ -651,13 +655,8 @@ class Node:
         c.opened.append(opened)
         c.chan.start()
         self._flush(c)
-        try:
-            await asyncio.wait_for(asyncio.shield(opened), timeout)
-        except TimeoutError:
-            raise LocalError(
-                f"channel {cid.hex()} is not open on L1 after {timeout:g} s "
-                f"(L1 status: {c.l1_status.value if c.l1_status else 'none'}); it may open later"
-            ) from None
+        late = f"channel {cid.hex()} is not open on L1 after {timeout:g} s (L1: {c.l1_text})"
+        await _wait(opened, timeout, late + "; it may open later")
         _log.info("channel opened", channel=cid.hex()[:16], peer=peer.hex()[:16])
         return {"channel": cid.hex(), **self._describe(c)}
 
@@ -669,20 +668,14 @@ class Node:
             seq, deadline = await self._force(c, command)  # the dispute goes on, on L1
             return {"channel": c.cid.hex(), "seq": seq, "forced": True, "deadline": deadline}
         if c.l1_status is not L1ChannelStatus.OPEN:
-            status = c.l1_status.value if c.l1_status else "not on L1 yet"
-            raise LocalError(f"the channel is {status} on L1; it takes no commands")
+            raise LocalError(f"the channel is {c.l1_text} on L1; it takes no commands")
         ref = c.chan.issue(command)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         c.waiters[ref] = fut
         self._flush(c)
         timeout = _number(args.get("timeout", 30.0), "timeout")
-        try:
-            seq = await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise LocalError(
-                f"not doubly signed within {timeout:g} s (is the peer up?); "
-                "the command stays pending and may still complete"
-            ) from None
+        late = f"not doubly signed within {timeout:g} s (is the peer up?)"
+        seq = await _wait(fut, timeout, late + "; the command stays pending and may still complete")
         return {"channel": c.cid.hex(), "seq": seq}
 
     async def op_pay(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -724,13 +717,8 @@ class Node:
                 c.close_asked = True
                 self._spawn(self._submit_close(c))
             self._spawn(self._sync_l1(c, await self._l1(self.l1.adapter.now)))
-            try:
-                await asyncio.wait_for(asyncio.shield(done), timeout)
-            except TimeoutError:
-                raise LocalError(
-                    f"not paid out within {timeout:g} s (L1: "
-                    f"{c.l1_status.value if c.l1_status else 'none'}); the node keeps at it"
-                ) from None
+            late = f"not paid out within {timeout:g} s (L1: {c.l1_text}); the node keeps at it"
+            await _wait(done, timeout, late)
         assert c.payouts is not None
         return {"channel": c.cid.hex(), "payouts": self._by_node(c, c.payouts)}
 
@@ -807,6 +795,14 @@ def _our_move_is_signed(c: _Chan) -> bool:
         return False
     in_flight = chan.in_flight()
     return chan.app.to_move(chan.state) == chan.index and bool(in_flight)
+
+
+async def _wait(fut: asyncio.Future[T], timeout: float, message: str) -> T:
+    """Wait for ``fut`` (left running on timeout), or raise ``LocalError(message)``."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except TimeoutError:
+        raise LocalError(message) from None
 
 
 def _resolve(futures: list[asyncio.Future[Any]], value: Any) -> None:
