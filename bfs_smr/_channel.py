@@ -345,7 +345,8 @@ class Channel:
         return self._force_base()
 
     def resync(self) -> None:
-        """Call on every (re)connect: tell the peer where this party's log ends.
+        """Call on every (re)connect, before passing on any message received on the new
+        link: tell the peer where this party's log ends.
 
         The follower also re-sends its pending requests. See :mod:`bfs_smr._recovery`.
         """

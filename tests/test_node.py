@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,13 @@ def test_a_stale_close_is_refuted_by_the_running_node(nodes: list[NodeProc], l1:
     assert ok("l1", "balance", "--l1", l1, bob.node_id)["balance"] == 1_000 + 300
 
 
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s (a stall)"
+        time.sleep(0.01)
+
+
 def test_kill_9_mid_stream_loses_nothing(nodes: list[NodeProc], l1: str) -> None:
     alice, bob = _start_pair(nodes, l1)
     channel = _open(alice, bob, deposit=1_000)
@@ -154,14 +162,16 @@ def test_kill_9_mid_stream_loses_nothing(nodes: list[NodeProc], l1: str) -> None
     worker = threading.Thread(target=pay_loop)
     worker.start()
     try:
-        while len(done) < 50:
-            stop.wait(0.01)
+        _wait_for(lambda: len(done) >= 50, "50 payments before the kill")
         bob.kill()  # mid-stream: Alice's next payment is somewhere between the two
         before = len(done)
         stop.wait(0.3)
         bob.start()
-        while len(done) < before + 50:
-            stop.wait(0.01)
+        _wait_for(lambda: len(done) >= before + 50, "50 payments after Bob's restart")
+        alice.kill()  # now the sequencer, with its proposal in flight
+        before = len(done)
+        alice.start()
+        _wait_for(lambda: len(done) >= before + 50, "50 payments after Alice's restart")
     finally:
         stop.set()
         worker.join(60)
@@ -169,8 +179,8 @@ def test_kill_9_mid_stream_loses_nothing(nodes: list[NodeProc], l1: str) -> None
     shown_b = bob.call("show", channel=channel)
     assert shown_a["seq"] == shown_b["seq"]
     paid = shown_a["outcome"][bob.node_id]
-    # Every payment reported done is in the state; at most the one in flight at the kill
-    # (or while Bob was down, its retry) completed without being reported.
+    # Every payment reported done is in the state; beyond those, only payments whose call
+    # failed (in flight at a kill, or timed out while a node was down) may have completed.
     assert len(done) <= paid <= len(done) + len(failures) + 1
     assert done == sorted(done) and len(set(done)) == len(done)
     closed = ok("channel", "close", "--data-dir", str(alice.dir), channel)

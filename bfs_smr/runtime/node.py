@@ -278,12 +278,15 @@ class Node:
         self.links[peer] = link
         self._dialed_by[link] = dialed_by
         link.closed.add_done_callback(lambda fut: self._on_closed(link, fut))
-        link.set_receiver(self._on_frames)
         _log.info("link up", peer=peer.hex()[:16])
+        # Resync before taking any frame from the new link: a HELLO the peer sent as soon as
+        # its side was up may already be buffered, and handled before our own resync it
+        # would be forgotten (our resync waits for a HELLO that came already: a stall).
         for c in self.chans.values():
             if c.peer == peer:
                 c.chan.resync()
                 self._flush(c)
+        link.set_receiver(self._on_frames)
 
     def _on_closed(self, link: transport.Link, fut: asyncio.Future[str]) -> None:
         self._dialed_by.pop(link, None)
