@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -259,6 +260,9 @@ def campaign(
         plan = plans[i]
         with tempfile.TemporaryDirectory(prefix="bfs-crash-") as tmp:
             out = run_once(Path(tmp), seed=base_seed + i, **plan)  # type: ignore[arg-type]
+            keep = os.environ.get("BFS_CRASH_KEEP")  # where to keep a stalled run's files
+            if out.stalled and keep:
+                shutil.copytree(tmp, Path(keep) / f"stall-{base_seed + i}")
         total_kills += out.kills
         if "crash_step" in plan:
             named_kills += out.kills
