@@ -29,3 +29,15 @@ def test_every_named_step_and_200_random_kills_without_a_violation(capsys):
     named_plans = 2 * len(injector.STEPS) - 1  # both parties; only Alice proposes a close
     assert named_kills == named_plans  # every named step was reached and killed at
     assert random_kills >= 200
+
+
+def test_a_kill_just_after_the_final_update_is_durable_does_not_stall(tmp_path):
+    # The rare stall of issue 3: killed between making the final update durable and
+    # reporting it, a party restarted finished but never reported it, so the run waited
+    # for a report that could not come. Deterministic here, for both parties.
+    for party in ("alice", "bob"):
+        out = injector.run_once(
+            tmp_path / party, crash_party=party, crash_step="after_final_persist", timeout=30
+        )
+        assert out.kills == 1 and out.violations == []
+        assert out.stalled is None, out.stalled

@@ -251,7 +251,7 @@ def campaign(
             for step in STEPS:
                 if step == "close" and party == "bob":
                     continue  # only Alice (the sequencer) proposes the close
-                count = 1 if step == "close" else 4
+                count = 1 if step in ("close", "after_final_persist") else 4
                 plans.append({"crash_party": party, "crash_step": step, "crash_count": count})
     plans += [{"random_kills": kills} for _ in range(runs)]
     total_kills, named_kills, violations, stalls = 0, 0, [], []

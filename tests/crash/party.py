@@ -39,7 +39,15 @@ from bfs_smr.runtime import load_app
 from bfs_smr.runtime.store import Store, params_from_value
 
 MAX_FRAME = 4 << 20
-STEPS = ("after_receive", "after_persist", "mid_send", "after_send", "after_report", "close")
+STEPS = (
+    "after_receive",
+    "after_persist",
+    "after_final_persist",  # the final update is durable, nothing of it sent or reported
+    "mid_send",
+    "after_send",
+    "after_report",
+    "close",
+)
 
 
 class Party:
@@ -72,6 +80,12 @@ class Party:
         self.buf = b""
         self.own_committed = self._count_own_in_log()
         self.finished = self.chan.committed is not None and self.chan.committed.update.final
+        if self.finished:
+            # Killed between making the final update durable and reporting it: report what
+            # the store holds now (once durable, it may be reported at any later time).
+            assert self.chan.committed is not None
+            self.done.write(f"final {self.chan.committed.seq}\n")
+            self.done.flush()
 
     def _count_own_in_log(self) -> int:
         if self.chan.committed is None:
@@ -140,6 +154,8 @@ class Party:
             return
         self.store.persist(self.key, effects, self.chan)
         self.step("after_persist")
+        if any(isinstance(effect, ChannelFinalized) for effect in effects):
+            self.step("after_final_persist")
         frames, reports = [], []
         for effect in effects:
             if isinstance(effect, SendMessage):
