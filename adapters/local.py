@@ -191,7 +191,9 @@ class LocalL1(MemoryL1):
         self._tx_now: int | None = None
         self._tx_channels: dict[bytes, tuple[_Channel, tuple[str, bytes] | None]] = {}
         if not self._path.exists():
-            raise L1Error(f"{self._path}: no such L1 file (create one with: bfs-smr l1 init --l1 local:PATH)")
+            raise L1Error(
+                f"{self._path}: no such L1 file (create one: bfs-smr l1 init --l1 local:PATH)"
+            )
         if not self._path.is_file():
             raise L1Error(f"{self._path}: not a bfs-smr L1 file (not a regular file)")
         uri = self._path.resolve().as_uri() + "?mode=rw"  # never create a file here
