@@ -38,7 +38,8 @@ from bfs_smr.runtime.store import Store
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-STEPS = ("after_receive", "after_persist", "mid_send", "after_send", "after_report", "close")
+sys.path.insert(0, str(HERE))
+from party import STEPS  # noqa: E402 - the party's own list: one place names the steps
 
 
 @dataclass
