@@ -408,9 +408,7 @@ class Node:
                 raise LocalError("this channel exists already")
             if sum(1 for c in self.chans.values() if c.peer == link.peer_id) >= self.max_per_peer:
                 raise LocalError(f"this node holds {self.max_per_peer} channels with you already")
-            app = load_app(params.app, params.app_version)
-            Channel(params, app, self.l1.adapter.format, self.signer)  # checks app and options
-            app.initial_state(params)
+            self._check_app(params, load_app(params.app, params.app_version))
             due = params.deposits[1]
             if due:
                 have = await self._l1(self.l1.adapter.balance)
@@ -629,8 +627,7 @@ class Node:
             nonce=secrets.randbits(63),
             challenge_window=self.l1.window,
         )
-        Channel(params, app, self.l1.adapter.format, self.signer)
-        app.initial_state(params)
+        self._check_app(params, app)
         have = await self._l1(self.l1.adapter.balance)
         if have < deposit:
             raise LocalError(f"this node holds {have} on L1, less than the deposit {deposit}")
@@ -661,7 +658,7 @@ class Node:
         late = f"channel {cid.hex()} is not open on L1 after {timeout:g} s (L1: {c.l1_text})"
         await _wait(opened, timeout, late + "; it may open later")
         _log.info("channel opened", channel=cid.hex()[:16], peer=peer.hex()[:16])
-        return {"channel": cid.hex(), **self._describe(c)}
+        return self._describe(c)
 
     async def op_send(self, args: dict[str, Any]) -> dict[str, Any]:
         c = self._chan_arg(args)
@@ -672,14 +669,24 @@ class Node:
             return {"channel": c.cid.hex(), "seq": seq, "forced": True, "deadline": deadline}
         if c.l1_status is not L1ChannelStatus.OPEN:
             raise LocalError(f"the channel is {c.l1_text} on L1; it takes no commands")
-        ref = c.chan.issue(command)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        c.waiters[ref] = fut
-        self._flush(c)
+        fut = self._issue(c, command)
         timeout = _number(args.get("timeout", 30.0), "timeout")
         late = f"not doubly signed within {timeout:g} s (is the peer up?)"
         seq = await _wait(fut, timeout, late + "; the command stays pending and may still complete")
         return {"channel": c.cid.hex(), "seq": seq}
+
+    def _issue(self, c: _Chan, command: Any) -> asyncio.Future[int]:
+        """Issue ``command``; the future gets its seq once doubly signed and durable."""
+        ref = c.chan.issue(command)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        c.waiters[ref] = fut
+        self._flush(c)
+        return fut
+
+    def _check_app(self, params: ChannelParams, app: Any) -> None:
+        """The app accepts these parameters (options, deposits), or raise."""
+        Channel(params, app, self.l1.adapter.format, self.signer)
+        app.initial_state(params)
 
     async def op_pay(self, args: dict[str, Any]) -> dict[str, Any]:
         amount = _amount(args.get("amount"), "amount")
@@ -687,19 +694,19 @@ class Node:
 
     async def op_show(self, args: dict[str, Any]) -> dict[str, Any]:
         c = self._chan_arg(args)
-        return {"channel": c.cid.hex(), **self._describe(c)}
+        return self._describe(c)
 
     async def op_list(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "channels": [{"channel": c.cid.hex(), **self._describe(c)} for c in self.chans.values()]
-        }
+        return {"channels": [self._describe(c) for c in self.chans.values()]}
 
     async def op_close(self, args: dict[str, Any]) -> dict[str, Any]:
         c = self._chan_arg(args)
         timeout = _number(args.get("timeout", 60.0), "timeout")
         unilateral = bool(args.get("unilateral", False))
-        done: asyncio.Future[tuple[int, int] | None] = asyncio.get_running_loop().create_future()
         if c.payouts is None:
+            done: asyncio.Future[tuple[int, int] | None] = (
+                asyncio.get_running_loop().create_future()
+            )
             c.settled.append(done)
             if c.l1_status is L1ChannelStatus.FUNDING:
                 await self._l1_act(c, "cancel", self.l1.adapter.cancel, c.cid)
@@ -729,16 +736,11 @@ class Node:
         """Pay 1 at a time ``count`` times; report the rate and latency (for ``bench``)."""
         c = self._chan_arg(args)
         count = int(_amount(args.get("count", 1000), "count"))
-        loop = asyncio.get_running_loop()
         latencies = []
         start = time.perf_counter()
         for _ in range(count):
             t0 = time.perf_counter()
-            ref = c.chan.issue({"pay": 1})
-            fut: asyncio.Future[int] = loop.create_future()
-            c.waiters[ref] = fut
-            self._flush(c)
-            await fut
+            await self._issue(c, {"pay": 1})
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - start
         latencies.sort()
@@ -758,6 +760,7 @@ class Node:
             phase = c.l1_status.value
         to_move = None if chan.state is None else chan.app.to_move(chan.state)
         return {
+            "channel": c.cid.hex(),
             "app": chan.params.app,
             "seq": chan.seq,
             "phase": phase,
