@@ -128,6 +128,15 @@ class L1Adapter(abc.ABC):
     def account(self) -> bytes:
         """The public key this adapter transacts as."""
 
+    def track(self, params: ChannelParams) -> bytes:
+        """Learn a channel this party did not open; returns its id.
+
+        Adapters that name a channel on L1 by its parameters (the EVM's) must be told
+        them before the party deposits, closes or asks about it; nodes call this for every
+        channel they hold. The default keeps nothing.
+        """
+        return params.channel_id
+
     @abc.abstractmethod
     def open(self, params: ChannelParams) -> bytes:
         """Register the channel and lock this party's deposit; returns the channel id."""

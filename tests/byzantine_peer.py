@@ -319,6 +319,9 @@ class Attacker:
         try:
             session, _ = await self.handshake(reader, writer)
             result["established"] = True
+            if self.l1_domain is not None:  # announce a channel key, as an honest node does
+                account = ["account", self.l1_domain, self.identity.public_key]
+                writer.write(session.send(NODE_FRAME + encode(account)))
             writer.write(session.send(NODE_FRAME + encode(["open", params_value])))
             await writer.drain()
             frames: list[bytes] = []
@@ -330,7 +333,12 @@ class Attacker:
                         if not data:
                             ended = True
                             break
-                        frames += session.receive_data(data)
+                        # The victim announces its own channel key first: not the reply.
+                        frames += [
+                            f
+                            for f in session.receive_data(data)
+                            if decode(f[1:], canonical=False)[0] != "account"
+                        ]
             reply = decode(frames[0][1:], canonical=False) if frames else None
             result["open_reply"] = (
                 {"channel": reply[1].hex(), "refused": reply[2]} if reply else None

@@ -54,7 +54,7 @@ PROTOCOL = ("undecodable_node_message", "unknown_frame_kind", "empty_frame", "fo
 PROTOCOL += ("big_junk",)
 # attack -> the node's answer to the "open" (a refusal; the link may stay up)
 OPEN_REFUSED = {
-    "bad_open": "the participants must be the opener and this node",
+    "bad_open": "the participants must be the opener's and this node's accounts",
     "malformed_open": "malformed channel parameters",
     "poison_open": "malformed channel parameters: unsupported CBOR item of type float",
 }

@@ -198,17 +198,23 @@ class Anvil:
 
     Args:
         binary: the anvil executable (see :func:`install_anvil`).
+        block_time: mine a block every this many seconds, not only on transactions, so
+            block time follows the clock (node tests wait out challenge windows).
     """
 
-    def __init__(self, binary: Path) -> None:
+    def __init__(self, binary: Path, *, block_time: int | None = None) -> None:
         self.binary = binary
+        self.block_time = block_time
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Anvil:
+        args = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
+        if self.block_time is not None:
+            args += ["--block-time", str(self.block_time)]
         self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
-            [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port), "--silent"],
+            args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -41,25 +41,31 @@ def _seconds(text: str) -> float:
 
 
 def add_node_commands(sub: Any) -> None:
-    l1 = sub.add_parser("l1", help="create, fund and inspect a shared local L1")
+    l1 = sub.add_parser("l1", help="create, fund and inspect a shared L1")
     l1_sub = l1.add_subparsers(dest="l1_command", required=True, parser_class=type(l1))
-    init = l1_sub.add_parser("init", help="create a local L1 file")
-    init.add_argument("--l1", required=True, metavar="local:PATH")
+    init = l1_sub.add_parser(
+        "init", help="create a local L1 file, or deploy the adjudicator on an EVM chain"
+    )
+    init.add_argument("--l1", required=True, metavar="local:PATH|evm:URL")
     init.add_argument(
         "--window",
         type=_amount,
         default=60,
         metavar="SECONDS",
-        help="challenge window of channels on it (default 60)",
+        help="challenge window of channels on a local L1 (default 60)",
     )
-    init.add_argument("--chain-id", default=None, help="default: random")
-    fund = l1_sub.add_parser("fund", help="credit a node's L1 account (a faucet)")
+    init.add_argument("--chain-id", default=None, help="a local L1's chain id (default: random)")
+    fund = l1_sub.add_parser(
+        "fund", help="credit an account: a local L1's faucet, or the EVM node's first account"
+    )
     fund.add_argument("--l1", required=True, metavar="SPEC")
-    fund.add_argument("node_id", metavar="NODE_ID")
+    fund.add_argument(
+        "node_id", metavar="ACCOUNT", help="a node id (local L1) or a node's evm_address (EVM)"
+    )
     fund.add_argument("amount", type=_amount, metavar="AMOUNT")
-    bal = l1_sub.add_parser("balance", help="a node's unlocked L1 balance")
+    bal = l1_sub.add_parser("balance", help="an account's unlocked L1 balance")
     bal.add_argument("--l1", required=True, metavar="SPEC")
-    bal.add_argument("node_id", metavar="NODE_ID")
+    bal.add_argument("node_id", metavar="ACCOUNT")
     for p in (init, fund, bal):
         p.add_argument("--json", action="store_true")
 
@@ -84,6 +90,14 @@ def add_node_commands(sub: Any) -> None:
         default=10_000,
         metavar="N",
         help="channels one peer may open with this node (default 10,000)",
+    )
+    node.add_argument(
+        "--window",
+        type=_amount,
+        default=None,
+        metavar="SECONDS",
+        help="challenge window of the channels this node opens, and the least it accepts "
+        "(default: the local L1's; 86,400 on the EVM)",
     )
     node.add_argument("--log-json", action="store_true", help="log one JSON object a line")
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -126,30 +140,66 @@ def run_node_command(args: argparse.Namespace) -> dict[str, Any]:
         return _l1(args)
     if args.command == "init":
         from ._datadir import DataDir
+        from ._l1spec import evm_address
 
-        return {"node_id": DataDir(args.data_dir).init().hex()}
+        data_dir = DataDir(args.data_dir)
+        result = {"node_id": data_dir.init().hex()}
+        address = evm_address(data_dir.l1_key())
+        if address is not None:
+            result["evm_address"] = "0x" + address.hex()
+        return result
     if args.command == "node":
         return _node(args)
     return _channel(args)
 
 
 def _l1(args: argparse.Namespace) -> dict[str, Any]:
-    from ._datadir import parse_hex_id
-    from ._l1spec import open_local_l1, parse_l1_spec
+    from ._l1spec import open_evm, open_local_l1, parse_account, parse_l1_spec
 
+    kind, where = parse_l1_spec(args.l1)
     if args.l1_command == "init":
-        kind, where = parse_l1_spec(args.l1)
-        if kind != "local":
-            raise LocalError("l1 init creates a local:PATH L1")
+        if kind == "evm":
+            from adapters.evm import deploy_adjudicator
+
+            w3, _ = open_evm(args.l1, check=False)
+            address, deployed = deploy_adjudicator(w3)
+            return {
+                "l1": args.l1,
+                "chain_id": int(w3.eth.chain_id),
+                "adjudicator": "0x" + address.hex(),
+                "deployed": deployed,
+            }
         from adapters.local import LocalL1
 
         chain = LocalL1.create(where, window=args.window, chain_id=args.chain_id)
         return {"l1": args.l1, "chain_id": chain.chain_id, "window": chain.window}
-    node_id = parse_hex_id(args.node_id)
+    account = parse_account(args.l1, args.node_id)
+    if kind == "evm":
+        return _evm_account(args, account)
     chain = open_local_l1(args.l1)
     if args.l1_command == "fund":
-        chain.mint(node_id, args.amount)
-    return {"node_id": node_id.hex(), "balance": chain.balance(node_id)}
+        chain.mint(account, args.amount)
+    return {"node_id": account.hex(), "balance": chain.balance(account)}
+
+
+def _evm_account(args: argparse.Namespace, account: bytes) -> dict[str, Any]:
+    """``l1 fund`` / ``l1 balance`` on the EVM: wei, funded from the node's first account."""
+    from eth_utils.address import to_checksum_address
+
+    from ._l1spec import open_evm
+
+    w3, _ = open_evm(args.l1)
+    who = to_checksum_address(account)
+    if args.l1_command == "fund" and args.amount:
+        from .._errors import L1Error
+
+        faucets = w3.eth.accounts
+        if not faucets:
+            raise L1Error("the EVM node has no unlocked account to fund from; send ETH yourself")
+        tx = w3.eth.send_transaction({"from": faucets[0], "to": who, "value": args.amount})
+        if w3.eth.wait_for_transaction_receipt(tx)["status"] != 1:
+            raise L1Error("the funding transaction failed")
+    return {"node_id": who, "balance": int(w3.eth.get_balance(who))}
 
 
 def _node(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,6 +215,7 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
         l1=args.l1,
         allow=allow,
         max_channels_per_peer=args.max_channels_per_peer,
+        window=args.window,
     )
 
     def ready(n: Node) -> None:

@@ -3,6 +3,9 @@
 Layout of ``DIR``:
 
 - ``identity.key`` (0600): the node's Ed25519 seed, hex. Its public key is the node id.
+- ``l1.key`` (0600): a secp256k1 key, hex: the node's account and channel signing key on
+  the EVM (its address is the node's ``evm_address``). Made by ``init``, or on first use
+  in a directory made before it existed.
 - ``control.secret`` (0600): what a local client must present to the node's control
   endpoint. Anyone who can read it can move the node's money; it never leaves ``DIR``.
 - ``node.json``: the node id (public).
@@ -24,6 +27,9 @@ from typing import IO, Any
 
 from .._crypto import Ed25519, Signer
 from .._errors import LocalError
+
+#: The order of the secp256k1 group: an EVM key is a number from 1 to this, exclusive.
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 __all__ = [
     "DataDir",
@@ -85,6 +91,7 @@ class DataDir:
         self.path = Path(path)
         self.identity_file = self.path / "identity.key"
         self.secret_file = self.path / "control.secret"
+        self.l1_key_file = self.path / "l1.key"
         self.node_file = self.path / "node.json"
         self.control_file = self.path / "control.json"
         self.lock_file = self.path / "node.lock"
@@ -103,15 +110,12 @@ class DataDir:
             self.path.mkdir(parents=True, exist_ok=True)
             seed = secrets.token_bytes(32)
             _write_private(self.identity_file, seed.hex() + "\n")
+            self._new_l1_key()
             with contextlib.suppress(FileExistsError):
                 _write_private(self.secret_file, secrets.token_hex(32) + "\n")
             signer = Signer(Ed25519(), seed)
             _write_atomic(self.node_file, json.dumps({"node_id": signer.public_key.hex()}) + "\n")
-            dir_fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            self._sync_dir()
         except OSError as exc:
             raise LocalError(f"cannot initialise {self.path}: {exc.strerror}") from None
         return signer.public_key
@@ -137,6 +141,45 @@ class DataDir:
         if len(seed) != 32:
             raise LocalError(f"{self.identity_file} is damaged (not a 32-byte hex seed)")
         return Signer(Ed25519(), seed)
+
+    def _sync_dir(self) -> None:
+        dir_fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _new_l1_key(self) -> None:
+        # Durable before any channel can name its address: a key lost in a crash would
+        # leave channels nobody can sign for.
+        key = secrets.randbelow(_SECP256K1_N - 1) + 1
+        with contextlib.suppress(FileExistsError):
+            _write_private(self.l1_key_file, key.to_bytes(32, "big").hex() + "\n")
+        self._sync_dir()
+
+    def l1_key(self) -> bytes:
+        """The node's secp256k1 key (its EVM account), made now if the directory predates it.
+
+        Raises:
+            LocalError: no node here, or the key file is damaged or unreadable.
+        """
+        self.identity()  # a node must be here
+        if not self.l1_key_file.exists():
+            try:
+                self._new_l1_key()
+            except OSError as exc:
+                raise LocalError(f"cannot write {self.l1_key_file}: {exc.strerror}") from None
+        try:
+            text = self.l1_key_file.read_text().strip()
+        except OSError as exc:
+            raise LocalError(f"cannot read {self.l1_key_file}: {exc.strerror}") from None
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != 32 or not 0 < int.from_bytes(key, "big") < _SECP256K1_N:
+            raise LocalError(f"{self.l1_key_file} is damaged (not a secp256k1 key in hex)")
+        return key
 
     def secret(self) -> str:
         try:

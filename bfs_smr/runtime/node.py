@@ -17,7 +17,9 @@ everything else, including the store, runs on the event loop, so each channel's 
 happen in order.
 
 Frames on a link (inside the transport's encryption): ``0x01 ‖ channel id ‖ message``
-for a channel message, ``0x02 ‖ CBOR`` for a node message (opening a channel). A peer may
+for a channel message, ``0x02 ‖ CBOR`` for a node message: ``["account", l1, key]`` (sent
+first on every link: the key this node signs channel updates with on its L1), ``["open",
+params]`` and ``["open-reply", channel, reason]``. A peer may
 speak only for channels it is a participant of; anything malformed or out of place closes
 that link with a logged reason and touches no other channel.
 """
@@ -38,6 +40,7 @@ from typing import Any, TypeVar
 
 from .._channel import Channel, Phase
 from .._codec import check_plain, decode, encode
+from .._crypto import Signer
 from .._errors import (
     BfsSmrError,
     CodecError,
@@ -134,6 +137,7 @@ class Node:
         max_batch: int = 1,
         max_queue: int = 10_000,
         max_channels_per_peer: int = 10_000,
+        window: int | None = None,
     ) -> None:
         self.dir = DataDir(data_dir)
         self.listen = parse_hostport(listen)
@@ -146,7 +150,8 @@ class Node:
             "max_batch": max_batch,
             "max_queue": max_queue,
         }
-        self.signer = self.dir.identity()
+        self.window = window
+        self.signer = self.dir.identity()  # the transport identity; see also chan_signer
         self.node_id = self.signer.public_key
         self.chans: dict[bytes, _Chan] = {}
         self.links: dict[bytes, transport.Link] = {}
@@ -155,6 +160,9 @@ class Node:
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._dialing: dict[bytes, asyncio.Task[transport.Link]] = {}
         self._open_replies: dict[bytes, asyncio.Future[str | None]] = {}
+        # What each peer said its channel key on our L1 is (None: it is on another L1).
+        self._peer_accounts: dict[bytes, bytes | None] = {}
+        self._account_waiters: dict[bytes, list[asyncio.Future[bytes | None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._l1_pool = ThreadPoolExecutor(1, thread_name_prefix="bfs-smr-l1")
@@ -162,6 +170,8 @@ class Node:
         self.port = 0
         self.l1: L1Access
         self.store: Store
+        self.chan_signer: Signer
+        self.account = b""
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -178,7 +188,11 @@ class Node:
             self.dir.unlock()
 
     async def _run(self, ready: Callable[[Node], None] | None) -> None:
-        self.l1 = await self._l1(open_l1, self.l1_spec, self.signer)
+        self.l1 = await self._l1(open_l1, self.l1_spec, self.signer, self.dir.l1_key, self.window)
+        # Channel updates are signed with the L1's scheme: the identity on a local L1,
+        # the secp256k1 key on the EVM. Its public key is this node's channel account.
+        self.chan_signer = self.l1.signer
+        self.account = self.chan_signer.public_key
         self.store = Store(self.dir.path)
         self._addresses.update(
             (peer, address) for peer, address in self.store.peer_addresses().items()
@@ -198,6 +212,7 @@ class Node:
                 "listen": f"{host}:{self.port}",
                 "node_id": self.node_id.hex(),
                 "l1": self.l1_spec,
+                "account": self.account.hex(),
             }
         )
         _log.info(
@@ -249,7 +264,8 @@ class Node:
     def _load(self, cid: bytes) -> _Chan:
         params = self.store.params(cid)
         app = load_app(params.app, params.app_version)
-        chan = self.store.load(cid, app, self.l1.adapter.format, self.signer, **self.options)
+        self.l1.adapter.track(params)
+        chan = self.store.load(cid, app, self.l1.adapter.format, self.chan_signer, **self.options)
         peer = self.store.peer_of(cid) or params.participants[1 - chan.index]
         c = _Chan(chan=chan, key=self.store.key_of(cid), peer=peer)
         self.chans[cid] = c
@@ -282,6 +298,7 @@ class Node:
         # Resync before taking any frame from the new link: a HELLO the peer sent as soon as
         # its side was up may already be buffered, and handled before our own resync it
         # would be forgotten (our resync waits for a HELLO that came already: a stall).
+        link.send(bytes([NODE_FRAME]) + encode(["account", self._domain, self.account]))
         for c in self.chans.values():
             if c.peer == peer:
                 c.chan.resync()
@@ -373,7 +390,16 @@ class Node:
         if type(msg) is not list or not msg:
             raise _Misbehaviour("a node message is a non-empty array")
         kind = msg[0]
-        if kind == "open" and len(msg) == 2:
+        if kind == "account" and len(msg) == 3 and type(msg[1]) is bytes and type(msg[2]) is bytes:
+            same_l1 = msg[1] == self._domain
+            if same_l1 and len(msg[2]) != self.chan_signer.scheme.public_key_size:
+                raise _Misbehaviour("an account of the wrong size for this L1")
+            account = msg[2] if same_l1 else None
+            self._peer_accounts[link.peer_id] = account
+            for waiter in self._account_waiters.pop(link.peer_id, []):
+                if not waiter.done():
+                    waiter.set_result(account)
+        elif kind == "open" and len(msg) == 2:
             self._spawn(self._accept_open(link, msg[1]))
         elif kind == "open-reply" and len(msg) == 3 and type(msg[1]) is bytes:
             fut = self._open_replies.pop(msg[1], None)
@@ -398,10 +424,13 @@ class Node:
                 # LookupError: e.g. participants sent as [] or {} (an index or key fails)
                 raise LocalError(f"malformed channel parameters: {exc}") from None
             cid = params.channel_id
-            if params.participants != (link.peer_id, self.node_id):
-                raise LocalError("the participants must be the opener and this node, in order")
-            if params.l1 != self.l1.adapter.format.domain:
+            if params.l1 != self._domain:
                 raise LocalError("the channel is on another L1")
+            opener = self._peer_accounts.get(link.peer_id)
+            if opener is None or params.participants != (opener, self.account):
+                raise LocalError(
+                    "the participants must be the opener's and this node's accounts, in order"
+                )
             if params.challenge_window < self.l1.window:
                 raise LocalError(f"the challenge window must be at least {self.l1.window} s")
             if cid in self.chans:
@@ -598,6 +627,7 @@ class Node:
             "node_id": self.node_id.hex(),
             "listen": f"{self.listen[0]}:{self.port}",
             "l1": self.l1_spec,
+            "account": self.account.hex(),
             "channels": len(self.chans),
             "links": sorted(peer.hex() for peer in self.links),
             "rss_bytes": _rss(),
@@ -617,9 +647,24 @@ class Node:
         if type(options) is not dict:
             raise LocalError("options must be a JSON object")
         check_plain(options)
+        have = await self._l1(self.l1.adapter.balance)
+        if have < deposit:
+            raise LocalError(f"this node holds {have} on L1, less than the deposit {deposit}")
+        known = peer in self._addresses
+        self._addresses.setdefault(peer, address)
+        try:
+            link = await asyncio.wait_for(self._link_to(peer), timeout)
+            peer_account = await asyncio.wait_for(self._account_of(peer), timeout)
+        except (OSError, TimeoutError, BfsSmrError) as exc:
+            if not known:
+                self._addresses.pop(peer, None)  # never re-dial an address that did not work
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            raise LocalError(f"cannot reach the peer at {address}: {reason}") from None
+        if peer_account is None:
+            raise LocalError(f"the peer is not on this node's L1 ({self.l1_spec})")
         params = ChannelParams(
-            l1=self.l1.adapter.format.domain,
-            participants=(self.node_id, peer),
+            l1=self._domain,
+            participants=(self.account, peer_account),
             deposits=(deposit, peer_deposit),
             app=app.name,
             app_version=app.version,
@@ -628,18 +673,6 @@ class Node:
             challenge_window=self.l1.window,
         )
         self._check_app(params, app)
-        have = await self._l1(self.l1.adapter.balance)
-        if have < deposit:
-            raise LocalError(f"this node holds {have} on L1, less than the deposit {deposit}")
-        known = peer in self._addresses
-        self._addresses.setdefault(peer, address)
-        try:
-            link = await asyncio.wait_for(self._link_to(peer), timeout)
-        except (OSError, TimeoutError, BfsSmrError) as exc:
-            if not known:
-                self._addresses.pop(peer, None)  # never re-dial an address that did not work
-            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            raise LocalError(f"cannot reach the peer at {address}: {reason}") from None
         cid = params.channel_id
         reply: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._open_replies[cid] = reply
@@ -683,9 +716,21 @@ class Node:
         self._flush(c)
         return fut
 
+    async def _account_of(self, peer: bytes) -> bytes | None:
+        """The channel key ``peer`` announced on its link (None: another L1)."""
+        if peer in self._peer_accounts:
+            return self._peer_accounts[peer]
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._account_waiters.setdefault(peer, []).append(fut)
+        return await fut
+
+    @property
+    def _domain(self) -> bytes:
+        return self.l1.adapter.format.domain
+
     def _check_app(self, params: ChannelParams, app: Any) -> None:
         """The app accepts these parameters (options, deposits), or raise."""
-        Channel(params, app, self.l1.adapter.format, self.signer)
+        Channel(params, app, self.l1.adapter.format, self.chan_signer)
         app.initial_state(params)
 
     async def op_pay(self, args: dict[str, Any]) -> dict[str, Any]:

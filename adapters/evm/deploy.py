@@ -1,0 +1,140 @@
+"""One adjudicator per chain, at an address anyone can compute: ``evm:URL`` needs no more.
+
+The adjudicator has no constructor arguments and no owner, so every deployment of the
+committed artifact behaves the same. It is deployed through the deterministic deployment
+proxy (``0x4e59…956C``, present on anvil by default and on most public chains) with a
+fixed salt, which puts it at a CREATE2 address that depends on its bytecode alone. Two
+nodes given only the RPC URL therefore find the same contract, and a node refuses to run
+against an address whose code is not the artifact's.
+
+``evm:URL#0xADDRESS`` names another deployment explicitly (a chain without the proxy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.exceptions import Web3Exception
+from web3.providers.rpc import HTTPProvider
+
+from bfs_smr import L1Error, LocalError
+
+from .artifact import load_artifact
+
+__all__ = [
+    "CREATE2_DEPLOYER",
+    "SALT",
+    "adjudicator_address",
+    "check_adjudicator",
+    "connect",
+    "deploy_adjudicator",
+    "parse_evm_spec",
+]
+
+#: The deterministic deployment proxy (Arachnid's), at the same address on every chain.
+CREATE2_DEPLOYER = bytes.fromhex("4e59b44847b379578588920ca78fbf26c0b4956c")
+#: The salt bfs-smr deploys its adjudicator with.
+SALT = keccak(b"bfs-smr adjudicator")
+
+
+def _hex(text: str) -> bytes:
+    return bytes.fromhex(text.removeprefix("0x"))
+
+
+def adjudicator_address() -> bytes:
+    """Where :func:`deploy_adjudicator` puts the committed artifact on any chain."""
+    init_code = _hex(load_artifact()["bytecode"])
+    return keccak(b"\xff" + CREATE2_DEPLOYER + SALT + keccak(init_code))[12:]
+
+
+def parse_evm_spec(where: str) -> tuple[str, bytes | None]:
+    """``URL`` or ``URL#0xADDRESS`` → the RPC URL and the explicit adjudicator, if any.
+
+    Raises:
+        LocalError: not an http(s) or ws(s) URL, or a malformed address.
+    """
+    url, sep, fragment = where.partition("#")
+    if not url.startswith(("http://", "https://")):
+        raise LocalError(f"an EVM L1 is evm:http(s)://HOST:PORT[#0xADDRESS], not evm:{where!r}")
+    if not sep:
+        return url, None
+    try:
+        address = _hex(fragment)
+    except ValueError:
+        address = b""
+    if len(address) != 20:
+        raise LocalError(f"{fragment!r} is not a 20-byte contract address")
+    return url, address
+
+
+def connect(url: str) -> Web3:
+    """A web3 client of the node at ``url``.
+
+    Raises:
+        L1Error: nothing answers there.
+    """
+    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+    try:
+        w3.eth.chain_id  # noqa: B018 - the cheapest call that proves a node answers
+    except (Web3Exception, OSError, ValueError) as exc:
+        raise L1Error(f"no EVM node answers at {url}: {type(exc).__name__}") from None
+    return w3
+
+
+def check_adjudicator(w3: Web3, address: bytes) -> None:
+    """Refuse an address whose code is not the committed adjudicator's.
+
+    Raises:
+        L1Error: no contract there (run ``bfs-smr l1 init``), or another contract.
+    """
+    code = bytes(w3.eth.get_code(to_checksum_address(address)))
+    if not code:
+        raise L1Error(
+            f"no adjudicator at 0x{address.hex()} on this chain; deploy it with: "
+            "bfs-smr l1 init --l1 evm:URL"
+        )
+    if code != _hex(load_artifact()["bytecode_runtime"]):
+        raise L1Error(f"the contract at 0x{address.hex()} is not this release's adjudicator")
+
+
+def deploy_adjudicator(w3: Web3, sender: Any = None) -> tuple[bytes, bool]:
+    """Deploy the adjudicator at :func:`adjudicator_address` unless it is there already.
+
+    Args:
+        sender: an unlocked account of the node to pay for the deployment (default: its
+            first, as on anvil).
+
+    Returns:
+        The address, and whether this call deployed it.
+
+    Raises:
+        L1Error: the chain has no deployment proxy or no unlocked account, or the
+            deployment failed.
+    """
+    address = adjudicator_address()
+    if w3.eth.get_code(to_checksum_address(address)):
+        check_adjudicator(w3, address)
+        return address, False
+    if not w3.eth.get_code(to_checksum_address(CREATE2_DEPLOYER)):
+        raise L1Error(
+            "this chain has no deterministic deployment proxy at "
+            f"0x{CREATE2_DEPLOYER.hex()}; deploy Adjudicator.json yourself and use "
+            "evm:URL#0xADDRESS"
+        )
+    if sender is None:
+        accounts = w3.eth.accounts
+        if not accounts:
+            raise L1Error("the node has no unlocked account to pay for the deployment")
+        sender = accounts[0]
+    data = SALT + _hex(load_artifact()["bytecode"])
+    tx_hash = w3.eth.send_transaction(
+        {"from": sender, "to": to_checksum_address(CREATE2_DEPLOYER), "data": data}
+    )
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    if receipt["status"] != 1:
+        raise L1Error("the adjudicator's deployment reverted")
+    check_adjudicator(w3, address)
+    return address, True
