@@ -76,6 +76,7 @@ class Phase(enum.Enum):
 class Input(enum.Enum):
     START = "start"
     ISSUE = "issue"
+    ISSUE_BATCH = "issue_batch"
     CLOSE = "close"
     FORCE_MOVE = "force_move"
     ADOPT_FORCED = "adopt_forced_move"
@@ -99,6 +100,7 @@ TRANSITIONS: dict[tuple[Role, Phase, Input], str] = {
     (_S, _OPENING, Input.START): "_seq_start",
     (_S, _OPENING, Input.RECV_ACCEPT): "_seq_on_accept",
     (_S, _OPEN, Input.ISSUE): "_seq_issue",
+    (_S, _OPEN, Input.ISSUE_BATCH): "_seq_issue_batch",
     (_S, _OPEN, Input.CLOSE): "_seq_close",
     (_S, _OPEN, Input.FORCE_MOVE): "_force_move",
     (_S, _OPEN, Input.RECV_ACCEPT): "_seq_on_accept",
@@ -124,6 +126,7 @@ TRANSITIONS: dict[tuple[Role, Phase, Input], str] = {
     (_F, _OPENING, Input.START): "_noop",
     (_F, _OPENING, Input.RECV_PROPOSE): "_fol_on_propose",
     (_F, _OPEN, Input.ISSUE): "_fol_issue",
+    (_F, _OPEN, Input.ISSUE_BATCH): "_fol_issue_batch",
     (_F, _OPEN, Input.CLOSE): "_fol_close",
     (_F, _OPEN, Input.FORCE_MOVE): "_force_move",
     (_F, _OPEN, Input.RECV_PROPOSE): "_fol_on_propose",
@@ -223,7 +226,10 @@ class Channel:
         self._next_ref = 1
         # sequencer
         self._in_flight: deque[tuple[SignedUpdate, Any, bytes]] = deque()
-        self._queue: deque[tuple[CommandEntry, Any]] = deque()
+        # Commands waiting for a window slot: groups that go into one update together
+        # (a caller's batch, or one command), each with the state after it.
+        self._queue: deque[tuple[tuple[CommandEntry, ...], Any]] = deque()
+        self._queued = 0  # commands in _queue
         self._tip_state: Any = None
         self._close_wanted = False
         self._final_proposed = False
@@ -262,7 +268,7 @@ class Channel:
     def pending(self) -> int:
         """Commands issued here or requested of here that are not yet committed."""
         return (
-            len(self._queue)
+            self._queued
             + sum(len(s.update.commands) for s, _, _ in self._in_flight)
             + len(self._requests)
         )
@@ -293,6 +299,27 @@ class Channel:
             LocalError: the channel is not open for commands.
         """
         result: int = self._dispatch(Input.ISSUE, command)
+        return result
+
+    def issue_batch(self, commands: Any) -> list[int]:
+        """Issue several app commands as this party, to be committed together.
+
+        At the sequencer they go into one update, in order (beside any commands the
+        automatic batching adds under load, never split), and the app sees them one after
+        the other; each still gets its own :class:`CommandCommitted`. Either every command
+        is accepted or none is: if the app refuses one, nothing is issued. At the follower
+        each becomes a request, which the sequencer batches under load.
+
+        Returns:
+            One reference number per command, in order.
+
+        Raises:
+            CommandRejected: the app refuses one of the commands (which one is in the
+                message); nothing was issued.
+            LocalError: the channel is not open for commands, the batch is empty, or it
+                would overflow ``max_queue``.
+        """
+        result: list[int] = self._dispatch(Input.ISSUE_BATCH, list(commands))
         return result
 
     def close(self) -> None:
@@ -548,10 +575,16 @@ class Channel:
     def _pump(self) -> None:
         if self._phase is Phase.DISPUTE or self._awaiting_hello:
             return
-        while self._queue and len(self._in_flight) < self.max_in_flight:
-            take = min(self.max_batch, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(take)]
-            self._propose(tuple(e for e, _ in batch), batch[-1][1], final=False)
+        queue = self._queue
+        while queue and len(self._in_flight) < self.max_in_flight:
+            entries, state = queue.popleft()
+            # Under load (the window full, so commands queued up), fill the update up to
+            # max_batch commands; a caller's batch is never split.
+            while queue and len(entries) + len(queue[0][0]) <= self.max_batch:
+                more, state = queue.popleft()
+                entries += more
+            self._queued -= len(entries)
+            self._propose(entries, state, final=False)
         if (
             self._close_wanted
             and not self._final_proposed
@@ -568,16 +601,33 @@ class Channel:
             raise LocalError(f"a command must be plain CBOR data: {exc.reason}") from None
 
     def _seq_issue(self, command: Any) -> int:
-        self._check_local_command(command)
-        if len(self._queue) >= self.max_queue:
+        refs: list[int] = self._seq_issue_batch([command])
+        return refs[0]
+
+    def _seq_issue_batch(self, commands: list[Any]) -> list[int]:
+        if not commands:
+            raise LocalError("a batch holds at least one command")
+        if self._queued + len(commands) > self.max_queue:
             raise LocalError(f"{self.max_queue} commands are already waiting; try again later")
-        state = self.app.apply(self._tip_state, command, self.index)
-        ref = self._next_ref
-        self._next_ref += 1
-        self._queue.append((CommandEntry(self.index, ref, command), state))
+        state = self._tip_state
+        apply, index = self.app.apply, self.index
+        for i, command in enumerate(commands):
+            self._check_local_command(command)
+            try:
+                state = apply(state, command, index)
+            except CommandRejected as exc:
+                if len(commands) == 1:
+                    raise
+                raise CommandRejected(f"command {i} of the batch: {exc.reason}") from None
+        first = self._next_ref
+        self._next_ref += len(commands)
+        refs = list(range(first, first + len(commands)))
+        entries = tuple(CommandEntry(index, ref, c) for ref, c in zip(refs, commands, strict=True))
+        self._queue.append((entries, state))
+        self._queued += len(commands)
         self._tip_state = state
         self._pump()
-        return ref
+        return refs
 
     def _seq_close(self, _: Any) -> None:
         if not self.app.may_close(self._tip_state):
@@ -621,7 +671,7 @@ class Channel:
         if self._phase is not Phase.OPEN:
             self._deny(msg.ref, "channel is closing")
             return
-        if len(self._queue) >= self.max_queue:
+        if self._queued >= self.max_queue:
             self._deny(msg.ref, "busy")
             return
         try:
@@ -629,7 +679,8 @@ class Channel:
         except CommandRejected as exc:
             self._deny(msg.ref, exc.reason)
             return
-        self._queue.append((CommandEntry(self.peer_index, msg.ref, msg.command), state))
+        self._queue.append(((CommandEntry(self.peer_index, msg.ref, msg.command),), state))
+        self._queued += 1
         self._tip_state = state
         self._pump()
 
@@ -652,12 +703,27 @@ class Channel:
         # Early check against the newest state this party signed; the sequencer's check
         # against its tip is the one that counts.
         self.app.apply(self._committed_state, command, self.index)
+        return self._fol_request(command)
+
+    def _fol_request(self, command: Any) -> int:
         ref = self._next_ref
         self._next_ref += 1
         self._requests.append((ref, command))
         self._out.append(PersistRequest(ref=ref, command=command))
         self._send(Request(channel_id=self.channel_id, ref=ref, command=command))
         return ref
+
+    def _fol_issue_batch(self, commands: list[Any]) -> list[int]:
+        if not commands:
+            raise LocalError("a batch holds at least one command")
+        state = self._committed_state
+        for i, command in enumerate(commands):  # all or nothing, as at the sequencer
+            self._check_local_command(command)
+            try:
+                state = self.app.apply(state, command, self.index)
+            except CommandRejected as exc:
+                raise CommandRejected(f"command {i} of the batch: {exc.reason}") from None
+        return [self._fol_request(command) for command in commands]
 
     def _fol_close(self, _: Any) -> None:
         ref = self._next_ref

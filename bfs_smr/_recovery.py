@@ -185,7 +185,7 @@ def repeated_request(chan: Channel, ref: int) -> bool:
     if ref > chan._last_peer_ref:
         return False
     peer = chan.peer_index
-    queued = any(e.ref == ref for e, _ in chan._queue if e.actor == peer)
+    queued = any(e.ref == ref for group, _ in chan._queue for e in group if e.actor == peer)
     proposed = any(
         e.ref == ref and e.actor == peer for s, _, _ in chan._in_flight for e in s.update.commands
     )

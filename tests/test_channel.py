@@ -104,6 +104,44 @@ def test_batching_puts_several_commands_in_one_update():
     assert pair.bob.chan.state == (989, 1_011)
 
 
+def test_a_callers_batch_is_one_update_and_each_command_is_reported():
+    _, pair = opened(max_batch=1, max_in_flight=4)  # no automatic batching at all
+    refs = pair.alice.chan.issue_batch([{"pay": 1}, {"pay": 2}, {"pay": 3}])
+    single = pair.alice.chan.issue({"pay": 4})
+    pair.pump()
+    assert pair.alice.chan.seq == 2  # the batch in seq 1, the single command in seq 2
+    batch = pair.bob.chan.committed
+    assert batch is not None and pair.alice.chan.committed == batch
+    assert [c.ref for c in pair.alice.committed if c.local] == [*refs, single]
+    assert [c.seq for c in pair.alice.committed if c.local] == [1, 1, 1, 2]
+    assert pair.bob.chan.state == (990, 1_010)
+
+
+def test_a_batch_with_a_refused_command_issues_nothing():
+    _, pair = opened(deposits=(10, 0))
+    with pytest.raises(CommandRejected, match="command 2 of the batch"):
+        pair.alice.chan.issue_batch([{"pay": 4}, {"pay": 4}, {"pay": 4}])  # 12 > 10
+    with pytest.raises(LocalError, match="at least one command"):
+        pair.alice.chan.issue_batch([])
+    pair.pump()
+    assert pair.alice.chan.seq == 0 and pair.alice.chan.effects() == []
+    assert pair.alice.chan.issue_batch([{"pay": 4}, {"pay": 6}]) == [1, 2]
+    pair.pump()
+    assert pair.bob.chan.state == (0, 10)
+
+
+def test_a_followers_batch_becomes_requests_the_sequencer_batches():
+    _, pair = opened(max_batch=10, max_in_flight=1)
+    pair.alice.chan.issue({"pay": 1})  # fills the window, so the requests queue up
+    with pytest.raises(CommandRejected, match="command 1 of the batch"):
+        pair.bob.chan.issue_batch([{"pay": 600}, {"pay": 600}])  # Bob holds 1,000
+    refs = pair.bob.chan.issue_batch([{"pay": 5}] * 4)
+    pair.pump()
+    assert [c.ref for c in pair.bob.committed if c.local] == refs
+    assert pair.alice.chan.seq == 2  # Alice's payment alone, then Bob's four in one update
+    assert pair.alice.chan.state == (1_019, 981)
+
+
 def test_both_parties_issue_at_the_same_moment_without_fork():
     _, pair = opened()
     a = [pair.alice.chan.issue({"pay": 3}) for _ in range(5)]

@@ -126,6 +126,7 @@ class Interleavings(RuleBasedStateMachine):
         )
         # What each party issued (ref -> command) and what became of each ref.
         self.issued: dict[int, dict[int, Any]] = {ALICE: {}, BOB: {}}
+        self.batches: list[list[int]] = []  # the sequencer's batches (their refs)
         self.fate: dict[int, dict[int, list[str]]] = {
             ALICE: defaultdict(list),
             BOB: defaultdict(list),
@@ -255,6 +256,36 @@ class Interleavings(RuleBasedStateMachine):
             self.drain(who)
 
     @rule(
+        who=st.sampled_from([ALICE, BOB]),
+        amounts=st.lists(st.integers(1, MAX_AMOUNT), min_size=1, max_size=5),
+    )
+    def issue_batch(self, who, amounts):
+        """A caller's batch: all its commands committed (in one update at the sequencer)
+        or none issued."""
+        with self.step():
+            ch = self.ch[who]
+            commands = [self.command(n) for n in amounts]
+            if ch.phase is not Phase.OPEN:
+                with pytest.raises(LocalError):
+                    ch.issue_batch(commands)
+                return
+            try:
+                refs = ch.issue_batch(commands)
+            except CommandRejected:
+                assert ch.effects() == []
+            except LocalError:
+                assert who == ALICE and ch.pending + len(commands) > self.max_queue
+                assert ch.effects() == []
+            else:
+                assert len(refs) == len(commands)
+                for ref, command in zip(refs, commands, strict=True):
+                    assert ref not in self.issued[who]
+                    self.issued[who][ref] = command
+                if who == ALICE:
+                    self.batches.append(refs)
+            self.drain(who)
+
+    @rule(
         commands=st.lists(
             st.tuples(st.sampled_from([ALICE, BOB]), st.integers(1, MAX_AMOUNT)), max_size=6
         )
@@ -369,6 +400,15 @@ class Interleavings(RuleBasedStateMachine):
                 if ref not in self.issued[who]:  # a close request's ref
                     assert fate == ["failed"] and who == BOB
         assert all(f == ["committed"] for f in self.fate[ALICE].values())  # the sequencer's
+        # A batch of the sequencer's own is one update: its commands together, in order.
+        ours = [(seq, ref) for seq, actor, ref, _ in self.commits[ALICE] if actor == ALICE]
+        for refs in self.batches:
+            at = [seq for seq, ref in ours if ref in refs]
+            assert len(at) == len(refs) and len(set(at)) == 1, f"batch {refs} split: {at}"
+            seq = at[0]
+            in_update = [r for s_, r in ours if s_ == seq]
+            start = in_update.index(refs[0])
+            assert in_update[start : start + len(refs)] == refs, "a batch out of order"
 
     def check_l1(self, final: SignedUpdate) -> None:
         chain, cid = self.chain, self.params.channel_id
