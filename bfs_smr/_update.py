@@ -137,6 +137,9 @@ class Update:
     state_hash: bytes
     outcome: tuple[int, int]
     final: bool = False
+    # The canonical encoding, made once: signing, hashing, sending and storing all need it,
+    # and for a batch of a thousand commands encoding is most of a party's work.
+    _body: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_value(self) -> list[Any]:
         return [
@@ -152,7 +155,11 @@ class Update:
 
     def body(self) -> bytes:
         """The canonical encoding that is hashed (and, on the embedded L1, signed)."""
-        return encode(self.to_value())
+        body = self._body
+        if body is None:
+            body = encode(self.to_value())
+            object.__setattr__(self, "_body", body)  # a cache: the value never changes
+        return body
 
     def entry_hash(self) -> bytes:
         """The hash the next entry links to."""
@@ -244,6 +251,11 @@ class SignedUpdate:
 
     def to_value(self) -> list[Any]:
         return [self.update.to_value(), list(self.signatures)]
+
+    def encoded(self) -> bytes:
+        """``encode(self.to_value())``, reusing the update's cached body."""
+        # A 2-item array is the byte 0x82 then its items, each canonical on its own.
+        return b"\x82" + self.update.body() + encode(list(self.signatures))
 
     @classmethod
     def from_value(cls, value: Any) -> SignedUpdate:

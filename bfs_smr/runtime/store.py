@@ -305,60 +305,46 @@ class Store:
             StoreError: the write failed (disk full, read-only …); it was rolled back, so
                 what was durable before still is, and nothing of this step may be sent.
         """
-        head: tuple[Any, ...] | None = None
-        log: list[tuple[Any, ...]] = []
-        proposals: list[tuple[Any, ...]] = []
-        requests: list[tuple[Any, ...]] = []
-        answered: list[tuple[int, int]] = []
-        app = channel.app
-        for effect in effects:
-            kind = type(effect)
-            if kind is PersistUpdate:
-                assert isinstance(effect, PersistUpdate)
-                data = encode(effect.update.to_value())
-                seq = effect.update.seq
-                if effect.committed:
-                    head = (data, app.encode_state(effect.state), seq)
-                    if self.keep_log:
-                        log.append((key, seq, data))
-                else:
-                    proposals.append((key, seq, data, app.encode_state(effect.state)))
-            elif kind is PersistRequest:
-                assert isinstance(effect, PersistRequest)
-                command = b"" if effect.close else encode(effect.command)
-                requests.append((key, effect.ref, command, int(effect.close)))
-            elif kind is CommandCommitted:
-                assert isinstance(effect, CommandCommitted)
-                if effect.local:
-                    answered.append((key, effect.ref))
-            elif kind is CommandFailed:
-                assert isinstance(effect, CommandFailed)
-                answered.append((key, effect.ref))
-        if head is None and not (proposals or requests or answered):
+        return self.persist_many([(key, effects, channel)])
+
+    def persist_many(self, steps: Iterable[tuple[int, Iterable[Effect], Channel]]) -> bool:
+        """:meth:`persist` for several channels' steps in one transaction: one fsync.
+
+        This is the group commit: a node persists everything one read from a peer (or
+        one turn of its event loop) produced, then carries it all out.
+        """
+        rows = _Rows()
+        for key, effects, channel in steps:
+            rows.add(key, effects, channel, self.keep_log)
+        if not rows.written:
             return False
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                if proposals:
+                if rows.proposals:
                     db.executemany(
-                        "INSERT OR REPLACE INTO proposals VALUES (?, ?, ?, ?)", proposals
+                        "INSERT OR REPLACE INTO proposals VALUES (?, ?, ?, ?)", rows.proposals
                     )
-                if requests:
-                    db.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?)", requests)
-                if head is not None:
-                    if log:
-                        db.executemany("INSERT OR REPLACE INTO log VALUES (?, ?, ?)", log)
-                    db.execute("DELETE FROM proposals WHERE channel=? AND seq<=?", (key, head[2]))
-                    db.execute(
+                if rows.requests:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?)", rows.requests
+                    )
+                if rows.log:
+                    db.executemany("INSERT OR REPLACE INTO log VALUES (?, ?, ?)", rows.log)
+                if rows.heads:
+                    db.executemany(
+                        "DELETE FROM proposals WHERE channel=? AND seq<=?",
+                        [(key, seq) for key, (_, _, seq) in rows.heads.items()],
+                    )
+                    db.executemany(
                         "UPDATE channels SET head=?, head_state=? WHERE key=?",
-                        (head[0], head[1], key),
+                        [(data, state, key) for key, (data, state, _) in rows.heads.items()],
                     )
-                if answered:
-                    db.executemany("DELETE FROM requests WHERE channel=? AND ref=?", answered)
-                db.execute(
-                    "UPDATE channels SET next_ref=?, last_peer_ref=? WHERE key=?",
-                    (channel.next_ref, channel.last_peer_ref, key),
+                if rows.answered:
+                    db.executemany("DELETE FROM requests WHERE channel=? AND ref=?", rows.answered)
+                db.executemany(
+                    "UPDATE channels SET next_ref=?, last_peer_ref=? WHERE key=?", rows.refs
                 )
                 db.execute("COMMIT")  # WAL + synchronous=FULL: durable when this returns
             except BaseException:
@@ -373,6 +359,55 @@ class Store:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(self.path, _explain(exc)) from None
+
+
+class _Rows:
+    """The rows one or more channels' effects write."""
+
+    __slots__ = ("answered", "heads", "log", "proposals", "refs", "requests", "written")
+
+    def __init__(self) -> None:
+        self.heads: dict[int, tuple[bytes, bytes, int]] = {}
+        self.log: list[tuple[Any, ...]] = []
+        self.proposals: list[tuple[Any, ...]] = []
+        self.requests: list[tuple[Any, ...]] = []
+        self.answered: list[tuple[int, int]] = []
+        self.refs: list[tuple[int, int, int]] = []
+        self.written = False
+
+    def add(self, key: int, effects: Iterable[Effect], channel: Channel, keep_log: bool) -> None:
+        app = channel.app
+        wrote = False
+        for effect in effects:
+            kind = type(effect)
+            if kind is PersistUpdate:
+                assert isinstance(effect, PersistUpdate)
+                data = effect.update.encoded()
+                seq = effect.update.seq
+                if effect.committed:
+                    self.heads[key] = (data, app.encode_state(effect.state), seq)
+                    if keep_log:
+                        self.log.append((key, seq, data))
+                else:
+                    self.proposals.append((key, seq, data, app.encode_state(effect.state)))
+                wrote = True
+            elif kind is PersistRequest:
+                assert isinstance(effect, PersistRequest)
+                command = b"" if effect.close else encode(effect.command)
+                self.requests.append((key, effect.ref, command, int(effect.close)))
+                wrote = True
+            elif kind is CommandCommitted:
+                assert isinstance(effect, CommandCommitted)
+                if effect.local:
+                    self.answered.append((key, effect.ref))
+                    wrote = True
+            elif kind is CommandFailed:
+                assert isinstance(effect, CommandFailed)
+                self.answered.append((key, effect.ref))
+                wrote = True
+        if wrote:
+            self.refs.append((channel.next_ref, channel.last_peer_ref, key))
+            self.written = True
 
 
 def _explain(exc: sqlite3.Error) -> str:
