@@ -116,18 +116,33 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
     assert needle in lines[0] and "Traceback" not in proc.stderr
 
 
-def test_bench_json_keys(capsys):
-    assert main(["bench", "--payments", "300", "--channels", "20", "--json"]) == 0
+def test_bench_json_keys(capsys, tmp_path):
+    chart = tmp_path / "bench.png"
+    args = ["bench", "--payments", "300", "--channels", "20", "--reopen-entries", "1000"]
+    assert main([*args, "--chart", str(chart), "--json"]) == 0
     result = last_json(capsys.readouterr().out)
+    bound = result["crypto_bound_per_second"]
     sequential = result["sequential"]
     assert sequential["payments"] == 300 and sequential["window"] == 1
-    assert 0 < sequential["p50_ms"] <= sequential["p99_ms"]
+    assert [p["window"] for p in result["pipelined"]] == [16, 64]
+    assert [b["k"] for b in result["batched"]] == [10, 100, 1_000]
+    for entry in [sequential, *result["pipelined"], *result["batched"]]:
+        assert 0 < entry["p50_ms"] <= entry["p99_ms"]
+        assert entry["payments"] >= 300 and entry["payments"] % entry["k"] == 0
+        assert entry["ratio_to_crypto_bound"] == pytest.approx(
+            entry["payments_per_second"] / bound, abs=0.002
+        )
+    assert result["ten_thousand_payments_seconds"] > 0
+    disk = result["disk_bytes_per_update"]
+    assert 100 < disk["sequencer"] < 5_000 and 100 < disk["follower"] < 5_000
     assert result["channels"]["channels"] == result["channels"]["peer_channels"] == 20
     figures = result["in_process"]
     assert set(figures) >= {"payments_per_second", "crypto_bound_per_second", "ratio"}
     assert figures["ratio"] == pytest.approx(
         figures["payments_per_second"] / figures["crypto_bound_per_second"], rel=0.01
     )
+    assert result["chart"] == str(chart)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
 
 
 def test_payments_demo_on_the_evm_uses_two_l1_transactions(capsys):
