@@ -124,7 +124,8 @@ def test_bench_json_keys(capsys, tmp_path):
     bound = result["crypto_bound_per_second"]
     sequential = result["sequential"]
     assert sequential["payments"] == 300 and sequential["window"] == 1
-    assert [p["window"] for p in result["pipelined"]] == [16, 64]
+    pipelined = [(p["window"], p["max_batch"]) for p in result["pipelined"]]
+    assert pipelined == [(16, 1), (64, 1), (16, 64), (64, 64)]
     assert [b["k"] for b in result["batched"]] == [10, 100, 1_000]
     for entry in [sequential, *result["pipelined"], *result["batched"]]:
         assert 0 < entry["p50_ms"] <= entry["p99_ms"]

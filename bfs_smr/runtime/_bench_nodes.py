@@ -87,10 +87,21 @@ WINDOWS = (16, 64)
 BATCH_SIZES = (10, 100, 1_000)
 #: The window batched runs use (updates in flight, each holding k payments).
 BATCH_WINDOW = 16
+#: Automatic batching in the pipelined runs: off (one payment per update), and what a
+#: node does under load by default.
+AUTO_BATCH = (1, 64)
 
 
-def _run(alice: _NodeProcess, channel: str, count: int, window: int, batch: int) -> dict[str, Any]:
-    args = {"channel": channel, "count": count, "window": window, "batch": batch}
+def _run(
+    alice: _NodeProcess, channel: str, count: int, window: int, batch: int, *, auto: int = 1
+) -> dict[str, Any]:
+    args = {
+        "channel": channel,
+        "count": count,
+        "window": window,
+        "batch": batch,
+        "max_batch": auto,
+    }
     r = call(alice.dir, "bench", args, timeout=900)
     return {
         "payments": r["payments"],
@@ -99,6 +110,7 @@ def _run(alice: _NodeProcess, channel: str, count: int, window: int, batch: int)
         "p99_ms": round(r["p99_ms"], 3),
         "window": r["window"],
         "k": r["k"],
+        "max_batch": r["max_batch"],
         "outstanding": r["outstanding"],
         "seconds": round(r["seconds"], 3),
     }
@@ -114,21 +126,23 @@ def bench_throughput(payments: int, progress: Progress = _no_progress) -> dict[s
 
     Every figure is measured inside the paying node from issue to "doubly signed and
     durable" (the path ``channel pay`` takes), so the control endpoint's own round trip
-    is not counted. Returns ``sequential``, ``pipelined``, ``batched`` and
-    ``ten_thousand_payments_seconds`` (10,000 payments with window 64).
+    is not counted. Returns ``sequential``, ``pipelined`` (each window with automatic
+    batching off, then on), ``batched``, ``ten_thousand_payments_seconds`` (10,000
+    payments, window 64, one per update) and ``disk_bytes_per_update``.
     """
     warm_up = 500
-    runs: list[tuple[str, int, int, int]] = [("sequential", payments, 1, 1)]
-    runs += [("pipelined", payments, w, 1) for w in WINDOWS]
-    runs += [("ten_thousand", 10_000, 64, 1)]
-    runs += [("batched", batched_count(payments, k), BATCH_WINDOW, k) for k in BATCH_SIZES]
-    total = warm_up + sum(count for _, count, _, _ in runs)
+    runs: list[tuple[str, int, int, int, int]] = [("sequential", payments, 1, 1, 1)]
+    runs += [("pipelined", payments, w, 1, 1) for w in WINDOWS]
+    runs += [("ten_thousand", 10_000, 64, 1, 1)]
+    runs += [("pipelined", payments, w, 1, AUTO_BATCH[1]) for w in WINDOWS]
+    runs += [("batched", batched_count(payments, k), BATCH_WINDOW, k, 1) for k in BATCH_SIZES]
+    total = warm_up + sum(count for _, count, _, _, _ in runs)
     result: dict[str, Any] = {"pipelined": [], "batched": []}
     with node_pair(total) as (alice, bob):
         channel = _open(alice, bob, total)
         _run(alice, channel, warm_up, 16, 1)
-        for done, (name, count, window, k) in enumerate(runs):
-            figures = _run(alice, channel, count, window, k)
+        for done, (name, count, window, k, auto) in enumerate(runs):
+            figures = _run(alice, channel, count, window, k, auto=auto)
             if name == "sequential":
                 result["sequential"] = figures
             elif name == "ten_thousand":

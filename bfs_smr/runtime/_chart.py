@@ -28,15 +28,17 @@ def write_chart(result: dict[str, Any], path: Path | str) -> Path:
         raise LocalError("--chart needs matplotlib: pip install 'bfs-smr[chart]'") from None
     bound = result["crypto_bound_per_second"]
     sequential = result["sequential"]
-    pipelined = [sequential, *result["pipelined"]]
     batched = result["batched"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    left.plot(
-        [p["window"] for p in pipelined],
-        [p["payments_per_second"] for p in pipelined],
-        marker="o",
-        label="two nodes, one payment per update",
-    )
+    for auto, marker in ((1, "o"), (64, "^")):
+        runs = [sequential] + [p for p in result["pipelined"] if p["max_batch"] == auto]
+        label = "one payment per update" if auto == 1 else f"automatic batching (≤ {auto})"
+        left.plot(
+            [p["window"] for p in runs],
+            [p["payments_per_second"] for p in runs],
+            marker=marker,
+            label=label,
+        )
     left.set_xscale("log", base=2)
     left.set_xlabel("pipelining window (updates in flight)")
     left.set_ylabel("payments per second")

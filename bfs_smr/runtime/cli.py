@@ -173,7 +173,7 @@ def _print_bench(result: dict[str, Any]) -> None:
         ],
     )
     table = Table(title=f"two node processes, durable stores; crypto bound {bound:,.0f}/s")
-    for column in ("run", "window", "k", "payments/s", "ratio", "p50 ms", "p99 ms"):
+    for column in ("run", "window", "k", "auto batch", "payments/s", "ratio", "p50 ms", "p99 ms"):
         table.add_column(column, justify="right")
     rows = [("sequential", result["sequential"])]
     rows += [("pipelined", p) for p in result["pipelined"]]
@@ -183,6 +183,7 @@ def _print_bench(result: dict[str, Any]) -> None:
             name,
             str(r["window"]),
             str(r["k"]),
+            str(r["max_batch"]),
             f"{r['payments_per_second']:,.0f}",
             f"{r['ratio_to_crypto_bound']:.2f}",
             f"{r['p50_ms']:.2f}",

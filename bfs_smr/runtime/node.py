@@ -75,6 +75,9 @@ T = TypeVar("T")
 CHANNEL_FRAME = 0x01
 NODE_FRAME = 0x02
 MAX_NODE_MESSAGE = 1 << 16
+#: Channel frames of one read handled before their effects are carried out (one fsync).
+#: Measured with ``bfs-smr bench``: 8 beat 2, 4, 16 and "the whole read" at window 16.
+FLUSH_EVERY = 8
 #: A node that asked for a cooperative close submits it; the other side submits too if the
 #: channel is still unsettled this long after the final update was signed.
 CLOSE_GRACE = 3.0
@@ -362,6 +365,7 @@ class Node:
 
     def _on_frames(self, link: transport.Link, frames: list[bytes]) -> None:
         touched: dict[bytes, _Chan] = {}
+        handled = 0
         try:
             for data in frames:
                 kind = data[0] if data else -1
@@ -374,6 +378,12 @@ class Node:
                     except RemoteViolation as exc:
                         raise _Misbehaviour(f"channel {c.cid.hex()[:16]}: {exc.reason}") from None
                     touched[c.cid] = c
+                    handled += 1
+                    if handled % FLUSH_EVERY == 0:
+                        # Hand the peer work while this side goes on: without this the two
+                        # nodes take turns on a long read instead of working at once.
+                        self._flush_many(touched.values())
+                        touched.clear()
                 elif kind == NODE_FRAME:
                     self._on_node_message(link, bytes(data[1:]))
                 else:
@@ -830,15 +840,17 @@ class Node:
         rate and the latency from issue to doubly signed and durable.
 
         ``window`` is the channel's pipelining window for the run (its ``max_in_flight``);
-        ``batch`` payments go in each update (a caller's batch; automatic batching is off
-        for the run). Twice the window's worth of payments (or batches) are kept issued,
-        so the sequencer always has the next one queued when a slot frees: a window of 1
-        is the sequential case, one payment in flight at a time, with 1 outstanding.
+        ``batch`` payments go in each caller's batch; ``max_batch`` is the automatic
+        batching for the run (1, the default, turns it off: one payment per update).
+        Twice the window's worth of payments (or batches) are kept issued, so the
+        sequencer always has the next one queued when a slot frees; a window of 1 is the
+        sequential case, one payment in flight and one outstanding.
         """
         c = self._chan_arg(args)
         count = int(_amount(args.get("count", 1000), "count"))
         window = max(1, int(_amount(args.get("window", 1), "window")))
         batch = max(1, int(_amount(args.get("batch", 1), "batch")))
+        auto = max(1, int(_amount(args.get("max_batch", 1), "max_batch")))
         if c.l1_status is not L1ChannelStatus.OPEN:
             raise LocalError(f"the channel is {c.l1_text} on L1; it takes no commands")
         rounds = -(-count // batch)
@@ -859,7 +871,7 @@ class Node:
 
         chan = c.chan
         saved = chan.max_in_flight, chan.max_batch
-        chan.max_in_flight, chan.max_batch = window, 1
+        chan.max_in_flight, chan.max_batch = window, auto
         # (Bounded by the queue's size: a flood of batches gets "busy", not memory.)
         outstanding = 1 if window == 1 else max(1, min(2 * window, chan.max_queue // batch))
         try:
@@ -874,6 +886,7 @@ class Node:
             "payments": paid,
             "window": window,
             "k": batch,
+            "max_batch": auto,
             "outstanding": outstanding,
             "seconds": elapsed,
             "payments_per_second": paid / elapsed,
