@@ -20,7 +20,7 @@ def test_every_named_step_and_200_random_kills_without_a_violation(capsys):
         print(
             f"\ncrash injector: {runs} runs, {kills} SIGKILLs ({named_kills} at named steps, "
             f"{random_kills} at random instants), {len(violations)} safety violations, "
-            f"{len(stalls)} stalled {stalls}"
+            f"{len(stalls)} stalled {stalls}; modes rotate: {', '.join(injector.MODES)}"
         )
     assert violations == []  # safety: checked on every run, finished or stalled
     # Liveness: every run finishes (the one known stall is fixed, docs/durability.md).

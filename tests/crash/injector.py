@@ -61,6 +61,15 @@ def _frames(path: Path) -> list[bytes]:
     return out
 
 
+#: How the sequencer issues, per run (campaigns rotate through them): pipelined, one
+#: command per update; batched automatically under load; batched by the caller.
+MODES: dict[str, dict[str, int]] = {
+    "pipelined": {"batch": 1, "max_batch": 1},
+    "auto-batched": {"batch": 1, "max_batch": 8},
+    "batched": {"batch": 5, "max_batch": 1},
+}
+
+
 def run_once(
     workdir: Path,
     *,
@@ -71,6 +80,7 @@ def run_once(
     seed: int = 0,
     commands: tuple[int, int] = (400, 100),
     timeout: float = 60.0,
+    mode: str = "pipelined",
 ) -> Outcome:
     rng = random.Random(seed)
     result = Outcome()
@@ -100,6 +110,7 @@ def run_once(
             "commands": mine[name],
             "peer_commands": mine[peer],
             "timeout": timeout,
+            **MODES[mode],
         }
         if crash and crash_party == name:
             cfg["crash_step"] = crash_step
@@ -158,7 +169,7 @@ def run_once(
     if result.violations:
         return result
     # Safety is checked on whatever the parties reached, finished or not.
-    _check(workdir, params, chain, mine, result, complete=result.stalled is None)
+    _check(workdir, params, chain, mine, result, complete=result.stalled is None, mode=mode)
     return result
 
 
@@ -175,6 +186,7 @@ def _check(
     result: Outcome,
     *,
     complete: bool,
+    mode: str = "pipelined",
 ) -> None:
     app = load_app("payments")
     fmt = chain.format
@@ -235,6 +247,11 @@ def _check(
     counts = [sum(1 for s in log for e in s.update.commands if e.actor == i) for i in (0, 1)]
     if counts != [mine["alice"], mine["bob"]]:
         result.violations.append(f"commands executed {counts}, meant {mine['alice'], mine['bob']}")
+    # The mode really ran: batched runs put several commands in an update, others one.
+    widest = max(len(s.update.commands) for s in log)
+    batching = MODES[mode]["batch"] > 1 or MODES[mode]["max_batch"] > 1
+    if batching != (widest > 1):
+        result.violations.append(f"{mode} run, but the widest update holds {widest} commands")
     # L1 pays exactly the final outcome, which conserves the locked value.
     payouts = chain.adapter(params.participants[1]).cooperative_close(final)
     if payouts != final.update.outcome or sum(payouts) != params.locked:
@@ -255,6 +272,9 @@ def campaign(
                 count = 1 if step in ("close", "after_final_persist") else 4
                 plans.append({"crash_party": party, "crash_step": step, "crash_count": count})
     plans += [{"random_kills": kills} for _ in range(runs)]
+    modes = list(MODES)
+    for n, plan in enumerate(plans):
+        plan["mode"] = modes[n % len(modes)]
     total_kills, named_kills, violations, stalls = 0, 0, [], []
     i = 0
     while i < len(plans):
@@ -275,7 +295,7 @@ def campaign(
         i += 1
         short = total_kills - named_kills < min_random_kills
         if i == len(plans) and short and len(plans) < 2 * runs + 12:
-            plans.append({"random_kills": kills})
+            plans.append({"random_kills": kills, "mode": modes[len(plans) % len(modes)]})
     return len(plans), total_kills, named_kills, violations, stalls
 
 

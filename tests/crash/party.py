@@ -64,14 +64,18 @@ class Party:
         self.signer = Signer(Ed25519(), bytes.fromhex(cfg["seed"]))
         self.crash_step = cfg.get("crash_step")
         self.crash_count = cfg.get("crash_count", 0)
+        # Pipelined always (8 in flight); batched by the caller (``batch`` commands per
+        # issue_batch) or automatically under load (``max_batch``), as the injector picks.
+        self.batch = cfg.get("batch", 1)
+        options = {"max_in_flight": 8, "max_batch": cfg.get("max_batch", 1)}
         self.store = Store(directory / "store")
         cid = self.params.channel_id
         if cid in self.store.channel_ids():
             self.key = self.store.key_of(cid)
-            self.chan = self.store.load(cid, self.app, self.fmt, self.signer, max_in_flight=8)
+            self.chan = self.store.load(cid, self.app, self.fmt, self.signer, **options)
         else:
             self.key = self.store.add_channel(self.params)
-            self.chan = self.store.load(cid, self.app, self.fmt, self.signer, max_in_flight=8)
+            self.chan = self.store.load(cid, self.app, self.fmt, self.signer, **options)
         self.sent = open(directory / "sent.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.done = open(directory / "done.log", "a")  # noqa: SIM115
         if self.chan.committed is None and not self.chan.in_flight():
@@ -193,12 +197,13 @@ class Party:
         if chan.phase.value != "open":
             return
         if self.role == "alice":
-            own_pending = len(chan._queue) + sum(
+            own_pending = chan._queued + sum(
                 1 for s in chan.in_flight() for e in s.update.commands if e.actor == 0
             )
             while self.own_committed + own_pending < target and own_pending < 8:
-                chan.issue({"pay": 1})
-                own_pending += 1
+                k = min(self.batch, target - self.own_committed - own_pending)
+                chan.issue_batch([{"pay": 1}] * k)
+                own_pending += k
             peer_done = (
                 chan.committed is not None and chan.state[1] == target - self.cfg["peer_commands"]
             )
