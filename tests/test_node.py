@@ -103,6 +103,26 @@ def test_open_pay_show_close_from_the_command_line(nodes: list[NodeProc], l1: st
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
+def test_concurrent_payments_are_pipelined_and_batched(nodes: list[NodeProc], l1: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    alice, bob = nodes
+    alice.extra = ("--max-in-flight", "2", "--max-batch", "8")  # a small window fills up
+    alice, bob = _start_pair(nodes, l1)
+    channel = _open(alice, bob)
+    with ThreadPoolExecutor(16) as pool:
+        paid = list(pool.map(lambda _: alice.call("pay", channel=channel, amount=1), range(200)))
+    seqs = [p["seq"] for p in paid]
+    # Every payment reported done, each once; with 16 at a time and 2 in flight, the
+    # queued ones shared updates (automatic batching), at most 8 to an update.
+    assert len(seqs) == 200 and min(seqs) >= 1
+    per_update = {seq: seqs.count(seq) for seq in set(seqs)}
+    assert len(per_update) < 200 and max(per_update.values()) <= 8
+    shown = ok("channel", "show", "--data-dir", str(bob.dir), channel)
+    assert shown["seq"] == max(seqs) == len(per_update)
+    assert shown["outcome"] == {alice.node_id: 300, bob.node_id: 200}
+
+
 def test_unilateral_close_waits_out_the_window(nodes: list[NodeProc], l1: str) -> None:
     alice, bob = _start_pair(nodes, l1)
     channel = _open(alice, bob, "--peer-deposit", "100")

@@ -92,6 +92,20 @@ def add_node_commands(sub: Any) -> None:
         help="channels one peer may open with this node (default 10,000)",
     )
     node.add_argument(
+        "--max-in-flight",
+        type=_amount,
+        default=64,
+        metavar="N",
+        help="updates a channel this node sequences may have awaiting the peer (default 64)",
+    )
+    node.add_argument(
+        "--max-batch",
+        type=_amount,
+        default=64,
+        metavar="N",
+        help="commands per update when they queue up under load (default 64; 1: never)",
+    )
+    node.add_argument(
         "--window",
         type=_amount,
         default=None,
@@ -216,6 +230,8 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
         allow=allow,
         max_channels_per_peer=args.max_channels_per_peer,
         window=args.window,
+        max_in_flight=args.max_in_flight,
+        max_batch=args.max_batch,
     )
 
     def ready(n: Node) -> None:

@@ -138,7 +138,7 @@ class Node:
         allow: set[bytes] | None = None,
         poll_interval: float = 0.2,
         max_in_flight: int = 64,
-        max_batch: int = 1,
+        max_batch: int = 64,
         max_queue: int = 10_000,
         max_channels_per_peer: int = 10_000,
         window: int | None = None,
@@ -149,6 +149,8 @@ class Node:
         self.allow = allow
         self.poll_interval = poll_interval
         self.max_per_peer = max_channels_per_peer
+        if min(max_in_flight, max_batch, max_queue) < 1:
+            raise LocalError("--max-in-flight and --max-batch must be at least 1")
         self.options = {
             "max_in_flight": max_in_flight,
             "max_batch": max_batch,
