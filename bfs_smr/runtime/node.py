@@ -89,6 +89,27 @@ class _Misbehaviour(Exception):
     """A peer broke the rules on a link: close that link with this reason."""
 
 
+class _Waiter:
+    """Who waits for issued commands: a future that gets their seq once all ``left`` of
+    them are committed (one for a command, one for a caller's batch), or the first
+    failure. Each command is still reported on its own by the channel."""
+
+    __slots__ = ("future", "left")
+
+    def __init__(self, future: asyncio.Future[int], left: int) -> None:
+        self.future = future
+        self.left = left
+
+    def committed(self, seq: int) -> None:
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            self.future.set_result(seq)
+
+    def failed(self, exc: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 @dataclass(eq=False)
 class _Chan:
     chan: Channel
@@ -98,7 +119,7 @@ class _Chan:
     l1_deadline: int | None = None
     l1_registered: int | None = None
     payouts: tuple[int, int] | None = None
-    waiters: dict[int, asyncio.Future[int]] = field(default_factory=dict)
+    waiters: dict[int, _Waiter] = field(default_factory=dict)
     opened: list[asyncio.Future[None]] = field(default_factory=list)
     settled: list[asyncio.Future[tuple[int, int] | None]] = field(default_factory=list)
     close_asked: bool = False
@@ -521,14 +542,14 @@ class Node:
                 frames.append(prefix + effect.data)  # type: ignore[union-attr]
             elif kind is CommandCommitted:
                 assert isinstance(effect, CommandCommitted)
-                fut = c.waiters.pop(effect.ref, None) if effect.local else None
-                if fut is not None and not fut.done():
-                    fut.set_result(effect.seq)
+                waiter = c.waiters.pop(effect.ref, None) if effect.local else None
+                if waiter is not None:
+                    waiter.committed(effect.seq)
             elif kind is CommandFailed:
                 assert isinstance(effect, CommandFailed)
                 failed = c.waiters.pop(effect.ref, None)
-                if failed is not None and not failed.done():
-                    failed.set_exception(CommandRejected(effect.reason))
+                if failed is not None:
+                    failed.failed(CommandRejected(effect.reason))
             elif kind is ChannelOpened:
                 if chan.index == 0:
                     self._spawn(self._fund(c))
@@ -760,21 +781,20 @@ class Node:
     def _issue(self, c: _Chan, command: Any) -> asyncio.Future[int]:
         """Issue ``command``; the future gets its seq once doubly signed and durable."""
         ref = c.chan.issue(command)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        c.waiters[ref] = fut
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), 1)
+        c.waiters[ref] = waiter
         self._flush_soon(c)
-        return fut
+        return waiter.future
 
-    def _issue_batch(self, c: _Chan, commands: list[Any]) -> list[asyncio.Future[int]]:
-        """Issue ``commands`` together (one update); one future per command."""
-        loop = asyncio.get_running_loop()
-        futs = []
-        for ref in c.chan.issue_batch(commands):
-            fut: asyncio.Future[int] = loop.create_future()
-            c.waiters[ref] = fut
-            futs.append(fut)
+    def _issue_batch(self, c: _Chan, commands: list[Any]) -> asyncio.Future[int]:
+        """Issue ``commands`` together; the future gets their seq (one update) once every
+        one is doubly signed and durable, or the first failure."""
+        refs = c.chan.issue_batch(commands)
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), len(refs))
+        for ref in refs:
+            c.waiters[ref] = waiter
         self._flush_soon(c)
-        return futs
+        return waiter.future
 
     async def _account_of(self, peer: bytes) -> bytes | None:
         """The channel key ``peer`` announced on its link (None: another L1)."""
@@ -868,7 +888,7 @@ class Node:
                 if batch == 1:
                     await self._issue(c, pay)
                 else:
-                    await asyncio.gather(*self._issue_batch(c, [pay] * batch))
+                    await self._issue_batch(c, [pay] * batch)
                 latencies.append(time.perf_counter() - t0)
 
         chan = c.chan
@@ -963,9 +983,8 @@ def _resolve(futures: list[asyncio.Future[Any]], value: Any) -> None:
 
 
 def _fail_all(c: _Chan, reason: str) -> None:
-    for fut in c.waiters.values():
-        if not fut.done():
-            fut.set_exception(LocalError(reason))
+    for waiter in c.waiters.values():
+        waiter.failed(LocalError(reason))
     c.waiters.clear()
 
 

@@ -378,6 +378,9 @@ class _Rows:
     def add(self, key: int, effects: Iterable[Effect], channel: Channel, keep_log: bool) -> None:
         app = channel.app
         wrote = False
+        # Only the follower keeps its requests here; the sequencer's own commands never
+        # are, so answering them deletes nothing (a thousand no-op DELETEs per batch).
+        follower = channel.index == 1
         for effect in effects:
             kind = type(effect)
             if kind is PersistUpdate:
@@ -398,13 +401,14 @@ class _Rows:
                 wrote = True
             elif kind is CommandCommitted:
                 assert isinstance(effect, CommandCommitted)
-                if effect.local:
+                if effect.local and follower:
                     self.answered.append((key, effect.ref))
                     wrote = True
             elif kind is CommandFailed:
                 assert isinstance(effect, CommandFailed)
-                self.answered.append((key, effect.ref))
-                wrote = True
+                if follower:
+                    self.answered.append((key, effect.ref))
+                    wrote = True
         if wrote:
             self.refs.append((channel.next_ref, channel.last_peer_ref, key))
             self.written = True
