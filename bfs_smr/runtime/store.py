@@ -42,8 +42,11 @@ from .._update import ChannelParams, SignedUpdate
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "channels.sqlite3"
+#: A log row keeps its previous hash only every this many entries; the rows between get
+#: theirs by hashing the entry before (see :func:`log_row`).
+CHECKPOINT = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -65,7 +68,7 @@ CREATE TABLE IF NOT EXISTS requests (   -- the follower's requests not yet answe
     PRIMARY KEY (channel, ref)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log (        -- every doubly-signed update, to serve resync
-    channel INTEGER NOT NULL, seq INTEGER NOT NULL, signed BLOB NOT NULL,
+    channel INTEGER NOT NULL, seq INTEGER NOT NULL, signed BLOB NOT NULL,  -- see log_row
     PRIMARY KEY (channel, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS peers (      -- a node's peers: who hosts each channel's other side
@@ -125,12 +128,32 @@ class Store:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif row[0] == 1:
+                self._migrate_from_1()
             elif row[0] != SCHEMA_VERSION:
                 raise StoreError(self.path, f"schema version {row[0]!r}, expected {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(self.path, _explain(exc)) from None
         except OSError as exc:
             raise StoreError(self.dir, f"cannot use the data directory: {exc.strerror}") from None
+
+    def _migrate_from_1(self) -> None:
+        """Version 1 kept whole signed updates in the log; rewrite them as :func:`log_row`
+        rows, in one transaction (a crash leaves version 1 to migrate again)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute("SELECT channel, seq, signed FROM log").fetchall()
+            try:
+                new = [(log_row(SignedUpdate.from_value(decode(r[2]))), r[0], r[1]) for r in rows]
+            except (CodecError, ValueError) as exc:
+                raise StoreError(self.path, f"a log entry is damaged ({exc})") from None
+            db.executemany("UPDATE log SET signed=? WHERE channel=? AND seq=?", new)
+            db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -277,16 +300,25 @@ class Store:
             StoreError: entries are missing (log not kept) or damaged.
         """
         key = self.key_of(channel_id)
+        params = self.params(channel_id)
+        start = first - first % CHECKPOINT  # the nearest row that keeps its previous hash
         rows = self._query(
             "SELECT seq, signed FROM log WHERE channel=? AND seq BETWEEN ? AND ? ORDER BY seq",
-            (key, first, last),
+            (key, start, last),
         )
-        if [r[0] for r in rows] != list(range(first, last + 1)):
+        if [r[0] for r in rows] != list(range(start, last + 1)):
             raise StoreError(self.path, f"log entries {first}..{last} are not all in the store")
+        out: list[SignedUpdate] = []
+        prev: bytes | None = None
         try:
-            return [SignedUpdate.from_value(decode(r[1])) for r in rows]
+            for seq, data in rows:
+                signed = from_log_row(data, params, seq, prev)
+                prev = signed.update.entry_hash()
+                if seq >= first:
+                    out.append(signed)
         except (CodecError, ValueError) as exc:
             raise StoreError(self.path, f"a log entry is damaged ({exc})") from None
+        return out
 
     def log_size(self, channel_id: bytes) -> int:
         key = self.key_of(channel_id)
@@ -361,6 +393,47 @@ class Store:
             raise StoreError(self.path, _explain(exc)) from None
 
 
+def log_row(signed: SignedUpdate) -> bytes:
+    """A doubly-signed update as the log keeps it: what the channel cannot rebuild.
+
+    ``[prev_hash | null, commands, state_hash, outcome, final, signatures]``: the channel
+    id and app id are the channel's, the sequence number is the row's key, and the
+    previous hash is kept only at every :data:`CHECKPOINT`-th seq (otherwise it is the
+    hash of the entry before). The middle four items are cut from the update's cached
+    canonical body, so nothing is encoded twice.
+    """
+    u = signed.update
+    body = u.body()
+    # The body is [channel_id, seq, prev_hash, app_id, commands, …]: skip the first four.
+    skip = 1 + len(encode(u.channel_id)) + len(encode(u.seq)) + len(encode(u.prev_hash))
+    skip += len(encode(u.app_id))
+    prev = encode(u.prev_hash if u.seq % CHECKPOINT == 0 else None)
+    return b"\x86" + prev + body[skip:] + encode(list(signed.signatures))
+
+
+def from_log_row(
+    data: bytes, params: ChannelParams, seq: int, prev_hash: bytes | None
+) -> SignedUpdate:
+    """Rebuild the signed update :func:`log_row` kept; ``prev_hash`` is the entry hash of
+    the entry before, needed unless this row keeps its own.
+
+    Raises:
+        CodecError, ValueError: the row is damaged.
+    """
+    value = decode(data)
+    if type(value) is not list or len(value) != 6:
+        raise ValueError("a log row is a 6-item array")
+    prev, commands, state_hash, outcome, final, signatures = value
+    if prev is None:
+        if prev_hash is None:
+            raise ValueError(f"log row {seq} has no previous hash to link to")
+        prev = prev_hash
+    elif prev_hash is not None and prev != prev_hash:
+        raise ValueError(f"log row {seq} does not link to the row before")
+    update = [params.channel_id, seq, prev, params.app_id, commands, state_hash, outcome, final]
+    return SignedUpdate.from_value([update, signatures])
+
+
 class _Rows:
     """The rows one or more channels' effects write."""
 
@@ -390,7 +463,7 @@ class _Rows:
                 if effect.committed:
                     self.heads[key] = (data, app.encode_state(effect.state), seq)
                     if keep_log:
-                        self.log.append((key, seq, data))
+                        self.log.append((key, seq, log_row(effect.update)))
                 else:
                     self.proposals.append((key, seq, data, app.encode_state(effect.state)))
                 wrote = True
