@@ -113,6 +113,26 @@ def decode(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, canonical: bool = T
     return value
 
 
+def item_head(major: int, n: int) -> bytes:
+    """The canonical CBOR head of an item of major type ``major`` with argument ``n``
+    (the shortest form, as ``encode`` writes it): for hot paths that assemble CBOR from
+    pieces without building the value."""
+    if n < 24:
+        return bytes((major << 5 | n,))
+    for extra, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * size):
+            return bytes((major << 5 | extra,)) + n.to_bytes(size, "big")
+    raise CodecError("integer too large for CBOR")
+
+
+def encode_signatures(signatures: tuple[bytes | None, ...]) -> bytes:
+    """``encode(list(signatures))`` without the encoder: an array of byte strings or nulls."""
+    out = [item_head(4, len(signatures))]
+    for sig in signatures:
+        out.append(b"\xf6" if sig is None else item_head(2, len(sig)) + sig)
+    return b"".join(out)
+
+
 def hash_bytes(data: bytes) -> bytes:
     """BLAKE2b-256 of ``data``."""
     return hashlib.blake2b(data, digest_size=HASH_SIZE).digest()

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._codec import HASH_SIZE, encode, hash_bytes
+from ._codec import HASH_SIZE, encode, encode_signatures, hash_bytes
 from ._errors import CommandRejected, LocalError, LogVerificationError
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ class SignedUpdate:
     def encoded(self) -> bytes:
         """``encode(self.to_value())``, reusing the update's cached body."""
         # A 2-item array is the byte 0x82 then its items, each canonical on its own.
-        return b"\x82" + self.update.body() + encode(list(self.signatures))
+        return b"\x82" + self.update.body() + encode_signatures(self.signatures)
 
     @classmethod
     def from_value(cls, value: Any) -> SignedUpdate:

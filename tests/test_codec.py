@@ -74,3 +74,18 @@ def test_hash_is_blake2b_256():
 
     assert hash_bytes(b"abc") == hashlib.blake2b(b"abc", digest_size=32).digest()
     assert len(hash_bytes(b"")) == 32
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_item_head_is_the_canonical_head(n):
+    from bfs_smr._codec import item_head
+
+    assert item_head(0, n) == encode(n)
+    assert item_head(2, n % 70_000) + b"x" * (n % 70_000) == encode(b"x" * (n % 70_000))
+
+
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=300)), max_size=3))
+def test_signatures_encode_as_the_encoder_would(sigs):
+    from bfs_smr._codec import encode_signatures
+
+    assert encode_signatures(tuple(sigs)) == encode(sigs)

@@ -413,6 +413,16 @@ def test_any_log_range_rebuilds_the_exact_signed_updates(durable):
     assert verify_log(pair.params, pair.app, pair.alice.l1.format, whole) == pair.alice.chan.state
     for first, last in [(1, 1), (CHECKPOINT - 1, CHECKPOINT + 1), (CHECKPOINT + 5, newest)]:
         assert pair.bob.store.log_range(cid, first, last) == whole[first : last + 1]
+    # Rows are assembled from pieces of the body: they must be the canonical encoding.
+    from bfs_smr import encode
+    from bfs_smr.runtime.store import log_row
+
+    for signed in whole[CHECKPOINT - 2 : CHECKPOINT + 2]:
+        u = signed.update
+        prev = u.prev_hash if u.seq % CHECKPOINT == 0 else None
+        commands = [c.to_value() for c in u.commands]
+        fields = [prev, commands, u.state_hash, list(u.outcome), u.final, list(signed.signatures)]
+        assert log_row(signed) == encode(fields)
 
 
 def test_a_log_row_that_does_not_link_is_reported_damaged(durable):

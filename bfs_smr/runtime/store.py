@@ -20,6 +20,7 @@ damaged state.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 from .._app import StateMachine
 from .._channel import Channel
-from .._codec import decode, encode
+from .._codec import decode, encode, encode_signatures, item_head
 from .._crypto import Signer
 from .._errors import BfsSmrError, CodecError, LocalError
 from .._l1 import L1Format
@@ -404,11 +405,16 @@ def log_row(signed: SignedUpdate) -> bytes:
     """
     u = signed.update
     body = u.body()
-    # The body is [channel_id, seq, prev_hash, app_id, commands, …]: skip the first four.
-    skip = 1 + len(encode(u.channel_id)) + len(encode(u.seq)) + len(encode(u.prev_hash))
-    skip += len(encode(u.app_id))
-    prev = encode(u.prev_hash if u.seq % CHECKPOINT == 0 else None)
-    return b"\x86" + prev + body[skip:] + encode(list(signed.signatures))
+    # The body is [channel_id, seq, prev_hash, app_id, commands, …]: skip the first four
+    # (two 32-byte strings, the seq and the app id), reckoned without encoding them again.
+    skip = 1 + 34 + len(item_head(0, u.seq)) + 34 + _text_size(u.app_id)
+    prev = item_head(2, 32) + u.prev_hash if u.seq % CHECKPOINT == 0 else b"\xf6"
+    return b"\x86" + prev + body[skip:] + encode_signatures(signed.signatures)
+
+
+@functools.cache
+def _text_size(text: str) -> int:
+    return len(encode(text))
 
 
 def from_log_row(
