@@ -28,7 +28,7 @@ from typing import Any
 
 from . import _recovery
 from ._app import StateMachine
-from ._codec import check_plain
+from ._codec import MAX_MESSAGE_SIZE, check_plain, encode
 from ._codec import hash_bytes as _hash
 from ._crypto import Signer
 from ._errors import CodecError, CommandRejected, LocalError, RemoteViolation
@@ -90,6 +90,13 @@ class Input(enum.Enum):
     RECV_CLOSE_REQUEST = "close_request"
     RECV_DENIED = "denied"
 
+
+#: Most bytes the commands of one update may encode to: every proposal, request and
+#: resync message must fit in one peer message (MAX_MESSAGE_SIZE), or the peer refuses it
+#: and the channel would retry it forever. Half a message leaves room for the rest.
+MAX_UPDATE_COMMANDS = MAX_MESSAGE_SIZE // 2
+#: What a command entry adds around its command ([actor, ref, …]), at most.
+_ENTRY_OVERHEAD = 12
 
 _S, _F = Role.SEQUENCER, Role.FOLLOWER
 _OPENING, _OPEN, _CLOSING, _CLOSED, _DISPUTE = Phase
@@ -228,7 +235,7 @@ class Channel:
         self._in_flight: deque[tuple[SignedUpdate, Any, bytes]] = deque()
         # Commands waiting for a window slot: groups that go into one update together
         # (a caller's batch, or one command), each with the state after it.
-        self._queue: deque[tuple[tuple[CommandEntry, ...], Any]] = deque()
+        self._queue: deque[tuple[tuple[CommandEntry, ...], Any, int]] = deque()
         self._queued = 0  # commands in _queue
         self._tip_state: Any = None
         self._close_wanted = False
@@ -577,12 +584,18 @@ class Channel:
             return
         queue = self._queue
         while queue and len(self._in_flight) < self.max_in_flight:
-            entries, state = queue.popleft()
+            entries, state, size = queue.popleft()
             # Under load (the window full, so commands queued up), fill the update up to
-            # max_batch commands; a caller's batch is never split.
-            while queue and len(entries) + len(queue[0][0]) <= self.max_batch:
-                more, state = queue.popleft()
+            # max_batch commands and MAX_UPDATE_COMMANDS bytes; a caller's batch is never
+            # split.
+            while (
+                queue
+                and len(entries) + len(queue[0][0]) <= self.max_batch
+                and size + queue[0][2] <= MAX_UPDATE_COMMANDS
+            ):
+                more, state, more_size = queue.popleft()
                 entries += more
+                size += more_size
             self._queued -= len(entries)
             self._propose(entries, state, final=False)
         if (
@@ -609,10 +622,12 @@ class Channel:
             raise LocalError("a batch holds at least one command")
         if self._queued + len(commands) > self.max_queue:
             raise LocalError(f"{self.max_queue} commands are already waiting; try again later")
+        for command in commands:
+            self._check_local_command(command)
+        size = _commands_size(commands)
         state = self._tip_state
         apply, index = self.app.apply, self.index
         for i, command in enumerate(commands):
-            self._check_local_command(command)
             try:
                 state = apply(state, command, index)
             except CommandRejected as exc:
@@ -623,7 +638,7 @@ class Channel:
         self._next_ref += len(commands)
         refs = list(range(first, first + len(commands)))
         entries = tuple(CommandEntry(index, ref, c) for ref, c in zip(refs, commands, strict=True))
-        self._queue.append((entries, state))
+        self._queue.append((entries, state, size))
         self._queued += len(commands)
         self._tip_state = state
         self._pump()
@@ -675,11 +690,17 @@ class Channel:
             self._deny(msg.ref, "busy")
             return
         try:
+            size = _commands_size([msg.command])
+        except LocalError as exc:
+            self._deny(msg.ref, str(exc)[:200])
+            return
+        try:
             state = self._apply_peer_command(self._tip_state, msg.command, self.peer_index)
         except CommandRejected as exc:
             self._deny(msg.ref, exc.reason)
             return
-        self._queue.append(((CommandEntry(self.peer_index, msg.ref, msg.command),), state))
+        entry = CommandEntry(self.peer_index, msg.ref, msg.command)
+        self._queue.append(((entry,), state, size))
         self._queued += 1
         self._tip_state = state
         self._pump()
@@ -700,6 +721,7 @@ class Channel:
 
     def _fol_issue(self, command: Any) -> int:
         self._check_local_command(command)
+        _commands_size([command])
         # Early check against the newest state this party signed; the sequencer's check
         # against its tip is the one that counts.
         self.app.apply(self._committed_state, command, self.index)
@@ -716,9 +738,11 @@ class Channel:
     def _fol_issue_batch(self, commands: list[Any]) -> list[int]:
         if not commands:
             raise LocalError("a batch holds at least one command")
+        for command in commands:
+            self._check_local_command(command)
+            _commands_size([command])  # each goes in a request of its own
         state = self._committed_state
         for i, command in enumerate(commands):  # all or nothing, as at the sequencer
-            self._check_local_command(command)
             try:
                 state = self.app.apply(state, command, self.index)
             except CommandRejected as exc:
@@ -936,3 +960,18 @@ class Channel:
         self._check_result(u, state, "forced move")
         self._dispute_base = (signed, state)
         self._set_phase(Phase.DISPUTE)
+
+
+def _commands_size(commands: list[Any]) -> int:
+    """Bytes ``commands`` add to an update, at most; refuse more than one update carries.
+
+    Raises:
+        LocalError: over :data:`MAX_UPDATE_COMMANDS`.
+    """
+    size = len(encode(commands)) + _ENTRY_OVERHEAD * len(commands)
+    if size > MAX_UPDATE_COMMANDS:
+        raise LocalError(
+            f"the commands encode to {size:,} bytes; one update carries at most "
+            f"{MAX_UPDATE_COMMANDS:,} (split them)"
+        )
+    return size

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._codec import MAX_MESSAGE_SIZE
 from ._errors import CommandRejected, LocalError
 from ._messages import (
     MAX_ENTRIES,
@@ -95,9 +96,20 @@ def serve_log(chan: Channel, entries: list[SignedUpdate]) -> None:
     if [e.seq for e in entries] != list(range(first, last + 1)):
         raise LocalError(f"serve_log needs exactly the entries {first}..{last}")
     chan._serving = None
-    for i in range(0, len(entries), MAX_ENTRIES):
-        chunk = tuple(entries[i : i + MAX_ENTRIES])
-        chan._send(Entries(channel_id=chan.channel_id, entries=chunk))
+    # Chunks of at most MAX_ENTRIES entries and half a message of bytes: a log of big
+    # batched updates must not become an ENTRIES message the peer refuses as oversized
+    # (each update alone is far smaller: its commands are bounded by MAX_UPDATE_COMMANDS).
+    chunk: list[SignedUpdate] = []
+    size = 0
+    for entry in entries:
+        entry_size = len(entry.encoded())
+        if chunk and (len(chunk) == MAX_ENTRIES or size + entry_size > MAX_MESSAGE_SIZE // 2):
+            chan._send(Entries(channel_id=chan.channel_id, entries=tuple(chunk)))
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += entry_size
+    if chunk:
+        chan._send(Entries(channel_id=chan.channel_id, entries=tuple(chunk)))
 
 
 def retransmit(chan: Channel) -> None:
@@ -185,7 +197,7 @@ def repeated_request(chan: Channel, ref: int) -> bool:
     if ref > chan._last_peer_ref:
         return False
     peer = chan.peer_index
-    queued = any(e.ref == ref for group, _ in chan._queue for e in group if e.actor == peer)
+    queued = any(e.ref == ref for group, _, _ in chan._queue for e in group if e.actor == peer)
     proposed = any(
         e.ref == ref and e.actor == peer for s, _, _ in chan._in_flight for e in s.update.commands
     )

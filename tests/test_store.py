@@ -462,3 +462,54 @@ def test_a_version_1_store_is_migrated_on_open(durable, tmp_path):
         assert reopened.log_range(cid, 0, len(before) - 1) == before
         version = reopened._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         assert version[0] == 2
+
+
+def test_a_peer_restores_a_log_of_big_batches_in_messages_it_accepts(durable, tmp_path):
+    # Found while adding batches: ENTRIES were cut by count only, so 1,024 updates of a
+    # thousand payments made a 15 MB message the peer refuses as oversized, and the resync
+    # would have retried it forever. Now they are cut by size too.
+    from bfs_smr import MAX_MESSAGE_SIZE
+    from bfs_smr._messages import Entries, parse_message
+
+    _, pair = durable(deposits=(60_000, 0), max_in_flight=4)
+    for _ in range(50):
+        pair.alice.chan.issue_batch([{"pay": 1}] * 1_000)
+        pair.pump()
+    assert pair.bob.chan.seq == 50 and pair.bob.chan.state == (10_000, 50_000)
+    cid = pair.params.channel_id
+    pair.bob.store.close()
+    shutil.rmtree(pair.bob.store.dir)  # Bob lost everything; Alice serves him her log
+    pair.bob.store = Store(pair.bob.store.dir)
+    pair.bob.key = pair.bob.store.add_channel(pair.params)
+    pair.bob.channel = pair.bob.store.load(cid, pair.app, pair.bob.l1.format, pair.bob.signer)
+    sizes = []
+    receive = pair.bob.chan.receive
+
+    def measured(data):
+        if isinstance(parse_message(data), Entries):
+            sizes.append(len(data))
+        receive(data)
+
+    pair.bob.chan.receive = measured
+    pair.resync()
+    assert pair.bob.chan.committed == pair.alice.chan.committed
+    assert len(sizes) > 1 and max(sizes) <= MAX_MESSAGE_SIZE
+
+
+def test_commands_too_big_for_one_update_are_refused_before_anything_is_issued(durable):
+    from bfs_smr._channel import MAX_UPDATE_COMMANDS
+
+    _, pair = durable()
+    memo = "x" * (MAX_UPDATE_COMMANDS // 4)
+    for party in (pair.alice, pair.bob):
+        with pytest.raises(LocalError, match="one update carries at most"):
+            party.chan.issue({"pay": 1, "memo": memo * 5})
+        assert party.chan.effects() == [] and party.chan.pending == 0
+    # The sequencer's batch is one update, so it is bounded as a whole (the follower's
+    # commands travel as separate requests, each bounded on its own).
+    with pytest.raises(LocalError, match="one update carries at most"):
+        pair.alice.chan.issue_batch([{"pay": 1, "memo": memo}] * 5)
+    assert pair.alice.chan.effects() == [] and pair.alice.chan.pending == 0
+    pay(pair, 1)
+    pair.pump()
+    assert both_equal(pair) == 1
