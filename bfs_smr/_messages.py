@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from ._codec import HASH_SIZE, MAX_MESSAGE_SIZE, check_plain, decode, encode
+from ._codec import HASH_SIZE, MAX_MESSAGE_SIZE, check_plain, decode, encode, item_head
 from ._errors import CodecError
 from ._update import SignedUpdate, Update
 
@@ -147,7 +147,14 @@ def encode_propose(channel_id: bytes, body: bytes, signature: bytes) -> bytes:
     A canonical CBOR array is its header followed by its items' canonical encodings, so
     the proposer need not encode the update a second time on the hot path.
     """
-    return _PROPOSE_PREFIX + encode(channel_id) + body + encode(signature)
+    return (
+        _PROPOSE_PREFIX
+        + item_head(2, len(channel_id))
+        + channel_id
+        + body
+        + item_head(2, len(signature))
+        + signature
+    )
 
 
 def _int(value: Any, name: str) -> int:
