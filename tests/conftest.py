@@ -28,14 +28,20 @@ def make_pair(
     return memory_pair(app, deposits, challenge_window=window, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def anvil_url() -> Iterator[str]:
-    """One anvil node (from the npm package, installed on first use) for the session."""
+def anvil(**options: Any) -> Any:
+    """An anvil node (from the npm package, installed on first use), not yet started;
+    skips the test only on a machine without npm."""
     from adapters.evm import Anvil, install_anvil
 
     try:
         binary = install_anvil()
-    except FileNotFoundError as exc:  # only a machine without npm skips
+    except FileNotFoundError as exc:
         pytest.skip(f"anvil needs npm: {exc}")
-    with Anvil(binary) as node:
+    return Anvil(binary, **options)
+
+
+@pytest.fixture(scope="session")
+def anvil_url() -> Iterator[str]:
+    """One anvil node for the session."""
+    with anvil() as node:
         yield node.url

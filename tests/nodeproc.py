@@ -146,3 +146,23 @@ class NodeProc:
                     return entry
             time.sleep(0.1)
         raise AssertionError(f"no {event!r} in the node's log within {timeout} s")
+
+
+def open_channel(alice: NodeProc, bob: NodeProc, *extra: str, deposit: int = 500) -> str:
+    """``bfs-smr channel open`` from ``alice`` to ``bob``; returns the channel id."""
+    result = ok(
+        "channel",
+        "open",
+        "--data-dir",
+        str(alice.dir),
+        "--peer",
+        bob.address,
+        "--peer-id",
+        bob.node_id,
+        "--deposit",
+        str(deposit),
+        *extra,
+    )
+    channel: str = result["channel"]
+    assert len(channel) == 64
+    return channel

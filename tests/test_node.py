@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.nodeproc import NodeProc, cli, ok
+from tests.nodeproc import open_channel as _open
 
 WINDOW = 2
 
@@ -49,25 +50,6 @@ def _start_pair(nodes: list[NodeProc], l1: str, fund: int = 1_000) -> tuple[Node
     ok("l1", "fund", "--l1", l1, alice.node_id, str(fund))
     ok("l1", "fund", "--l1", l1, bob.node_id, str(fund))
     return alice.start(), bob.start()
-
-
-def _open(alice: NodeProc, bob: NodeProc, *extra: str, deposit: int = 500) -> str:
-    result = ok(
-        "channel",
-        "open",
-        "--data-dir",
-        str(alice.dir),
-        "--peer",
-        bob.address,
-        "--peer-id",
-        bob.node_id,
-        "--deposit",
-        str(deposit),
-        *extra,
-    )
-    channel: str = result["channel"]
-    assert len(channel) == 64
-    return channel
 
 
 def test_open_pay_show_close_from_the_command_line(nodes: list[NodeProc], l1: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.nodeproc import NodeProc, cli, ok
+from tests.nodeproc import open_channel as _open
 
 pytest.importorskip("web3")
 
@@ -23,13 +24,9 @@ FUND = 10**18  # wei: deposits and gas
 
 @pytest.fixture(scope="module")
 def evm_l1() -> Iterator[str]:
-    from adapters.evm import Anvil, install_anvil
+    from conftest import anvil
 
-    try:
-        binary = install_anvil()
-    except FileNotFoundError as exc:  # only a machine without npm skips
-        pytest.skip(f"anvil needs npm: {exc}")
-    with Anvil(binary, block_time=1) as node:
+    with anvil(block_time=1) as node:
         spec = f"evm:{node.url}"
         first = ok("l1", "init", "--l1", spec)
         assert first["deployed"] is True and len(first["adjudicator"]) == 42
@@ -64,23 +61,6 @@ def _evm_address(node: NodeProc) -> str:
 def _balance(l1: str, node: NodeProc) -> int:
     balance: int = ok("l1", "balance", "--l1", l1, _evm_address(node))["balance"]
     return balance
-
-
-def _open(alice: NodeProc, bob: NodeProc, deposit: int = 500) -> str:
-    opened = ok(
-        "channel",
-        "open",
-        "--data-dir",
-        str(alice.dir),
-        "--peer",
-        bob.address,
-        "--peer-id",
-        bob.node_id,
-        "--deposit",
-        str(deposit),
-    )
-    channel: str = opened["channel"]
-    return channel
 
 
 def test_init_prints_the_evm_address_it_keeps(tmp_path: Path) -> None:

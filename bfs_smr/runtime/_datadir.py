@@ -65,6 +65,25 @@ def parse_hex_id(text: str, what: str = "node id") -> bytes:
     return value
 
 
+def _read_key(path: Path, what: str) -> bytes:
+    """A 32-byte key kept as hex in ``path``. Errors never quote the file: it is a secret.
+
+    Raises:
+        LocalError: unreadable, or not 64 hex digits.
+    """
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise LocalError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise LocalError(f"{path} is damaged (not {what})")
+    return key
+
+
 def _write_private(path: Path, text: str) -> None:
     """Create ``path`` readable by its owner only, durably; never overwrite."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -126,21 +145,9 @@ class DataDir:
         Raises:
             LocalError: no node here (run ``bfs-smr init``), or the key file is damaged.
         """
-        try:
-            text = self.identity_file.read_text().strip()
-        except FileNotFoundError:
-            raise LocalError(
-                f"{self.path} holds no node; run: bfs-smr init --data-dir {self.path}"
-            ) from None
-        except OSError as exc:
-            raise LocalError(f"cannot read {self.identity_file}: {exc.strerror}") from None
-        try:
-            seed = bytes.fromhex(text)
-        except ValueError:
-            seed = b""
-        if len(seed) != 32:
-            raise LocalError(f"{self.identity_file} is damaged (not a 32-byte hex seed)")
-        return Signer(Ed25519(), seed)
+        if not self.identity_file.exists():
+            raise LocalError(f"{self.path} holds no node; run: bfs-smr init --data-dir {self.path}")
+        return Signer(Ed25519(), _read_key(self.identity_file, "a 32-byte hex seed"))
 
     def _sync_dir(self) -> None:
         dir_fd = os.open(self.path, os.O_RDONLY)
@@ -169,15 +176,8 @@ class DataDir:
                 self._new_l1_key()
             except OSError as exc:
                 raise LocalError(f"cannot write {self.l1_key_file}: {exc.strerror}") from None
-        try:
-            text = self.l1_key_file.read_text().strip()
-        except OSError as exc:
-            raise LocalError(f"cannot read {self.l1_key_file}: {exc.strerror}") from None
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            key = b""
-        if len(key) != 32 or not 0 < int.from_bytes(key, "big") < _SECP256K1_N:
+        key = _read_key(self.l1_key_file, "a secp256k1 key in hex")
+        if not 0 < int.from_bytes(key, "big") < _SECP256K1_N:
             raise LocalError(f"{self.l1_key_file} is damaged (not a secp256k1 key in hex)")
         return key
 
