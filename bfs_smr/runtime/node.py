@@ -414,11 +414,13 @@ class Node:
         except _Misbehaviour as exc:
             _log.warning("peer broke the protocol", peer=link.peer_id.hex()[:16], reason=str(exc))
             link.close(str(exc))
-        finally:
-            try:
-                self._flush_many(touched.values())  # one fsync for the whole read
-            except StoreError as exc:
-                self._store_failed(exc)
+        except StoreError as exc:  # from a flush in the loop: nothing of that step went out
+            self._store_failed(exc)
+            return
+        try:
+            self._flush_many(touched.values())  # one fsync for the rest of the read
+        except StoreError as exc:
+            self._store_failed(exc)
 
     def _on_node_message(self, link: transport.Link, data: bytes) -> None:
         try:
