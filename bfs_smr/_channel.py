@@ -525,14 +525,12 @@ class Channel:
         self._committed_state = state
         self._out.append(PersistUpdate(update=signed, state=state, committed=True))
         u = signed.update
+        append, seq, index = self._out.append, u.seq, self.index  # per command: keep it lean
         for entry in u.commands:
-            self._out.append(
+            actor = entry.actor
+            append(
                 CommandCommitted(
-                    seq=u.seq,
-                    actor=entry.actor,
-                    ref=entry.ref,
-                    command=entry.command,
-                    local=entry.actor == self.index,
+                    seq=seq, actor=actor, ref=entry.ref, command=entry.command, local=actor == index
                 )
             )
         if u.seq == 0:

@@ -45,6 +45,10 @@ def encode(value: Any) -> bytes:
         raise CodecError(f"cannot encode value: {exc}") from None
 
 
+_SCALARS = frozenset((int, str, bytes, bool, type(None)))
+_KEYS = frozenset((str, int))
+
+
 def check_plain(value: Any, depth: int = 0) -> None:
     """Check that a decoded value holds only plain CBOR data.
 
@@ -58,17 +62,21 @@ def check_plain(value: Any, depth: int = 0) -> None:
     if depth > 32:
         raise CodecError("value nested too deeply")
     kind = type(value)
-    if kind in (int, str, bytes, bool) or value is None:
+    if kind in _SCALARS:
         return
+    # Scalars inside are checked here rather than by a call each: commands are mostly
+    # small maps of scalars, and batches check thousands of them.
     if kind is list:
         for item in value:
-            check_plain(item, depth + 1)
+            if type(item) not in _SCALARS:
+                check_plain(item, depth + 1)
         return
     if kind is dict:
         for key, item in value.items():
-            if type(key) not in (str, int):
+            if type(key) not in _KEYS:
                 raise CodecError("map keys must be text or integers")
-            check_plain(item, depth + 1)
+            if type(item) not in _SCALARS:
+                check_plain(item, depth + 1)
         return
     raise CodecError(f"unsupported CBOR item of type {kind.__name__}")
 
