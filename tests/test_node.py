@@ -65,19 +65,25 @@ def test_open_pay_show_close_from_the_command_line(nodes: list[NodeProc], l1: st
         assert paid["channel"] == channel
         seqs.append(paid["seq"])
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    # A batch from the command line: five payments of 2 in one update, or none at all.
+    batch = ok("channel", "pay", "--data-dir", str(alice.dir), channel, "2", "--count", "5")
+    assert batch == {"channel": channel, "seq": seqs[-1] + 1, "count": 5}
+    too_many = cli("channel", "pay", "--data-dir", str(alice.dir), channel, "100", "--count", "5")
+    assert too_many.code == 2 and "command 4 of the batch" in too_many.stderr
+    seqs.append(batch["seq"])
     # Bob pays back from his side (a request the sequencer proposes).
     ok("channel", "pay", "--data-dir", str(bob.dir), channel[:12], "7")
     for node in (alice, bob):
         shown = ok("channel", "show", "--data-dir", str(node.dir), channel)
         assert shown["seq"] == seqs[-1] + 1
         assert shown["phase"] == "open"
-        assert shown["outcome"] == {alice.node_id: 500 - 35 + 7, bob.node_id: 35 - 7}
+        assert shown["outcome"] == {alice.node_id: 500 - 45 + 7, bob.node_id: 45 - 7}
     listed = ok("channel", "list", "--data-dir", str(bob.dir))
     assert [c["channel"] for c in listed["channels"]] == [channel]
     closed = ok("channel", "close", "--data-dir", str(bob.dir), channel)
-    assert closed == {"channel": channel, "payouts": {alice.node_id: 472, bob.node_id: 28}}
-    assert ok("l1", "balance", "--l1", l1, alice.node_id)["balance"] == 500 + 472
-    assert ok("l1", "balance", "--l1", l1, bob.node_id)["balance"] == 1_000 + 28
+    assert closed == {"channel": channel, "payouts": {alice.node_id: 462, bob.node_id: 38}}
+    assert ok("l1", "balance", "--l1", l1, alice.node_id)["balance"] == 500 + 462
+    assert ok("l1", "balance", "--l1", l1, bob.node_id)["balance"] == 1_000 + 38
     # Closing again reports the same payouts; paying on a settled channel is refused.
     assert ok("channel", "close", "--data-dir", str(alice.dir), channel) == closed
     refused = cli("channel", "pay", "--data-dir", str(alice.dir), channel, "1", "--json")

@@ -131,6 +131,14 @@ def add_node_commands(sub: Any) -> None:
     pay.add_argument("amount", type=_amount, metavar="AMOUNT")
     send = ch_sub.add_parser("send", help="issue any app command, e.g. a tic-tac-toe move")
     send.add_argument("channel", metavar="CHANNEL")
+    for p in (pay, send):
+        p.add_argument(
+            "--count",
+            type=_amount,
+            default=1,
+            metavar="N",
+            help="N copies in one update (a batch: all committed together, or none)",
+        )
     send.add_argument("command_json", metavar="COMMAND_JSON")
     show = ch_sub.add_parser("show", help="a channel's seq, phase, outcome and state")
     show.add_argument("channel", metavar="CHANNEL")
@@ -272,13 +280,13 @@ def _channel(args: argparse.Namespace) -> dict[str, Any]:
             "options": options,
         }
     elif command == "pay":
-        request = {"channel": args.channel, "amount": args.amount}
+        request = {"channel": args.channel, "amount": args.amount, "count": args.count}
     elif command == "send":
         try:
             cmd = json.loads(args.command_json)
         except ValueError:
             raise LocalError(f"COMMAND_JSON is not JSON: {args.command_json!r}") from None
-        request = {"channel": args.channel, "command": cmd}
+        request = {"channel": args.channel, "command": cmd, "count": args.count}
     elif command in ("show", "close"):
         request = {"channel": args.channel, "unilateral": getattr(args, "unilateral", False)}
     default_timeout = {"close": 600.0, "open": 60.0}.get(command, 30.0)

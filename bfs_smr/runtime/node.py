@@ -78,6 +78,8 @@ MAX_NODE_MESSAGE = 1 << 16
 #: Channel frames of one read handled before their effects are carried out (one fsync).
 #: Measured with ``bfs-smr bench``: 8 beat 2, 4, 16 and "the whole read" at window 16.
 FLUSH_EVERY = 8
+#: Most copies one ``channel pay --count`` / ``send --count`` puts in one update.
+MAX_BATCH = 10_000
 #: A node that asked for a cooperative close submits it; the other side submits too if the
 #: channel is still unsettled this long after the final update was signed.
 CLOSE_GRACE = 3.0
@@ -774,11 +776,15 @@ class Node:
             return {"channel": c.cid.hex(), "seq": seq, "forced": True, "deadline": deadline}
         if c.l1_status is not L1ChannelStatus.OPEN:
             raise LocalError(f"the channel is {c.l1_text} on L1; it takes no commands")
-        fut = self._issue(c, command)
+        count = int(_amount(args.get("count", 1), "count"))
+        if not 1 <= count <= MAX_BATCH:
+            raise LocalError(f"count must be 1 to {MAX_BATCH:,}")
+        # One command, or a caller's batch of ``count`` copies: one update, all or none.
+        fut = self._issue(c, command) if count == 1 else self._issue_batch(c, [command] * count)
         timeout = _number(args.get("timeout", 30.0), "timeout")
         late = f"not doubly signed within {timeout:g} s (is the peer up?)"
         seq = await _wait(fut, timeout, late + "; the command stays pending and may still complete")
-        return {"channel": c.cid.hex(), "seq": seq}
+        return {"channel": c.cid.hex(), "seq": seq, "count": count}
 
     def _issue(self, c: _Chan, command: Any) -> asyncio.Future[int]:
         """Issue ``command``; the future gets its seq once doubly signed and durable."""
