@@ -605,6 +605,19 @@ class Channel:
             self._final_proposed = True
             self._propose((), self._tip_state, final=True)
 
+    def _apply_own(self, state: Any, commands: list[Any]) -> Any:
+        """``state`` after this party's ``commands``, in order; a refusal of one in a batch
+        names it (nothing is issued either way)."""
+        apply, index = self.app.apply, self.index
+        for i, command in enumerate(commands):
+            try:
+                state = apply(state, command, index)
+            except CommandRejected as exc:
+                if len(commands) == 1:
+                    raise
+                raise CommandRejected(f"command {i} of the batch: {exc.reason}") from None
+        return state
+
     def _check_local_command(self, command: Any) -> None:
         try:
             check_plain(command)
@@ -623,15 +636,8 @@ class Channel:
         for command in commands:
             self._check_local_command(command)
         size = _commands_size(commands)
-        state = self._tip_state
-        apply, index = self.app.apply, self.index
-        for i, command in enumerate(commands):
-            try:
-                state = apply(state, command, index)
-            except CommandRejected as exc:
-                if len(commands) == 1:
-                    raise
-                raise CommandRejected(f"command {i} of the batch: {exc.reason}") from None
+        state = self._apply_own(self._tip_state, commands)
+        index = self.index
         first = self._next_ref
         self._next_ref += len(commands)
         refs = list(range(first, first + len(commands)))
@@ -718,12 +724,8 @@ class Channel:
     # -- follower -----------------------------------------------------------------
 
     def _fol_issue(self, command: Any) -> int:
-        self._check_local_command(command)
-        _commands_size([command])
-        # Early check against the newest state this party signed; the sequencer's check
-        # against its tip is the one that counts.
-        self.app.apply(self._committed_state, command, self.index)
-        return self._fol_request(command)
+        refs: list[int] = self._fol_issue_batch([command])
+        return refs[0]
 
     def _fol_request(self, command: Any) -> int:
         ref = self._next_ref
@@ -739,12 +741,9 @@ class Channel:
         for command in commands:
             self._check_local_command(command)
             _commands_size([command])  # each goes in a request of its own
-        state = self._committed_state
-        for i, command in enumerate(commands):  # all or nothing, as at the sequencer
-            try:
-                state = self.app.apply(state, command, self.index)
-            except CommandRejected as exc:
-                raise CommandRejected(f"command {i} of the batch: {exc.reason}") from None
+        # Early check, all or nothing, against the newest state this party signed; the
+        # sequencer's check against its tip is the one that counts.
+        self._apply_own(self._committed_state, commands)
         return [self._fol_request(command) for command in commands]
 
     def _fol_close(self, _: Any) -> None:
