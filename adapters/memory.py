@@ -142,6 +142,7 @@ class MemoryL1:
             registered_seq=None if ch.registered is None else ch.registered.seq,
             deadline=ch.deadline,
             payouts=ch.payouts,
+            forced=ch.registered if ch.registered_by_force else None,
         )
 
     # -- transactions ------------------------------------------------------------------

@@ -68,7 +68,12 @@ class L1ChannelStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class L1ChannelInfo:
-    """A snapshot of one channel on L1."""
+    """A snapshot of one channel on L1.
+
+    ``forced`` is the registered update when a force move put it there (``None``
+    otherwise). An adapter with ``supports_force_move`` must fill it: the other party
+    adopts the move from it, and answers.
+    """
 
     channel_id: bytes
     status: L1ChannelStatus
@@ -76,6 +81,7 @@ class L1ChannelInfo:
     registered_seq: int | None
     deadline: int | None
     payouts: tuple[int, int] | None
+    forced: SignedUpdate | None = None
 
 
 class L1EventKind(enum.Enum):

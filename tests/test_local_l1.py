@@ -264,7 +264,9 @@ def test_force_moves_are_stored_and_answered_across_connections(tmp_path: Path) 
     deadline = pair.alice.l1.force_move(pair.app.encode_state(pair.alice.chan.state), move)
     assert deadline == clock.time + 30
     other = LocalL1(chain.path, clock=clock)  # a fresh connection reads the forced state
-    assert other.channel(pair.params.channel_id).registered_seq == move.seq
+    info = other.channel(pair.params.channel_id)
+    assert info.registered_seq == move.seq
+    assert info.forced == move  # the other party adopts the move from here
     assert other.events()[-1].kind is L1EventKind.FORCE_MOVED
     clock.time += 29
     with pytest.raises(L1Error, match="still open"):

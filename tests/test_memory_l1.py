@@ -175,6 +175,7 @@ def test_force_move_gives_the_other_side_a_fresh_window_and_silence_loses():
 def test_force_move_answered_by_a_force_move():
     chain, pair = tictactoe_after([4, 0])
     pair.alice.l1.unilateral_close(pair.alice.chan.committed)
+    assert chain.channel(pair.params.channel_id).forced is None  # registered, not forced
     state0 = pair.app.encode_state(pair.alice.chan.state)
     move = pair.alice.chan.force_move({"cell": 8})
     pair.alice.l1.force_move(state0, move)
@@ -193,7 +194,9 @@ def test_force_move_answered_by_a_force_move():
         outcome=pair.app.outcome(pair.app.apply(after, {"cell": 2}, 1)),
     )
     sig = pair.bob.signer.sign(pair.bob.l1.format.digest(u, u.body()))
-    pair.bob.l1.force_move(bob_state, SignedUpdate(u, (None, sig)))
+    answer = SignedUpdate(u, (None, sig))
+    pair.bob.l1.force_move(bob_state, answer)
+    assert chain.channel(pair.params.channel_id).forced == answer
     chain.advance(30)
     assert pair.bob.l1.settle(pair.params.channel_id) == (0, 100)  # now Alice is silent
 

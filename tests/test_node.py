@@ -8,10 +8,12 @@ commands use). Nothing is mocked: the L1 is a SQLite file, stores fsync, links e
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,10 +24,12 @@ WINDOW = 2
 
 
 @pytest.fixture
-def l1(tmp_path: Path) -> str:
+def l1(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A local L1 file; its window is WINDOW, or the test's ``indirect`` parameter."""
+    window = getattr(request, "param", WINDOW)
     spec = f"local:{tmp_path / 'l1.sqlite3'}"
-    result = ok("l1", "init", "--l1", spec, "--window", str(WINDOW))
-    assert result["window"] == WINDOW
+    result = ok("l1", "init", "--l1", spec, "--window", str(window))
+    assert result["window"] == window
     return spec
 
 
@@ -306,3 +310,99 @@ def test_a_silent_player_loses_to_a_forced_move(nodes: list[NodeProc], l1: str) 
     assert closed["payouts"] == {alice.node_id: 20, bob.node_id: 0}
     forced = alice.wait_log("forcing a move on L1")
     assert forced["seq"] == 3
+
+
+@pytest.mark.parametrize("l1", [6], indirect=True)  # time to refute, then to answer
+def test_a_second_update_forced_at_a_signed_seq_is_refuted(nodes: list[NodeProc], l1: str) -> None:
+    alice, bob = _start_pair(nodes, l1)
+    channel = _open(alice, bob, "--app", "tictactoe", "--peer-deposit", "10", deposit=10)
+    moves = [(alice, 0), (bob, 4), (alice, 1), (bob, 5), (alice, 8)]  # X missed cell 2
+    for node, cell in moves:
+        _move(node, channel, cell)
+    alice.stop()
+    # Alice cheats: she registers seq 4 and forces, at seq 5, the move she wishes she had
+    # made (cell 2, three in a row) where both signed cell 8. Bob's node is paused
+    # meanwhile, so it first sees the forced update.
+    from adapters.local import LocalL1
+    from bfs_smr import CommandEntry, SignedUpdate, Update
+    from bfs_smr.runtime._datadir import DataDir
+    from bfs_smr.runtime._registry import load_app
+    from bfs_smr.runtime.store import Store
+
+    cid = bytes.fromhex(channel)
+    with Store(alice.dir) as store:
+        params = store.params(cid)
+        registered, signed = store.log_range(cid, 4, 5)
+    app = load_app("tictactoe")
+    state = app.initial_state(params)
+    for actor, (_, cell) in zip((0, 1, 0, 1), moves, strict=False):
+        state = app.apply(state, {"cell": cell}, actor)
+    won = app.apply(state, {"cell": 2}, 0)
+    other = Update(
+        channel_id=cid,
+        seq=5,
+        prev_hash=registered.update.entry_hash(),
+        app_id=params.app_id,
+        commands=(CommandEntry(0, signed.update.commands[0].ref, {"cell": 2}),),
+        state_hash=app.state_hash(won),
+        outcome=app.checked_outcome(won, params),
+    )
+    cheat = LocalL1(Path(l1.removeprefix("local:"))).adapter(bytes.fromhex(alice.node_id))
+    sig = DataDir(alice.dir).identity().sign(cheat.format.digest(other, other.body()))
+    assert bob.proc is not None
+    bob.proc.send_signal(signal.SIGSTOP)
+    try:
+        cheat.unilateral_close(registered)
+        cheat.force_move(app.encode_state(state), SignedUpdate(other, (sig, None)))
+    finally:
+        bob.proc.send_signal(signal.SIGCONT)
+    # A doubly-signed update beats one forced at its seq: Bob's node refutes with cell 8.
+    refuted = bob.wait_log("stale close on L1: refuting")
+    assert refuted["registered_seq"] == 5 and refuted["our_seq"] == 5, refuted
+    bob.wait_log("L1 refute")
+    # Now it is Bob's move on L1, and he wins with it.
+    answer = ok("channel", "send", "--data-dir", str(bob.dir), channel, '{"cell": 3}')
+    assert answer["forced"] is True and answer["seq"] == 6, answer
+    closed = bob.call("close", channel=channel)
+    assert closed["payouts"] == {alice.node_id: 0, bob.node_id: 20}, closed
+    assert not [e for e in bob.log_events() if e.get("event") == "adopted a move forced on L1"]
+
+
+@pytest.mark.parametrize("l1", [6], indirect=True)  # long enough to come back and answer
+def test_a_player_adopts_the_move_forced_on_l1_and_answers(nodes: list[NodeProc], l1: str) -> None:
+    alice, bob = _start_pair(nodes, l1)
+    channel = _open(alice, bob, "--app", "tictactoe", "--peer-deposit", "10", deposit=10)
+    _move(alice, channel, 0)
+    _move(bob, channel, 4)
+    bob.stop()
+    pending = cli(
+        "channel", "send", "--data-dir", str(alice.dir), channel, '{"cell": 8}', "--timeout", "1"
+    )
+    assert pending.code == 2 and "pending" in pending.stderr
+    closed: list[dict[str, Any]] = []
+    closing = threading.Thread(
+        target=lambda: closed.append(
+            ok("channel", "close", "--data-dir", str(alice.dir), channel, "--unilateral")
+        )
+    )
+    closing.start()
+    try:
+        assert alice.wait_log("forcing a move on L1")["seq"] == 3
+        # Bob comes back while the window runs: his node takes Alice's forced move as the
+        # position, and it is his turn.
+        bob.start()
+        adopted = bob.wait_log("adopted a move forced on L1")
+        assert adopted["seq"] == 3 and adopted["to_move"] == "this node", adopted
+        shown = ok("channel", "show", "--data-dir", str(bob.dir), channel)
+        assert shown["phase"] == "closing" and shown["to_move"] == bob.node_id, shown
+        assert shown["state"][0] == [1, 0, 0, 0, 2, 0, 0, 0, 1], shown
+        # His move goes to L1 as a force move in turn, with a fresh window for Alice.
+        answer = ok("channel", "send", "--data-dir", str(bob.dir), channel, '{"cell": 2}')
+        assert answer["forced"] is True and answer["seq"] == 4, answer
+        theirs = alice.wait_log("adopted a move forced on L1")
+        assert theirs["seq"] == 4 and theirs["to_move"] == "this node", theirs
+    finally:
+        closing.join(60)
+    # Alice does not answer in her window: to move when it settles, she forfeits the pot.
+    assert closed and closed[0]["payouts"] == {alice.node_id: 0, bob.node_id: 20}, closed
+    assert ok("l1", "balance", "--l1", l1, bob.node_id)["balance"] == 1_000 - 10 + 20

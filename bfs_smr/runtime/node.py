@@ -59,7 +59,7 @@ from .._messages import (
     SendMessage,
     ServeLog,
 )
-from .._update import ChannelParams
+from .._update import ChannelParams, SignedUpdate
 from . import transport
 from ._control import serve_control
 from ._datadir import DataDir, parse_hex_id, parse_hostport
@@ -128,6 +128,7 @@ class _Chan:
     finalized_at: float | None = None
     l1_busy: bool = False
     funding_sent: bool = False
+    forced_tried: int = -1  # the newest seq of a peer's forced move looked at
 
     @property
     def cid(self) -> bytes:
@@ -621,7 +622,16 @@ class Node:
             ):
                 await self._submit_close(c)
         elif status is L1ChannelStatus.CLOSING:
-            if newest is not None and newest.seq > (info.registered_seq or -1):
+            forced = info.forced
+            if newest is not None and (
+                newest.seq > (info.registered_seq or -1)
+                # A doubly-signed update beats another one forced at its seq.
+                or (
+                    forced is not None
+                    and forced.seq == newest.seq
+                    and forced.update.entry_hash() != newest.update.entry_hash()
+                )
+            ):
                 _log.warning(
                     "stale close on L1: refuting",
                     channel=c.cid.hex()[:16],
@@ -631,6 +641,8 @@ class Node:
                 await self._l1_act(c, "refute", self.l1.adapter.refute, newest)
             elif info.deadline is not None and now >= info.deadline:
                 await self._l1_act(c, "settle", self.l1.adapter.settle, c.cid)
+            elif forced is not None and self._adopt_forced(c, forced):
+                pass  # the player answers with `channel send`, forced on L1 in turn
             elif info.registered_seq == c.chan.seq and _our_move_is_signed(c):
                 await self._force(c, None)
         elif status in (L1ChannelStatus.SETTLED, L1ChannelStatus.CANCELLED):
@@ -652,6 +664,34 @@ class Node:
             return None
         finally:
             c.l1_busy = False
+
+    def _adopt_forced(self, c: _Chan, forced: SignedUpdate) -> bool:
+        """Take the peer's move forced on L1 as the position to answer; each one once."""
+        chan = c.chan
+        entries = forced.update.commands
+        if chan.committed is None or forced.seq <= max(chan.force_base[0].seq, c.forced_tried):
+            return False
+        if not entries or entries[0].actor == chan.index:
+            return False  # this node's own move
+        c.forced_tried = forced.seq
+        try:
+            chan.adopt_forced_move(forced)
+        except RemoteViolation as exc:
+            _log.warning(
+                "cannot adopt the move forced on L1",
+                channel=c.cid.hex()[:16],
+                seq=forced.seq,
+                reason=exc.reason,
+            )
+            return False
+        to_move = chan.app.to_move(chan.force_base[1])
+        _log.info(
+            "adopted a move forced on L1",
+            channel=c.cid.hex()[:16],
+            seq=forced.seq,
+            to_move=None if to_move is None else "this node" if to_move == chan.index else "peer",
+        )
+        return True
 
     async def _force(self, c: _Chan, command: Any) -> tuple[int, int | None]:
         """Force a move on L1: the one this node already signed (``command`` None), or a new
@@ -843,6 +883,8 @@ class Node:
             c.settled.append(done)
             if c.l1_status is L1ChannelStatus.FUNDING:
                 await self._l1_act(c, "cancel", self.l1.adapter.cancel, c.cid)
+            elif c.l1_status is L1ChannelStatus.CLOSING:
+                pass  # a close already runs on L1: the node settles when its window ends
             elif unilateral:
                 newest = c.chan.committed
                 if newest is None:
@@ -930,7 +972,9 @@ class Node:
         phase = chan.phase.value
         if c.l1_status in (L1ChannelStatus.CLOSING, L1ChannelStatus.SETTLED):
             phase = c.l1_status.value
-        to_move = None if chan.state is None else chan.app.to_move(chan.state)
+        # In a dispute the game goes on from the newest forced move: show that position.
+        forced, state = chan.force_base if chan.phase is Phase.DISPUTE else (None, chan.state)
+        to_move = None if state is None else chan.app.to_move(state)
         return {
             "channel": c.cid.hex(),
             "app": chan.params.app,
@@ -939,12 +983,11 @@ class Node:
             "l1": c.l1_status.value if c.l1_status else None,
             "peer": c.peer.hex(),
             "outcome": None if newest is None else self._by_node(c, newest.update.outcome),
-            "state": None
-            if chan.state is None
-            else _jsonable(decode(chan.app.encode_state(chan.state))),
+            "state": None if state is None else _jsonable(decode(chan.app.encode_state(state))),
             "to_move": None
             if to_move is None
             else (self.node_id if to_move == chan.index else c.peer).hex(),
+            "forced_seq": None if forced is None else forced.seq,
             "payouts": None if c.payouts is None else self._by_node(c, c.payouts),
         }
 
