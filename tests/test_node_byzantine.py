@@ -192,6 +192,9 @@ def test_a_byzantine_peer_is_dropped_and_the_channel_lives_on(
         assert result["close_reason"] is None, (name, result)  # no session: no close frame
         warned = logged("connection refused", peer_address=result["local_address"])
         assert warned and reason in warned[0]["reason"], (name, warned)
+        # Logged once, by the node: the transport leaves it to the node's callback.
+        once = [e for e in events if e.get("event") == "connection refused"]
+        assert len([e for e in once if result["local_address"] in e.values()]) == 1, once
         assert warned[0]["level"] == "warning"
     refused_reasons = [e["reason"] for e in logged("connection refused")]
     assert any(REFUSED["wrong_expected_id"] in r for r in refused_reasons), refused_reasons

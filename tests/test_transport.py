@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from bfs_smr import Ed25519, LocalError, Signer
 from bfs_smr.runtime.transport import (
+    KEEPALIVE,
     MAGIC,
     MAX_FRAME,
     VERSION,
@@ -351,7 +353,7 @@ class Harness:
         self.links.put_nowait(link)
 
     def on_refused(self, peer: str, reason: str) -> None:
-        assert peer.startswith(HOST + ":")
+        assert peer.startswith("127.")  # HOST, or another loopback address on purpose
         self.refusals.put_nowait((peer, reason))
 
     async def refusal(self) -> str:
@@ -413,9 +415,16 @@ class RawClient:
         self.sent = bytearray()
 
     @classmethod
-    async def connect(cls, port: int) -> RawClient:
-        reader, writer = await asyncio.open_connection(HOST, port)
+    async def connect(cls, port: int, source: str | None = None) -> RawClient:
+        """Connect to HOST:port (from the loopback address ``source``, if given)."""
+        local = None if source is None else (source, 0)
+        reader, writer = await asyncio.open_connection(HOST, port, local_addr=local)
         return cls(reader, writer)
+
+    @property
+    def address(self) -> str:
+        host, port = self.writer.get_extra_info("sockname")[:2]
+        return f"{host}:{port}"
 
     def write(self, data: bytes) -> None:
         self.sent += data
@@ -660,6 +669,59 @@ def test_bad_openings_are_refused_and_the_server_keeps_serving(opening: bytes, r
             assert await raw.read_to_end() == b""
             await raw.close()
             await srv.still_serves()
+
+    asyncio.run(main())
+
+
+def test_handshakes_in_progress_are_bounded_per_host_and_in_all() -> None:
+    async def main() -> None:
+        async with running(max_handshakes=5, max_handshakes_per_host=3) as srv:
+
+            async def refused() -> tuple[str, str]:
+                return await asyncio.wait_for(srv.refusals.get(), WAIT)
+
+            per_host = f"too many handshakes in progress from {HOST} (3)"
+            held = [await RawClient.connect(srv.port) for _ in range(3)]  # silent: pending
+            extra = await RawClient.connect(srv.port)
+            assert await refused() == (extra.address, per_host)
+            assert await extra.read_to_end() == b""  # dropped at once, not after the timeout
+            await extra.close()
+            # Another host still gets in, up to the total.
+            others = [await RawClient.connect(srv.port, source="127.0.0.2") for _ in range(2)]
+            over = await RawClient.connect(srv.port, source="127.0.0.2")
+            assert await refused() == (over.address, "too many handshakes in progress (5)")
+            await over.close()
+            # An ended handshake frees its place.
+            for raw in (*held, *others):
+                await raw.close()
+                peer, reason = await refused()
+                assert peer == raw.address and "during the handshake" in reason, reason
+            # Established links do not count: with one up, three more handshakes run.
+            link = await dial(HOST, srv.port, ALICE, BOB.public_key)
+            held = [await RawClient.connect(srv.port) for _ in range(3)]
+            extra = await RawClient.connect(srv.port)
+            assert await refused() == (extra.address, per_host)
+            for raw in (*held, extra):
+                await raw.close()
+            link.close("done")
+            await closed(link)
+
+    asyncio.run(main())
+
+
+def test_connections_keep_alive_and_skip_nagle() -> None:
+    async def main() -> None:
+        async with running() as srv:
+            link = await dial(HOST, srv.port, ALICE, BOB.public_key)
+            ends = [link, await srv.link()]
+            for end in ends:
+                sock = end._transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+                if hasattr(socket, "TCP_KEEPIDLE"):
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE[0]
+            link.close("done")
+            await closed(link)
 
     asyncio.run(main())
 

@@ -100,7 +100,17 @@ import structlog
 from .._crypto import Ed25519, Signer
 from .._errors import BfsSmrError, LocalError
 
-__all__ = ["MAX_FRAME", "Link", "SecureSession", "TransportError", "dial", "serve"]
+__all__ = [
+    "KEEPALIVE",
+    "MAX_FRAME",
+    "MAX_HANDSHAKES",
+    "MAX_HANDSHAKES_PER_HOST",
+    "Link",
+    "SecureSession",
+    "TransportError",
+    "dial",
+    "serve",
+]
 
 MAGIC = b"bfssmr-t"
 VERSION = 1
@@ -108,6 +118,14 @@ MAX_FRAME = 4 * 1024 * 1024
 """Default largest application payload of one frame, in bytes."""
 
 _log = structlog.get_logger("bfs_smr.transport")
+
+MAX_HANDSHAKES = 256
+"""Default most handshakes :func:`serve` runs at once; more connections are refused."""
+MAX_HANDSHAKES_PER_HOST = 64
+"""Default most handshakes :func:`serve` runs at once for one peer address."""
+KEEPALIVE = (30, 10, 3)
+"""TCP keepalive on every connection: idle seconds, probe interval, probes. A peer that
+vanished without closing (power cut, network gone) is noticed after about a minute."""
 
 _ID = 32  # an Ed25519 public key: the node id
 _SIG = 64
@@ -755,6 +773,46 @@ class Link:
             self._linger_timer.cancel()
 
 
+class _HandshakeGate:
+    """Counts the handshakes a server runs, in all and per peer host, and refuses more:
+    a flood of connections that never finish costs a bounded number of sockets."""
+
+    def __init__(self, total: int, per_host: int) -> None:
+        self.total = total
+        self.per_host = per_host
+        self.running = 0
+        self.by_host: dict[str, int] = {}
+
+    def enter(self, host: str) -> str | None:
+        """Admit one handshake from ``host``; or the reason to refuse it."""
+        if self.running >= self.total:
+            return f"too many handshakes in progress ({self.total})"
+        if self.by_host.get(host, 0) >= self.per_host:
+            return f"too many handshakes in progress from {host} ({self.per_host})"
+        self.running += 1
+        self.by_host[host] = self.by_host.get(host, 0) + 1
+        return None
+
+    def leave(self, host: str) -> None:
+        self.running -= 1
+        left = self.by_host[host] - 1
+        if left:
+            self.by_host[host] = left
+        else:
+            del self.by_host[host]
+
+
+def _tune(sock: socket.socket) -> None:
+    """No Nagle delay (frames are small and latency-bound), and TCP keepalive."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    names = ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT")
+    for name, value in zip(names, KEEPALIVE, strict=True):
+        option = getattr(socket, name, None)  # Linux names; elsewhere the system's defaults
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
 class _Connection(asyncio.Protocol):
     """Drives one SecureSession over one TCP connection; hands over a Link when established."""
 
@@ -766,12 +824,15 @@ class _Connection(asyncio.Protocol):
         timeout: float,
         on_established: Callable[[Link], None],
         on_refused: Callable[[str, str], None],
+        gate: _HandshakeGate | None = None,
     ) -> None:
         self._session = session
         self._deadline = deadline
         self._timeout = timeout
         self._on_established = on_established
         self._on_refused = on_refused
+        self._gate = gate
+        self._gate_host: str | None = None  # set while this handshake counts at the gate
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._link: Link | None = None
@@ -782,12 +843,19 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
+        host = "?"
         if isinstance(peer, tuple) and len(peer) >= 2:
             host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
             self.peer_address = f"{host}:{peer[1]}"
+        if self._gate is not None:
+            refusal = self._gate.enter(host)
+            if refusal is not None:
+                self._refuse(refusal)
+                return
+            self._gate_host = host
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _tune(sock)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_at(self._deadline, self._timed_out)
         hello = self._session.data_to_send()
@@ -828,6 +896,7 @@ class _Connection(asyncio.Protocol):
         # Established (frames and even the peer's close may have come in the same read).
         if self._timer is not None:
             self._timer.cancel()
+        self._leave_gate()
         link = self._link = Link(self._transport, self._session, self.peer_address, self._timeout)
         _log.info("link established", peer=self.peer_address, peer_id=_short(link.peer_id))
         try:
@@ -877,12 +946,18 @@ class _Connection(asyncio.Protocol):
         if self._link is None:
             self._refuse(f"the handshake did not complete within {self._timeout:g}s")
 
+    def _leave_gate(self) -> None:
+        if self._gate is not None and self._gate_host is not None:
+            self._gate.leave(self._gate_host)
+            self._gate_host = None
+
     def _refuse(self, reason: str) -> None:
         if self._refused:
             return
         self._refused = True
         if self._timer is not None:
             self._timer.cancel()
+        self._leave_gate()
         if self._transport is not None:
             self._transport.abort()
         try:
@@ -969,6 +1044,8 @@ async def serve(
     timeout: float = 5.0,
     max_frame: int = MAX_FRAME,
     on_refused: Callable[[str, str], None] | None = None,
+    max_handshakes: int = MAX_HANDSHAKES,
+    max_handshakes_per_host: int = MAX_HANDSHAKES_PER_HOST,
 ) -> asyncio.Server:
     """Accept connections on ``host:port``; hand each authenticated one to ``on_link``.
 
@@ -982,19 +1059,25 @@ async def serve(
             to flush what it still has to send).
         max_frame: the largest payload of one frame (both ends must agree).
         on_refused: called with ``(peer address, reason)`` for every connection refused
-            during the handshake (bad magic, timeout, unknown identity …).
+            during the handshake (bad magic, timeout, unknown identity, too many
+            handshakes …); it reports them. Without it, each is logged as a warning.
+        max_handshakes: the most handshakes in progress at once; a connection beyond
+            it is refused at once (established links do not count).
+        max_handshakes_per_host: the same, for connections from one peer address, so
+            one host cannot take all of ``max_handshakes``.
 
     Returns:
         The listening :class:`asyncio.Server`. Closing it stops accepting; it does not
         close links already handed out.
     """
     SecureSession.responder(identity, max_frame=max_frame)  # check the arguments now
+    if max_handshakes < 1 or max_handshakes_per_host < 1:
+        raise LocalError("max_handshakes and max_handshakes_per_host must be at least 1")
     loop = asyncio.get_running_loop()
+    gate = _HandshakeGate(max_handshakes, max_handshakes_per_host)
 
     def refused(peer: str, reason: str) -> None:
         _log.warning("connection refused", peer=peer, reason=reason)
-        if on_refused is not None:
-            on_refused(peer, reason)
 
     def factory() -> _Connection:
         return _Connection(
@@ -1002,7 +1085,8 @@ async def serve(
             deadline=loop.time() + timeout,
             timeout=timeout,
             on_established=on_link,
-            on_refused=refused,
+            on_refused=refused if on_refused is None else on_refused,
+            gate=gate,
         )
 
     return await loop.create_server(factory, host, port)
