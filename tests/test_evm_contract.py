@@ -9,6 +9,7 @@ nothing.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from typing import Any
 
@@ -20,7 +21,9 @@ from adapters.evm import (
     EvmFormat,
     Secp256k1,
     channel_key,
+    deployment_block,
 )
+from adapters.evm import _adapter as evm_adapter
 from adapters.evm._adapter import params_tuple, sig_tuple, state_tuple
 from adapters.evm._crypto import SECP256K1_N
 from adapters.evm.artifact import compile_artifact, load_artifact
@@ -439,3 +442,42 @@ def test_a_hostile_recipient_neither_reenters_nor_blocks_the_other_payout(
     assert w.contract_balance() == DEPOSIT
     with pytest.raises(L1Error, match="nothing is owed"):
         w.mallory.withdraw()
+
+
+def test_events_start_at_the_deployment_block_and_are_read_in_ranges(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = make_world(new_chain(kind, request))
+    deployed = int(w.chain.deploy_receipt["blockNumber"])
+    assert deployment_block(w.chain.w3, w.chain.address) == deployed
+    with pytest.raises(L1Error, match="no contract"):
+        deployment_block(w.chain.w3, os.urandom(20))
+    w.alice.open(w.params)
+    opened_in = int(w.alice.receipts[-1]["blockNumber"])
+    for _ in range(3):
+        w.chain.advance(1)
+    everything = w.bob.events()
+    assert [e.kind for e in everything][:1] == [L1EventKind.OPENED]
+    # Ranges of two blocks give the same events as one query.
+    monkeypatch.setattr(evm_adapter, "LOG_RANGE", 2)
+    queries: list[tuple[int, int]] = []
+    fresh = w.chain.adapter(w.secrets["mallory"])
+    fresh.track(w.params)
+    real = fresh.w3.eth.get_logs
+
+    def counted(filter_params: Any) -> Any:
+        queries.append((filter_params["fromBlock"], filter_params["toBlock"]))
+        return real(filter_params)
+
+    monkeypatch.setattr(fresh.w3.eth, "get_logs", counted)
+    assert fresh.events() == everything
+    latest = int(w.chain.w3.eth.block_number)
+    assert queries[0][0] == deployed  # not block 0
+    assert queries[-1][1] == latest
+    assert all(b - a == 1 or b == latest for a, b in queries), queries
+    assert all(q[1] + 1 == n[0] for q, n in itertools.pairwise(queries)), queries
+    # A later start sees only what came after it.
+    after = EvmAdapter(w.chain.w3, w.chain.address, w.secrets["mallory"], from_block=opened_in)
+    assert [e.kind for e in after.events()] == [L1EventKind.OPENED]
+    after = EvmAdapter(w.chain.w3, w.chain.address, w.secrets["mallory"], from_block=opened_in + 1)
+    assert after.events() == []

@@ -14,7 +14,13 @@ Needs the ``evm`` extra: ``pip install 'bfs-smr[evm]'``. See docs/evm.md.
 from ._adapter import EvmAdapter, channel_key, decode_slot
 from ._crypto import Secp256k1, address_of
 from ._format import EvmFormat, evm_domain
-from .deploy import adjudicator_address, check_adjudicator, connect, deploy_adjudicator
+from .deploy import (
+    adjudicator_address,
+    check_adjudicator,
+    connect,
+    deploy_adjudicator,
+    deployment_block,
+)
 from .devchain import Anvil, DevChain, find_anvil, install_anvil
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "connect",
     "decode_slot",
     "deploy_adjudicator",
+    "deployment_block",
     "evm_domain",
     "find_anvil",
     "install_anvil",

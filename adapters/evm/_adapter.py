@@ -30,7 +30,10 @@ from bfs_smr import (
 from ._crypto import Secp256k1
 from ._format import EvmFormat
 
-__all__ = ["EvmAdapter", "channel_key", "decode_slot"]
+__all__ = ["LOG_RANGE", "EvmAdapter", "channel_key", "decode_slot"]
+
+LOG_RANGE = 5_000
+"""Most blocks one log query covers (public RPC providers cap the range)."""
 
 _MASK64 = (1 << 64) - 1
 _MASK96 = (1 << 96) - 1
@@ -137,12 +140,23 @@ class EvmAdapter(L1Adapter):
         secret: the party's 32-byte secp256k1 key.
         timeout: seconds to wait for a receipt. A mined receipt counts as final: reorgs
             are not handled.
+        from_block: the first block whose logs :meth:`events` reads. Default: the block
+            the adjudicator was deployed in (see :func:`~adapters.evm.deployment_block`),
+            read in ranges of :data:`LOG_RANGE` blocks.
     """
 
     supports_force_move = False
     format: EvmFormat
 
-    def __init__(self, w3: Web3, contract: bytes, secret: bytes, *, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        w3: Web3,
+        contract: bytes,
+        secret: bytes,
+        *,
+        timeout: float = 120.0,
+        from_block: int | None = None,
+    ) -> None:
         from .artifact import load_artifact
 
         self.w3 = w3
@@ -157,7 +171,8 @@ class EvmAdapter(L1Adapter):
         self._timeout = timeout
         self._params: dict[bytes, ChannelParams] = {}
         self._events: list[L1Event] = []
-        self._scanned = -1  # last block whose logs are in _events
+        # The last block whose logs are in _events; None: find the deployment block first.
+        self._scanned: int | None = None if from_block is None else from_block - 1
         self._block_times: dict[int, int] = {}
         #: Wei this adapter spent on transaction fees.
         self.fees_paid = 0
@@ -321,18 +336,20 @@ class EvmAdapter(L1Adapter):
         An event under a tracked channel id but another key (a channel someone opened with
         the same id and other parameters) is left out: it is not this party's channel.
         """
+        if self._scanned is None:  # nothing before the adjudicator existed
+            from .deploy import deployment_block
+
+            self._scanned = deployment_block(self.w3, self.format.contract) - 1
         latest = int(self.w3.eth.block_number)
-        if latest > self._scanned:
+        while self._scanned < latest:
+            # In ranges: RPC providers refuse (or time out on) a log query over many blocks.
+            last = min(latest, self._scanned + LOG_RANGE)
             logs = self.w3.eth.get_logs(
-                {
-                    "address": self.contract.address,
-                    "fromBlock": self._scanned + 1,
-                    "toBlock": latest,
-                }
+                {"address": self.contract.address, "fromBlock": self._scanned + 1, "toBlock": last}
             )
             for log in logs:
                 self._add_event(log)
-            self._scanned = latest
+            self._scanned = last
         return self._events[max(since, 0) :]
 
     def _add_event(self, log: Any) -> None:

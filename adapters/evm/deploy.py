@@ -31,6 +31,7 @@ __all__ = [
     "check_adjudicator",
     "connect",
     "deploy_adjudicator",
+    "deployment_block",
     "parse_evm_spec",
 ]
 
@@ -98,6 +99,33 @@ def check_adjudicator(w3: Web3, address: bytes) -> None:
         )
     if code != _hex(load_artifact()["bytecode_runtime"]):
         raise L1Error(f"the contract at 0x{address.hex()} is not this release's adjudicator")
+
+
+def deployment_block(w3: Web3, address: bytes) -> int:
+    """The first block in which ``address`` has code: where its logs can begin.
+
+    A binary search over historical state (about 25 calls on a chain of 20 million
+    blocks). A node that keeps no old state (not an archive node) cannot answer it, and
+    then the answer is 0: every block may hold logs.
+
+    Raises:
+        L1Error: there is no code at ``address`` now.
+    """
+    where = to_checksum_address(address)
+    high = int(w3.eth.block_number)
+    if not w3.eth.get_code(where, high):
+        raise L1Error(f"no contract at 0x{address.hex()} on this chain")
+    low = 0  # invariant: code at ``high``; none before ``low``
+    try:
+        while low < high:
+            mid = (low + high) // 2
+            if w3.eth.get_code(where, mid):
+                high = mid
+            else:
+                low = mid + 1
+    except (Web3Exception, ValueError):  # old state pruned: assume the worst
+        return 0
+    return high
 
 
 def deploy_adjudicator(w3: Web3, sender: Any = None) -> tuple[bytes, bool]:
