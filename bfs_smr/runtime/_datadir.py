@@ -56,13 +56,19 @@ def parse_hex_id(text: str, what: str = "node id") -> bytes:
     Raises:
         LocalError: not 64 hex digits.
     """
+    value = _hex32(text)
+    if value is None:
+        raise LocalError(f"a {what} is 64 hex digits, got {text!r}")
+    return value
+
+
+def _hex32(text: str) -> bytes | None:
+    """The 32 bytes ``text`` writes as hex, or None; callers word their own errors."""
     try:
         value = bytes.fromhex(text)
     except ValueError:
-        value = b""
-    if len(value) != 32:
-        raise LocalError(f"a {what} is 64 hex digits, got {text!r}")
-    return value
+        return None
+    return value if len(value) == 32 else None
 
 
 def _read_key(path: Path, what: str) -> bytes:
@@ -75,11 +81,8 @@ def _read_key(path: Path, what: str) -> bytes:
         text = path.read_text().strip()
     except OSError as exc:
         raise LocalError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
+    key = _hex32(text)
+    if key is None:
         raise LocalError(f"{path} is damaged (not {what})")
     return key
 
