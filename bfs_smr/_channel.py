@@ -95,8 +95,13 @@ class Input(enum.Enum):
 #: resync message must fit in one peer message (MAX_MESSAGE_SIZE), or the peer refuses it
 #: and the channel would retry it forever. Half a message leaves room for the rest.
 MAX_UPDATE_COMMANDS = MAX_MESSAGE_SIZE // 2
-#: What a command entry adds around its command ([actor, ref, …]), at most.
+#: Most items (as the decoder counts them) the commands of one update may hold, with
+#: their entries: with the update around it, a proposal or a resync message stays within
+#: the decoder's MAX_ITEMS. A batch of 10,000 payments holds 70,000.
+MAX_UPDATE_ITEMS = MAX_UPDATE_COMMANDS // 6
+#: What a command entry adds around its command ([actor, ref, …]), at most: bytes, items.
 _ENTRY_OVERHEAD = 12
+_ENTRY_ITEMS = 4
 
 _S, _F = Role.SEQUENCER, Role.FOLLOWER
 _OPENING, _OPEN, _CLOSING, _CLOSED, _DISPUTE = Phase
@@ -618,9 +623,10 @@ class Channel:
                 raise CommandRejected(f"command {i} of the batch: {exc.reason}") from None
         return state
 
-    def _check_local_command(self, command: Any) -> None:
+    def _check_local_command(self, command: Any) -> int:
+        """Refuse a command that is not plain data; return its items."""
         try:
-            check_plain(command)
+            return check_plain(command)
         except CodecError as exc:
             raise LocalError(f"a command must be plain CBOR data: {exc.reason}") from None
 
@@ -633,9 +639,8 @@ class Channel:
             raise LocalError("a batch holds at least one command")
         if self._queued + len(commands) > self.max_queue:
             raise LocalError(f"{self.max_queue} commands are already waiting; try again later")
-        for command in commands:
-            self._check_local_command(command)
-        size = _commands_size(commands)
+        items = sum(self._check_local_command(command) for command in commands)
+        size = _commands_size(commands, items)
         state = self._apply_own(self._tip_state, commands)
         index = self.index
         first = self._next_ref
@@ -694,7 +699,7 @@ class Channel:
             self._deny(msg.ref, "busy")
             return
         try:
-            size = _commands_size([msg.command])
+            size = _commands_size([msg.command], check_plain(msg.command))
         except LocalError as exc:
             self._deny(msg.ref, str(exc)[:200])
             return
@@ -739,8 +744,8 @@ class Channel:
         if not commands:
             raise LocalError("a batch holds at least one command")
         for command in commands:
-            self._check_local_command(command)
-            _commands_size([command])  # each goes in a request of its own
+            # each goes in a request of its own
+            _commands_size([command], self._check_local_command(command))
         # Early check, all or nothing, against the newest state this party signed; the
         # sequencer's check against its tip is the one that counts.
         self._apply_own(self._committed_state, commands)
@@ -959,11 +964,14 @@ class Channel:
         self._set_phase(Phase.DISPUTE)
 
 
-def _commands_size(commands: list[Any]) -> int:
-    """Bytes ``commands`` add to an update, at most; refuse more than one update carries.
+def _commands_size(commands: list[Any], items: int) -> int:
+    """What ``commands`` (holding ``items`` items) add to an update, as a size in bytes
+    that also answers for their items, so that bounding the sum of sizes bounds both;
+    refuse more than one update carries.
 
     Raises:
-        LocalError: over :data:`MAX_UPDATE_COMMANDS`.
+        LocalError: over :data:`MAX_UPDATE_COMMANDS` bytes or :data:`MAX_UPDATE_ITEMS`
+            items.
     """
     size = len(encode(commands)) + _ENTRY_OVERHEAD * len(commands)
     if size > MAX_UPDATE_COMMANDS:
@@ -971,4 +979,10 @@ def _commands_size(commands: list[Any]) -> int:
             f"the commands encode to {size:,} bytes; one update carries at most "
             f"{MAX_UPDATE_COMMANDS:,} (split them)"
         )
-    return size
+    items += _ENTRY_ITEMS * len(commands)
+    if items > MAX_UPDATE_ITEMS:
+        raise LocalError(
+            f"the commands hold {items:,} items; one update carries at most "
+            f"{MAX_UPDATE_ITEMS:,} (split them)"
+        )
+    return max(size, items * (MAX_UPDATE_COMMANDS // MAX_UPDATE_ITEMS))

@@ -2,28 +2,49 @@
 
 One value, one byte string: everything that is hashed or signed is encoded with canonical
 CBOR (RFC 8949 §4.2: shortest integers, sorted map keys, definite lengths). Decoding is
-strict and bounded: input larger than the caller's limit, trailing bytes, or CBOR features
-bfs-smr never emits (tags, floats, undefined, indefinite lengths) are refused, so a peer
-cannot smuggle two encodings of one value past a hash.
+strict, bounded and linear: :func:`decode` accepts exactly what :func:`encode` writes (no
+tags, so no shared references or bignums; no floats, undefined or indefinite lengths; no
+long heads; no map keys out of order or repeated) within limits on bytes, items and
+depth. A peer can neither pass two encodings of one value past a hash nor make decoding
+cost more than a constant per input byte (docs/design.md, "Work is linear in input").
 """
 
 from __future__ import annotations
 
 import hashlib
-from io import BytesIO  # in-memory only: lets the decoder report where it stopped
 from typing import Any
 
 import cbor2
 
 from ._errors import CodecError
 
-__all__ = ["HASH_SIZE", "MAX_MESSAGE_SIZE", "check_plain", "decode", "encode", "hash_bytes"]
+__all__ = [
+    "HASH_SIZE",
+    "MAX_DEPTH",
+    "MAX_ITEMS",
+    "MAX_MESSAGE_SIZE",
+    "check_plain",
+    "decode",
+    "encode",
+    "hash_bytes",
+]
 
 #: Size in bytes of every hash in the framework (BLAKE2b-256).
 HASH_SIZE = 32
 
 #: Upper bound on one decoded protocol message or stored value, in bytes.
 MAX_MESSAGE_SIZE = 1 << 20
+
+#: Upper bound on the items (containers, their members and map keys) of one decoded or
+#: checked value. A payments update of 10,000 commands holds about 60,000.
+MAX_ITEMS = 1 << 17
+
+#: Deepest nesting of arrays and maps in a command or a state (:func:`check_plain`).
+MAX_DEPTH = 32
+
+# Messages wrap commands at most seven levels deep (entries → signed update → update →
+# commands → entry → command), so decode allows that much more.
+_DECODE_DEPTH = MAX_DEPTH + 8
 
 
 def encode(value: Any) -> bytes:
@@ -47,78 +68,193 @@ def encode(value: Any) -> bytes:
 
 _SCALARS = frozenset((int, str, bytes, bool, type(None)))
 _KEYS = frozenset((str, int))
+# Scalars that need no look beyond their type (an int needs its range checked).
+_PLAIN = frozenset((str, bytes, bool, type(None)))
+# The integers CBOR writes with a head of its own; larger ones would need a bignum tag.
+_INT_MIN, _INT_MAX = -(1 << 64), (1 << 64) - 1
 
 
-def check_plain(value: Any, depth: int = 0) -> None:
-    """Check that a decoded value holds only plain CBOR data.
+def check_plain(value: Any, *, max_items: int = MAX_ITEMS) -> int:
+    """Check that a value built in this process (a command from the local user or an app,
+    JSON from the control endpoint) holds only plain data that :func:`encode` writes
+    canonically: ``None``, ``bool``, ``int``, ``str``, ``bytes``, lists, and dicts keyed
+    by text or integers. Values from :func:`decode` are plain already.
 
-    cbor2 turns some tags into rich objects (datetimes, decimals …) and floats decode
-    too; bfs-smr emits none of these, so a value that holds one came from a hostile peer.
+    The walk stops after ``max_items`` items or :data:`MAX_DEPTH` levels, so a value whose
+    lists share members (a DAG that is exponential as a tree) is refused quickly.
+
+    Returns:
+        The items the value holds, counted as :func:`decode` counts them.
 
     Raises:
-        CodecError: an unsupported item, or nesting deeper than 32.
+        CodecError: an unsupported item, nesting deeper than :data:`MAX_DEPTH`, or more
+            than ``max_items`` items.
     """
-    # The depth bound stops a hostile peer from nesting its way into a RecursionError.
-    if depth > 32:
-        raise CodecError("value nested too deeply")
+    budget = [max_items]
+    _check(value, 0, budget)
+    return max_items - budget[0]
+
+
+def _check(value: Any, depth: int, budget: list[int]) -> None:
     kind = type(value)
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise CodecError("an integer outside CBOR's 64-bit range")
+        return
     if kind in _SCALARS:
         return
+    if kind is not list and kind is not dict:
+        raise CodecError(f"unsupported item of type {kind.__name__}")
+    if depth >= MAX_DEPTH:
+        raise CodecError("value nested too deeply")
+    budget[0] -= (len(value) if kind is list else 2 * len(value)) + 1
+    if budget[0] < 0:
+        raise CodecError("too many items")
     # Scalars inside are checked here rather than by a call each: commands are mostly
     # small maps of scalars, and batches check thousands of them.
     if kind is list:
         for item in value:
-            if type(item) not in _SCALARS:
-                check_plain(item, depth + 1)
+            if type(item) not in _PLAIN:
+                _check(item, depth + 1, budget)
         return
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) not in _KEYS:
-                raise CodecError("map keys must be text or integers")
-            if type(item) not in _SCALARS:
-                check_plain(item, depth + 1)
-        return
-    raise CodecError(f"unsupported CBOR item of type {kind.__name__}")
+    for key, item in value.items():
+        if type(key) not in _KEYS:
+            raise CodecError("map keys must be text or integers")
+        if type(key) is int or type(item) not in _PLAIN:
+            _check(key, depth + 1, budget)
+            _check(item, depth + 1, budget)
 
 
-def decode(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, canonical: bool = True) -> Any:
-    """Decode canonical CBOR bytes produced by :func:`encode`.
+def decode(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_items: int = MAX_ITEMS) -> Any:
+    """Decode canonical CBOR bytes produced by :func:`encode`: the one decoder for every
+    byte string that comes from outside the process (peer frames, node frames, control
+    requests, stored values, state bytes handed to an L1).
+
+    It accepts exactly what :func:`encode` writes and nothing else, in one pass whose work
+    is linear in ``len(data)``: shortest-form heads, definite lengths, map keys that are
+    integers or text in canonical order (so no duplicates), no tags (so no shared
+    references, bignums or other objects), no floats, only the simple values false, true
+    and null, UTF-8 text, nesting at most :data:`MAX_DEPTH` deep and at most ``max_items``
+    items in all. A value that passes is plain data, so callers need no
+    :func:`check_plain` after it, and re-encoding it gives back ``data`` exactly.
 
     Args:
         data: the bytes.
         max_size: refuse input longer than this.
-        canonical: require canonical form and plain items throughout. Protocol message
-            parsing turns this off for speed: it never hashes received bytes (it
-            re-encodes the fields it has checked) and calls :func:`check_plain` on the
-            free-form parts itself. Trailing bytes are refused either way.
+        max_items: refuse input that holds more items (each container, each of its
+            members, each map key) than this.
 
     Returns:
         The value, with arrays as lists.
 
     Raises:
-        CodecError: too large, malformed, trailing bytes, a non-canonical encoding, or an
-            item type bfs-smr never emits.
+        CodecError: too large, malformed, trailing bytes, or anything :func:`encode` would
+            not have written.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError("expected bytes")
-    if len(data) > max_size:
-        raise CodecError(f"{len(data)} bytes is over the limit of {max_size}")
-    data = bytes(data)
-    stream = BytesIO(data)
+    size = len(data)
+    if size > max_size:
+        raise CodecError(f"{size} bytes is over the limit of {max_size}")
     try:
-        value = cbor2.CBORDecoder(stream).decode()
-    except Exception as exc:  # noqa: BLE001 - cbor2 raises many types on hostile input
-        raise CodecError(f"malformed CBOR: {type(exc).__name__}") from None
-    if stream.tell() != len(data):
+        value, end = _item(bytes(data), 0, 0, [max_items])
+    except IndexError:
+        raise CodecError("malformed CBOR: truncated") from None
+    if end != size:
         raise CodecError("trailing bytes after the value")
-    if not canonical:
-        return value
-    check_plain(value)
-    # Canonical form is what gets hashed, so accept only input that is already canonical:
-    # re-encoding must reproduce it exactly.
-    if cbor2.dumps(value, canonical=True) != data:
-        raise CodecError("not in canonical form")
     return value
+
+
+# The smallest argument each head length may carry: anything below has a shorter head.
+_HEAD_MIN = {24: 24, 25: 1 << 8, 26: 1 << 16, 27: 1 << 32}
+_HEAD_LEN = {24: 1, 25: 2, 26: 4, 27: 8}
+_SIMPLE = {0xF4: False, 0xF5: True, 0xF6: None}
+
+
+def _item(data: bytes, pos: int, depth: int, budget: list[int]) -> tuple[Any, int]:
+    """Decode the item at ``pos``; return it and the position after it."""
+    initial = data[pos]  # IndexError past the end: the caller reports truncation
+    major, info = initial >> 5, initial & 31
+    pos += 1
+    if major == 7:
+        if initial in _SIMPLE:
+            return _SIMPLE[initial], pos
+        raise CodecError("unsupported CBOR item: a float or a simple value other than bool/null")
+    if info < 24:
+        arg = info
+    elif info < 28:
+        width = _HEAD_LEN[info]
+        end = pos + width
+        if end > len(data):
+            raise CodecError("malformed CBOR: truncated")
+        arg = int.from_bytes(data[pos:end], "big")
+        if arg < _HEAD_MIN[info]:
+            raise CodecError("not in canonical form: a head longer than needed")
+        pos = end
+    elif info == 31:
+        raise CodecError("unsupported CBOR item: indefinite length")
+    else:
+        raise CodecError("malformed CBOR: reserved head")
+    if major == 0:
+        return arg, pos
+    if major == 1:
+        return -1 - arg, pos
+    if major in (2, 3):
+        end = pos + arg
+        if end > len(data):
+            raise CodecError("malformed CBOR: truncated")
+        if major == 2:
+            return data[pos:end], end
+        try:
+            return data[pos:end].decode("utf-8"), end
+        except UnicodeDecodeError:
+            raise CodecError("malformed CBOR: text is not UTF-8") from None
+    if major == 6:
+        raise CodecError("unsupported CBOR item: a tag")
+    # An array or a map: every member takes at least a byte, so a length the rest of the
+    # input cannot hold is refused before any work is done for it.
+    members = arg if major == 4 else 2 * arg
+    if members > len(data) - pos:
+        raise CodecError("malformed CBOR: truncated")
+    budget[0] -= members + 1
+    if budget[0] < 0:
+        raise CodecError("too many items")
+    if depth >= _DECODE_DEPTH:
+        raise CodecError("value nested too deeply")
+    depth += 1
+    if major == 4:
+        items: list[Any] = []
+        append = items.append
+        for _ in range(arg):
+            initial = data[pos]
+            if initial < 24:  # a small unsigned integer: the commonest item, taken inline
+                append(initial)
+                pos += 1
+            else:
+                value, pos = _item(data, pos, depth, budget)
+                append(value)
+        return items, pos
+    result: dict[Any, Any] = {}
+    previous = b""
+    for _ in range(arg):
+        start = pos
+        kind = data[pos] >> 5
+        if kind not in (0, 1, 3):
+            raise CodecError("map keys must be text or integers")
+        key, pos = _item(data, pos, depth, budget)
+        encoded = data[start:pos]
+        # Canonical order (as encode writes it): shorter encodings first, then bytewise.
+        # Strictly increasing, so no key appears twice.
+        if len(encoded) < len(previous) or (len(encoded) == len(previous) and encoded <= previous):
+            raise CodecError("not in canonical form: map keys out of order or repeated")
+        previous = encoded
+        initial = data[pos]
+        if initial < 24:
+            result[key] = initial
+            pos += 1
+        else:
+            result[key], pos = _item(data, pos, depth, budget)
+    return result, pos
 
 
 def item_head(major: int, n: int) -> bytes:

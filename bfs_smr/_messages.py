@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from ._codec import HASH_SIZE, MAX_MESSAGE_SIZE, check_plain, decode, encode, item_head
+from ._codec import HASH_SIZE, MAX_MESSAGE_SIZE, decode, encode, item_head
 from ._errors import CodecError
 from ._update import SignedUpdate, Update
 
@@ -175,7 +175,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
     Raises:
         CodecError: undecodable, oversized, unknown kind, or a field of the wrong shape.
     """
-    value = decode(data, max_size=max_size, canonical=False)
+    value = decode(data, max_size=max_size)
     if type(value) is not list or len(value) < 2:
         raise CodecError("a message is an array [kind, channel_id, ...]")
     kind, cid = value[0], value[1]
@@ -187,13 +187,10 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
             update = Update.from_value(value[2])
         except ValueError as exc:
             raise CodecError(f"malformed update: {exc}") from None
-        for entry in update.commands:
-            check_plain(entry.command)
         return Propose(channel_id=cid, update=update, signature=_sig(value[3]))
     if kind == MessageKind.ACCEPT and n == 4:
         return Accept(channel_id=cid, seq=_int(value[2], "seq"), signature=_sig(value[3]))
     if kind == MessageKind.REQUEST and n == 4:
-        check_plain(value[3])
         return Request(channel_id=cid, ref=_int(value[2], "ref"), command=value[3])
     if kind == MessageKind.CLOSE_REQUEST and n == 3:
         return CloseRequest(channel_id=cid, ref=_int(value[2], "ref"))
@@ -215,9 +212,6 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
             entries = tuple(SignedUpdate.from_value(item) for item in items)
         except ValueError as exc:
             raise CodecError(f"malformed entry: {exc}") from None
-        for signed in entries:
-            for item in signed.update.commands:
-                check_plain(item.command)
         return Entries(channel_id=cid, entries=entries)
     raise CodecError(f"unknown message kind or wrong length: {kind!r}/{n}")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._codec import MAX_MESSAGE_SIZE
+from ._codec import MAX_ITEMS
 from ._errors import CommandRejected, LocalError
 from ._messages import (
     MAX_ENTRIES,
@@ -33,6 +33,10 @@ from ._update import SignedUpdate
 
 if TYPE_CHECKING:
     from ._channel import Channel
+
+#: Bytes of one resync message holding several entries (see serve_log): with one update
+#: of MAX_UPDATE_ITEMS beside them, within the decoder's MAX_ITEMS.
+_CHUNK_BYTES = MAX_ITEMS // 4
 
 __all__ = [
     "CLOSE_MARK",
@@ -96,14 +100,16 @@ def serve_log(chan: Channel, entries: list[SignedUpdate]) -> None:
     if [e.seq for e in entries] != list(range(first, last + 1)):
         raise LocalError(f"serve_log needs exactly the entries {first}..{last}")
     chan._serving = None
-    # Chunks of at most MAX_ENTRIES entries and half a message of bytes: a log of big
-    # batched updates must not become an ENTRIES message the peer refuses as oversized
-    # (each update alone is far smaller: its commands are bounded by MAX_UPDATE_COMMANDS).
+    # Chunks of at most MAX_ENTRIES entries and _CHUNK_BYTES, or one entry alone: a log
+    # of big batched updates must not become an ENTRIES message the peer refuses as too
+    # large or as holding too many items (an update alone is within both: its commands
+    # are bounded by MAX_UPDATE_COMMANDS and MAX_UPDATE_ITEMS; a chunk of several holds
+    # at most as many items as bytes).
     chunk: list[SignedUpdate] = []
     size = 0
     for entry in entries:
         entry_size = len(entry.encoded())
-        if chunk and (len(chunk) == MAX_ENTRIES or size + entry_size > MAX_MESSAGE_SIZE // 2):
+        if chunk and (len(chunk) == MAX_ENTRIES or size + entry_size > _CHUNK_BYTES):
             chan._send(Entries(channel_id=chan.channel_id, entries=tuple(chunk)))
             chunk, size = [], 0
         chunk.append(entry)

@@ -128,7 +128,7 @@ class Attacker:
             if not data:
                 session.receive_eof()  # raises: the node ended the connection
             for frame in session.receive_data(data):
-                message = decode(frame[1:], canonical=False)
+                message = decode(frame[1:])
                 assert frame[:1] == NODE_FRAME and message[0] == "account", message
             out = session.data_to_send()
 
@@ -320,6 +320,17 @@ class Attacker:
         result["payload_bytes"] = len(junk)
         return result
 
+    async def shared_refs(self) -> Result:
+        # ~400 bytes that cbor2 decodes into a DAG of 2**40 paths (tags 28/29): walked as a
+        # tree it froze the node (issue 11, defect 1). The node refuses any tag.
+        result = await self.frame(NODE_FRAME + shared_reference_bomb(40))
+        return result
+
+    async def colliding_keys(self) -> Result:
+        # A map whose 2,000 integer keys all hash alike in Python (multiples of 2**61 - 1,
+        # as tag-2 bignums): quadratic to build as a dict (issue 11, defect 2).
+        return await self.frame(NODE_FRAME + colliding_key_map(2_000))
+
     async def _open(self, params_value: Any) -> Result:
         """Send an "open"; wait for the node's reply, then close the link from this end."""
         reader, writer, result = await self.connect()
@@ -342,11 +353,9 @@ class Attacker:
                             break
                         # The victim announces its own channel key first: not the reply.
                         frames += [
-                            f
-                            for f in session.receive_data(data)
-                            if decode(f[1:], canonical=False)[0] != "account"
+                            f for f in session.receive_data(data) if decode(f[1:])[0] != "account"
                         ]
-            reply = decode(frames[0][1:], canonical=False) if frames else None
+            reply = decode(frames[0][1:]) if frames else None
             result["open_reply"] = (
                 {"channel": reply[1].hex(), "refused": reply[2]} if reply else None
             )
@@ -445,6 +454,27 @@ class Attacker:
         }
 
 
+def shared_reference_bomb(levels: int) -> bytes:
+    """An array of ``levels`` shareable arrays, each holding two references to the one
+    before it: a few bytes a level, 2**levels paths through the decoded value."""
+    out = [bytes([0x98, levels]), bytes.fromhex("d81c820000")]  # shareable [0, 0]
+    for i in range(levels - 1):
+        ref = bytes.fromhex("d81d") + encode(i)  # a reference to shared value i
+        out.append(bytes.fromhex("d81c82") + ref + ref)
+    return b"".join(out)
+
+
+def colliding_key_map(count: int) -> bytes:
+    """A CBOR map of ``count`` bignum keys that share one Python hash."""
+    modulus = (1 << 61) - 1
+    head = bytes([0xB9]) + count.to_bytes(2, "big")
+    items = []
+    for i in range(1, count + 1):
+        key = (i * modulus).to_bytes(16, "big").lstrip(b"\x00")
+        items.append(bytes([0xC2, 0x40 + len(key)]) + key + b"\x00")
+    return head + b"".join(items)
+
+
 ATTACKS = [
     "genuine",
     "garbage",
@@ -461,6 +491,8 @@ ATTACKS = [
     "empty_frame",
     "foreign_channel",
     "big_junk",
+    "shared_refs",
+    "colliding_keys",
     "bad_open",
     "malformed_open",
     "poison_open",

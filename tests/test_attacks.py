@@ -422,12 +422,21 @@ def test_overdraft_signed_by_the_sequencer_is_refused():
 
 @pytest.mark.parametrize(
     "command",
-    [{"pay": 0}, {"pay": -1}, {"pay": "100"}, {"pay": 10, "x": 1}, None, [1], {"pay": 2**80}],
+    [{"pay": 0}, {"pay": -1}, {"pay": "100"}, {"pay": 10, "x": 1}, None, [1]],
 )
 def test_malformed_command_signed_by_the_sequencer_is_refused(command):
     duo = opened("payments", (100, 50))
     bad = craft(duo, (CommandEntry(0, 1, command),), state=(0, 150))
     assert_refused(duo.bob, propose(duo, bad), "invalid transition")
+    assert_honest_round_works(duo, honest_proposal(duo, 10))
+
+
+def test_bignum_in_a_signed_command_is_refused_by_the_decoder():
+    # 2**80 has no CBOR integer head: cbor2 writes it as a tag-2 bignum, which bfs-smr
+    # never writes, so the message is refused before the app sees it.
+    duo = opened("payments", (100, 50))
+    bad = craft(duo, (CommandEntry(0, 1, {"pay": 2**80}),), state=(0, 150))
+    assert_refused(duo.bob, propose(duo, bad), "malformed message: unsupported CBOR item: a tag")
     assert_honest_round_works(duo, honest_proposal(duo, 10))
 
 

@@ -340,3 +340,31 @@ def test_a_denial_may_overtake_an_earlier_queued_request():
     assert [f.ref for f in pair.bob.failed] == [second]
     assert first in [c.ref for c in pair.bob.committed if c.local]
     assert pair.alice.chan.committed == pair.bob.chan.committed
+
+
+def test_the_largest_batches_decode_on_the_peer_and_in_a_resync():
+    # The sender bounds an update's items as well as its bytes, so that every proposal and
+    # resync message stays within the peer decoder's MAX_ITEMS (issue 11): a batch the
+    # sender takes, the peer must take too.
+    from bfs_smr._channel import MAX_UPDATE_ITEMS
+    from bfs_smr._codec import MAX_ITEMS
+    from bfs_smr._messages import Entries, SendMessage, parse_message
+
+    _, pair = opened(deposits=(10**9, 0), max_batch=1)
+    dense = [[0] * 40 for _ in range(MAX_UPDATE_ITEMS // 40)]  # items dense in bytes
+    with pytest.raises(LocalError, match="items; one update carries at most"):
+        pair.alice.chan.issue_batch([{"pay": 1, "memo": d} for d in dense])
+    for _ in range(3):
+        pair.alice.chan.issue_batch([{"pay": 1}] * 10_000)  # 70,000 items each
+    pair.alice.chan.issue_batch([{"pay": 1}] * 100)
+    pair.pump()
+    assert pair.bob.chan.seq == 4 and pair.bob.chan.state == (10**9 - 30_100, 30_100)
+    # Serving the log in a resync: big updates go alone, and each message decodes.
+    pair.alice.chan._serving = (1, 4)
+    pair.alice.chan.serve_log(pair.alice.log[1:5])
+    sent = [e.data for e in pair.alice.chan.effects() if isinstance(e, SendMessage)]
+    served = [parse_message(data) for data in sent]
+    assert all(isinstance(m, Entries) for m in served)
+    assert [e.seq for m in served for e in m.entries] == [1, 2, 3, 4]
+    assert len(served) == 4  # a message holds several entries only within _CHUNK_BYTES
+    assert 70_000 <= MAX_UPDATE_ITEMS < MAX_ITEMS

@@ -89,3 +89,143 @@ def test_signatures_encode_as_the_encoder_would(sigs):
     from bfs_smr._codec import encode_signatures
 
     assert encode_signatures(tuple(sigs)) == encode(sigs)
+
+
+# -- the hardened decoder (issue 11): anything encode would not write is refused ---------
+
+from bfs_smr._codec import MAX_DEPTH, check_plain  # noqa: E402
+
+
+def _shared_reference_bomb(levels: int) -> bytes:
+    # shareable [0, 0], then arrays holding two references to the previous one
+    out = [bytes([0x98, levels]), bytes.fromhex("d81c820000")]
+    for i in range(levels - 1):
+        ref = bytes.fromhex("d81d") + encode(i)
+        out.append(bytes.fromhex("d81c82") + ref + ref)
+    return b"".join(out)
+
+
+def test_shared_references_are_refused():
+    bomb = _shared_reference_bomb(40)  # under 400 bytes, 2**40 paths as a tree
+    assert len(bomb) < 400
+    shared = cbor2.loads(bomb)
+    assert shared[-1][0] is shared[-1][1]  # what cbor2 makes of it: a DAG
+    with pytest.raises(CodecError, match="a tag"):
+        decode(bomb)
+
+
+def test_keys_sharing_a_python_hash_are_refused():
+    # Integers equal modulo 2**61 - 1 hash alike; beyond 64 bits they need a bignum tag.
+    modulus = (1 << 61) - 1
+    keys = [i * modulus for i in range(1, 50)]
+    assert len({hash(k) for k in keys}) == 1
+    with pytest.raises(CodecError):
+        decode(cbor2.dumps(dict.fromkeys(keys, 0)))
+    # Within 64 bits at most a handful of integers share a hash.
+    assert len([k for k in keys if k < 1 << 64]) <= 8
+
+
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (bytes.fromhex("a2616101616102"), "duplicate key"),
+        (bytes.fromhex("a2616201616101"), "keys out of order"),
+        (bytes.fromhex("a2626161016162"[:-2] + "02"), "keys by length first"),
+        (bytes.fromhex("a1f601"), "null as a key"),
+        (bytes.fromhex("a14100f6"), "bytes as a key"),
+        (bytes.fromhex("a1810000"), "array as a key"),
+        (bytes.fromhex("5f41ff"), "indefinite bytes"),
+        (bytes.fromhex("bf0000ff"), "indefinite map"),
+        (bytes.fromhex("f7"), "undefined"),
+        (bytes.fromhex("f820"), "simple value"),
+        (bytes.fromhex("f93c00"), "half float"),
+        (bytes.fromhex("1c"), "reserved head"),
+        (bytes.fromhex("190001"), "two-byte head for 1"),
+        (bytes.fromhex("1a0000ffff"), "four-byte head for a two-byte value"),
+        (bytes.fromhex("3800"), "one-byte head for -1"),
+        (bytes.fromhex("6180"), "text that is not UTF-8"),
+        (bytes.fromhex("62eda080"), "a surrogate in text"),
+        (bytes.fromhex("c249010000000000000000"), "a bignum"),
+        (bytes.fromhex("d81c820000"), "shareable"),
+        (bytes.fromhex("9bffffffffffffffff"), "an array longer than the input"),
+        (bytes.fromhex("5a7fffffff"), "bytes longer than the input"),
+        (bytes.fromhex("82"), "truncated array"),
+    ],
+)
+def test_decode_refuses_what_encode_never_writes(data, why):
+    with pytest.raises(CodecError):
+        decode(data)
+
+
+def test_mixed_keys_in_canonical_order_decode():
+    value = {10: 1, -1: 2, "a": 3, "z": 4, 1000: 5, "bb": 6}
+    assert decode(encode(value)) == value
+
+
+def test_decode_bounds_items():
+    data = encode([[0]] * 100)
+    # each container counts itself and its members: 101 + 100 * 2
+    assert decode(data, max_items=301) == [[0]] * 100
+    with pytest.raises(CodecError, match="too many items"):
+        decode(data, max_items=300)
+
+
+def test_decode_depth_leaves_room_for_a_command_in_a_message():
+    command = [0]
+    for _ in range(MAX_DEPTH - 1):
+        command = [command]
+    check_plain(command)  # as deep as a command may be
+    message = [[[[[[[command]]]]]]]  # wrapped as deep as a resync message wraps it
+    assert decode(encode(message)) == message
+    with pytest.raises(CodecError, match="nested"):
+        check_plain([command])
+
+
+def test_check_plain_refuses_shared_structure_quickly():
+    value: list = [0, 0]
+    for _ in range(60):
+        value = [value, value]  # 2**60 leaves as a tree
+    with pytest.raises(CodecError):
+        check_plain(value)
+    dag: list = [0]
+    for _ in range(25):
+        dag = [dag] * 40  # shallow enough, but the walk is bounded by items
+    with pytest.raises(CodecError, match="too many items"):
+        check_plain(dag)
+
+
+def test_check_plain_counts_items_as_decode_does():
+    value = {"pay": 1, "memo": ["a", {"b": [1, 2]}]}
+    data = encode(value)
+    used = check_plain(value)
+    decode(data, max_items=used)
+    with pytest.raises(CodecError, match="too many items"):
+        decode(data, max_items=used - 1)
+
+
+@pytest.mark.parametrize("n", [2**64, -(2**64) - 1, 2**80])
+def test_check_plain_refuses_integers_that_need_a_bignum(n):
+    with pytest.raises(CodecError, match="64-bit"):
+        check_plain({"pay": n})
+    check_plain({"pay": 2**64 - 1, "x": -(2**64)})
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_decode_to_their_own_encoding_or_are_refused(data):
+    try:
+        value = decode(data)
+    except CodecError:
+        return
+    assert encode(value) == data
+
+
+@given(plain)
+def test_canonical_bytes_with_one_byte_changed_are_refused_or_canonical(value):
+    data = bytearray(encode(value))
+    for i in range(len(data)):
+        mutated = bytes(data[:i]) + bytes([data[i] ^ 0x20]) + bytes(data[i + 1 :])
+        try:
+            back = decode(mutated)
+        except CodecError:
+            continue
+        assert encode(back) == mutated

@@ -47,16 +47,20 @@ CLOSED = {
     "empty_frame": "unknown frame kind -1",
     "foreign_channel": "a message for a channel this peer is not in",
     "big_junk": "malformed node message: 4194303 bytes is over the limit of 65536",
+    # issue 11, defects 1 and 2: refused by the decoder in linear time, not walked
+    "shared_refs": "malformed node message: unsupported CBOR item: a tag",
+    "colliding_keys": "malformed node message: map keys must be text or integers",
+    # a float is not something the codec writes: the node message itself is refused
+    "poison_open": "malformed node message: unsupported CBOR item: a float",
 }
 # the subset of CLOSED the node itself judges ("peer broke the protocol", a warning);
 # the others the transport catches before any frame reaches the node
 PROTOCOL = ("undecodable_node_message", "unknown_frame_kind", "empty_frame", "foreign_channel")
-PROTOCOL += ("big_junk",)
+PROTOCOL += ("big_junk", "shared_refs", "colliding_keys", "poison_open")
 # attack -> the node's answer to the "open" (a refusal; the link may stay up)
 OPEN_REFUSED = {
     "bad_open": "the participants must be the opener's and this node's accounts",
     "malformed_open": "malformed channel parameters",
-    "poison_open": "malformed channel parameters: unsupported CBOR item of type float",
 }
 
 

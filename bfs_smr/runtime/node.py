@@ -427,7 +427,7 @@ class Node:
 
     def _on_node_message(self, link: transport.Link, data: bytes) -> None:
         try:
-            msg = decode(data, max_size=MAX_NODE_MESSAGE, canonical=False)
+            msg = decode(data, max_size=MAX_NODE_MESSAGE)
         except CodecError as exc:
             raise _Misbehaviour(f"malformed node message: {exc.reason}") from None
         if type(msg) is not list or not msg:
@@ -458,10 +458,6 @@ class Node:
         cid = b""
         try:
             try:
-                # The node message was decoded without the plain-data check: a float or a
-                # tagged object stored here would make the store unreadable (and the node
-                # unable to start), so check before anything is parsed or stored.
-                check_plain(value)
                 params = params_from_value(value)
             except (ValueError, TypeError, LookupError, LocalError, CodecError) as exc:
                 # LookupError: e.g. participants sent as [] or {} (an index or key fails)
