@@ -3,7 +3,7 @@
 import pytest
 from conftest import make_pair
 
-from bfs_smr import L1ChannelStatus, L1Error, L1EventKind
+from bfs_smr import L1ChannelStatus, L1Error, L1EventKind, encode
 
 
 def opened(app="payments", deposits=(1_000, 0), **kw):
@@ -170,6 +170,19 @@ def test_force_move_gives_the_other_side_a_fresh_window_and_silence_loses():
         pair.alice.l1.settle(pair.params.channel_id)
     chain.advance(1)
     assert pair.alice.l1.settle(pair.params.channel_id) == (100, 0)
+
+
+def test_force_move_with_a_shared_reference_state_is_refused_at_once():
+    # Issue 11, defect 1: state bytes handed to the L1 go through the hardened decoder.
+    _, pair = tictactoe_after([4, 0])
+    pair.alice.l1.unilateral_close(pair.alice.chan.committed)
+    move = pair.alice.chan.force_move({"cell": 8})
+    bomb = bytes([0x98, 40]) + bytes.fromhex("d81c820000")
+    for i in range(39):
+        ref = bytes.fromhex("d81d") + encode(i)
+        bomb += bytes.fromhex("d81c82") + ref + ref
+    with pytest.raises(L1Error, match="state does not decode: unsupported CBOR item: a tag"):
+        pair.alice.l1.force_move(bomb, move)
 
 
 def test_force_move_answered_by_a_force_move():
