@@ -65,6 +65,7 @@ from ._control import serve_control
 from ._datadir import DataDir, parse_hex_id, parse_hostport
 from ._l1spec import L1Access, open_l1
 from ._logging import get_logger
+from ._nodemsg import Account, Open, OpenReply, parse_node_message
 from ._registry import load_app
 from .store import Store, StoreError, params_from_value
 
@@ -74,7 +75,6 @@ T = TypeVar("T")
 
 CHANNEL_FRAME = 0x01
 NODE_FRAME = 0x02
-MAX_NODE_MESSAGE = 1 << 16
 #: Channel frames of one read handled before their effects are carried out (one fsync).
 #: Measured with ``bfs-smr bench``: 8 beat 2, 4, 16 and "the whole read" at window 16.
 FLUSH_EVERY = 8
@@ -427,32 +427,27 @@ class Node:
 
     def _on_node_message(self, link: transport.Link, data: bytes) -> None:
         try:
-            msg = decode(data, max_size=MAX_NODE_MESSAGE)
+            msg = parse_node_message(data)
         except CodecError as exc:
             raise _Misbehaviour(f"malformed node message: {exc.reason}") from None
-        if type(msg) is not list or not msg:
-            raise _Misbehaviour("a node message is a non-empty array")
-        kind = msg[0]
-        if kind == "account" and len(msg) == 3 and type(msg[1]) is bytes and type(msg[2]) is bytes:
-            same_l1 = msg[1] == self._domain
-            if same_l1 and len(msg[2]) != self.chan_signer.scheme.public_key_size:
+        if type(msg) is Account:
+            same_l1 = msg.domain == self._domain
+            if same_l1 and len(msg.key) != self.chan_signer.scheme.public_key_size:
                 raise _Misbehaviour("an account of the wrong size for this L1")
-            account = msg[2] if same_l1 else None
+            account = msg.key if same_l1 else None
             self._peer_accounts[link.peer_id] = account
             for waiter in self._account_waiters.pop(link.peer_id, []):
                 if not waiter.done():
                     waiter.set_result(account)
-        elif kind == "open" and len(msg) == 2:
-            self._spawn(self._accept_open(link, msg[1]))
-        elif kind == "open-reply" and len(msg) == 3 and type(msg[1]) is bytes:
-            fut = self._open_replies.pop(msg[1], None)
-            reason = msg[2]
-            if fut is None or not (reason is None or type(reason) is str):
+        elif type(msg) is Open:
+            self._spawn(self._accept_open(link, msg.params))
+        else:
+            assert type(msg) is OpenReply
+            fut = self._open_replies.pop(msg.channel_id, None)
+            if fut is None:
                 raise _Misbehaviour("an open reply nobody asked for")
             if not fut.done():
-                fut.set_result(None if reason is None else reason[:200])
-        else:
-            raise _Misbehaviour(f"unknown node message {str(kind)[:20]!r}")
+                fut.set_result(msg.reason)
 
     async def _accept_open(self, link: transport.Link, value: Any) -> None:
         cid = b""
