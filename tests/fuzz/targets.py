@@ -1,0 +1,137 @@
+"""Fuzz targets: every surface of a node that reads untrusted bytes.
+
+Each target takes one input and must either accept it or refuse it with the documented
+exception; anything else (another exception, a broken round trip) is a finding. The
+work each input costs is counted in Python function calls (``sys.setprofile``: Python
+frames, not calls into C, which coverage instrumentation adds), a
+deterministic measure: a target whose count grows faster than linearly in its input's
+size (a shared-reference DAG walked as a tree, a quadratic dict) fails :func:`run_one`
+however fast the machine is.
+
+| target       | surface                                          | may raise      |
+|--------------|--------------------------------------------------|----------------|
+| `codec`      | `bfs_smr.decode` (every untrusted byte string)   | CodecError     |
+| `message`    | `parse_message` (a channel peer's messages)      | CodecError     |
+| `node_frame` | `parse_node_message` (any peer with a handshake) | CodecError     |
+| `handshake`  | `SecureSession`, both ends, handshake and frames | TransportError |
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from bfs_smr import CodecError, Ed25519, Signer, decode, encode
+from bfs_smr._messages import parse_message
+from bfs_smr.runtime._nodemsg import parse_node_message
+from bfs_smr.runtime.transport import MAGIC, VERSION, SecureSession, TransportError
+
+__all__ = ["TARGETS", "WorkTooLarge", "calls_allowed", "run_one"]
+
+
+class WorkTooLarge(AssertionError):
+    """An input cost more work than linear in its size."""
+
+
+def calls_allowed(size: int) -> int:
+    """The most Python calls an input of ``size`` bytes may cost any target: a constant
+    for setting up (the handshake's sessions and crypto) plus a constant per byte."""
+    return 2_000 + 4 * size
+
+
+def codec(data: bytes) -> None:
+    try:
+        value = decode(data)
+    except CodecError:
+        return
+    # What the decoder takes is exactly what the encoder writes: one value, one encoding.
+    if encode(value) != data:
+        raise AssertionError("decode accepted bytes that are not the value's encoding")
+
+
+def message(data: bytes) -> None:
+    try:
+        parse_message(data)
+    except CodecError:
+        return
+
+
+def node_frame(data: bytes) -> None:
+    try:
+        parse_node_message(data)
+    except CodecError:
+        return
+
+
+_ALICE = Signer(Ed25519(), bytes(range(32)))
+_BOB = Signer(Ed25519(), bytes(range(1, 33)))
+
+
+def handshake(data: bytes) -> None:
+    """The first byte picks what the rest is fed to, in pieces whose sizes come from the
+    second: a responder (after a genuine hello, or raw), an initiator after its hello, or
+    an established session (frames)."""
+    if len(data) < 2:
+        return
+    mode, step, rest = data[0] % 4, data[1] % 64 + 1, data[2:]
+    if mode == 0:
+        session = SecureSession.responder(_BOB)
+    elif mode == 1:
+        session = SecureSession.responder(_BOB)
+        rest = MAGIC + bytes([VERSION]) + rest
+    elif mode == 2:
+        session = SecureSession.initiator(_ALICE, _BOB.public_key)
+        session.data_to_send()
+    else:
+        session = _established()
+    try:
+        for i in range(0, len(rest), step):
+            session.receive_data(rest[i : i + step])
+            session.data_to_send()
+        session.receive_eof()
+    except TransportError:
+        return
+
+
+def _established() -> SecureSession:
+    a = SecureSession.initiator(_ALICE, _BOB.public_key)
+    b = SecureSession.responder(_BOB)
+    for _ in range(3):
+        b.receive_data(a.data_to_send())
+        a.receive_data(b.data_to_send())
+    assert b.established
+    return b
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "codec": codec,
+    "message": message,
+    "node_frame": node_frame,
+    "handshake": handshake,
+}
+
+
+def run_one(target: Callable[[bytes], None], data: bytes) -> int:
+    """Run ``target`` on ``data`` counting its Python calls; return the count.
+
+    Raises:
+        WorkTooLarge: more calls than :func:`calls_allowed` for the input's size.
+        Exception: whatever the target raised that it may not.
+    """
+    calls = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event == "call":  # Python frames only: atheris's coverage hooks are C calls
+            calls += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(count)
+    try:
+        target(data)
+    finally:
+        sys.setprofile(previous)
+    if calls > calls_allowed(len(data)):
+        raise WorkTooLarge(f"{calls} calls for {len(data)} bytes")
+    return calls
