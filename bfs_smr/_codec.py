@@ -6,7 +6,7 @@ strict, bounded and linear: :func:`decode` accepts exactly what :func:`encode` w
 tags, so no shared references or bignums; no floats, undefined or indefinite lengths; no
 long heads; no map keys out of order or repeated) within limits on bytes, items and
 depth. A peer can neither pass two encodings of one value past a hash nor make decoding
-cost more than a constant per input byte (docs/design.md, "Work is linear in input").
+cost more than a constant per input byte (docs/nodes.md, "Untrusted input").
 """
 
 from __future__ import annotations
