@@ -160,6 +160,8 @@ def decode(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_items: int = MA
         value, end = _item(bytes(data), 0, 0, [max_items])
     except IndexError:
         raise CodecError("malformed CBOR: truncated") from None
+    except UnicodeDecodeError:
+        raise CodecError("malformed CBOR: text is not UTF-8") from None
     if end != size:
         raise CodecError("trailing bytes after the value")
     return value
@@ -169,11 +171,21 @@ def decode(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_items: int = MA
 _HEAD_MIN = {24: 24, 25: 1 << 8, 26: 1 << 16, 27: 1 << 32}
 _HEAD_LEN = {24: 1, 25: 2, 26: 4, 27: 8}
 _SIMPLE = {0xF4: False, 0xF5: True, 0xF6: None}
+# Initial bytes of the items a container's loop takes without a call: each maps to the
+# value (small integers, false, true, null); short text and byte strings are sliced there.
+_INLINE: dict[int, Any] = {b: b for b in range(24)}
+_INLINE.update({0x20 + n: -1 - n for n in range(24)})
+_INLINE.update(_SIMPLE)
 
 
 def _item(data: bytes, pos: int, depth: int, budget: list[int]) -> tuple[Any, int]:
-    """Decode the item at ``pos``; return it and the position after it."""
-    initial = data[pos]  # IndexError past the end: the caller reports truncation
+    """Decode the item at ``pos``; return it and the position after it.
+
+    IndexError (past the end) and UnicodeDecodeError propagate: :func:`decode` reports
+    them. Containers take their commonest members (small integers, simple values, short
+    text and byte strings) inline, without a call each.
+    """
+    initial = data[pos]
     major, info = initial >> 5, initial & 31
     pos += 1
     if major == 7:
@@ -183,8 +195,7 @@ def _item(data: bytes, pos: int, depth: int, budget: list[int]) -> tuple[Any, in
     if info < 24:
         arg = info
     elif info < 28:
-        width = _HEAD_LEN[info]
-        end = pos + width
+        end = pos + _HEAD_LEN[info]
         if end > len(data):
             raise CodecError("malformed CBOR: truncated")
         arg = int.from_bytes(data[pos:end], "big")
@@ -199,22 +210,20 @@ def _item(data: bytes, pos: int, depth: int, budget: list[int]) -> tuple[Any, in
         return arg, pos
     if major == 1:
         return -1 - arg, pos
-    if major in (2, 3):
+    if major == 2 or major == 3:  # noqa: PLR1714 - two int compares beat a tuple lookup
         end = pos + arg
         if end > len(data):
             raise CodecError("malformed CBOR: truncated")
         if major == 2:
             return data[pos:end], end
-        try:
-            return data[pos:end].decode("utf-8"), end
-        except UnicodeDecodeError:
-            raise CodecError("malformed CBOR: text is not UTF-8") from None
+        return data[pos:end].decode(), end
     if major == 6:
         raise CodecError("unsupported CBOR item: a tag")
     # An array or a map: every member takes at least a byte, so a length the rest of the
     # input cannot hold is refused before any work is done for it.
+    size = len(data)
     members = arg if major == 4 else 2 * arg
-    if members > len(data) - pos:
+    if members > size - pos:
         raise CodecError("malformed CBOR: truncated")
     budget[0] -= members + 1
     if budget[0] < 0:
@@ -222,14 +231,22 @@ def _item(data: bytes, pos: int, depth: int, budget: list[int]) -> tuple[Any, in
     if depth >= _DECODE_DEPTH:
         raise CodecError("value nested too deeply")
     depth += 1
+    inline = _INLINE
     if major == 4:
         items: list[Any] = []
         append = items.append
         for _ in range(arg):
             initial = data[pos]
-            if initial < 24:  # a small unsigned integer: the commonest item, taken inline
-                append(initial)
+            if initial in inline:
+                append(inline[initial])
                 pos += 1
+            elif 0x40 <= initial < 0x78 and initial & 31 < 24:  # short bytes or text
+                end = pos + 1 + (initial & 31)
+                if end > size:
+                    raise CodecError("malformed CBOR: truncated")
+                chunk = data[pos + 1 : end]
+                append(chunk.decode() if initial >= 0x60 else chunk)
+                pos = end
             else:
                 value, pos = _item(data, pos, depth, budget)
                 append(value)
@@ -238,10 +255,16 @@ def _item(data: bytes, pos: int, depth: int, budget: list[int]) -> tuple[Any, in
     previous = b""
     for _ in range(arg):
         start = pos
-        kind = data[pos] >> 5
-        if kind not in (0, 1, 3):
+        initial = data[pos]
+        if 0x60 <= initial < 0x78:  # short text, the commonest key
+            pos += 1 + initial - 0x60
+            if pos > size:
+                raise CodecError("malformed CBOR: truncated")
+            key: Any = data[start + 1 : pos].decode()
+        elif initial < 0x40 or 0x60 <= initial < 0x80:
+            key, pos = _item(data, start, depth, budget)
+        else:
             raise CodecError("map keys must be text or integers")
-        key, pos = _item(data, pos, depth, budget)
         encoded = data[start:pos]
         # Canonical order (as encode writes it): shorter encodings first, then bytewise.
         # Strictly increasing, so no key appears twice.
@@ -249,8 +272,8 @@ def _item(data: bytes, pos: int, depth: int, budget: list[int]) -> tuple[Any, in
             raise CodecError("not in canonical form: map keys out of order or repeated")
         previous = encoded
         initial = data[pos]
-        if initial < 24:
-            result[key] = initial
+        if initial in inline:
+            result[key] = inline[initial]
             pos += 1
         else:
             result[key], pos = _item(data, pos, depth, budget)
