@@ -44,6 +44,7 @@ _PHASES = {
     4: L1ChannelStatus.SETTLED,
     5: L1ChannelStatus.CANCELLED,
 }
+_FUNDED = (L1ChannelStatus.FUNDING, L1ChannelStatus.OPEN)
 _EVENT_KINDS = {
     "Opened": L1EventKind.OPENED,
     "Deposited": L1EventKind.DEPOSITED,
@@ -328,6 +329,7 @@ class EvmAdapter(L1Adapter):
             registered_seq=slot.seq,
             deadline=slot.deadline,
             payouts=slot.payouts,
+            deposited=slot.deposited if slot.status in _FUNDED else None,
         )
 
     def events(self, since: int = 0) -> list[L1Event]:
