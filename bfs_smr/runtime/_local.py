@@ -263,6 +263,7 @@ class LocalPair:
             and chan.state is not None
             and chan.app.to_move(chan.state) == chan.index
             and bool(in_flight)
+            and party.l1.supports_force_move
         )
         facts = ChannelFacts(
             index=chan.index,

@@ -659,6 +659,7 @@ class Node:
                 is looked at again after a backoff).
         """
         async with c.l1_lock:
+            acting = False
             try:
                 for _ in range(rounds):
                     info = await self._l1_view(c)
@@ -667,9 +668,13 @@ class Node:
                     actions = react(self._facts(c), info, now, intent)
                     if not actions:
                         break
+                    acting = True
                     for action in actions:
                         await self._l1_do(c, action, info)
-            except L1Error:
+                    acting = False
+            except L1Error as exc:
+                if not acting:  # (a failed action is logged with its name)
+                    _log.warning("L1 read failed", channel=c.cid.hex()[:16], reason=str(exc))
                 c.l1_failures += 1
                 c.l1_retry_at = time.monotonic() + _backoff(self.poll_interval, c.l1_failures)
                 raise
@@ -714,7 +719,7 @@ class Node:
             deposits=chan.params.deposits,
             newest=newest,
             forced_seen=forced_seen,
-            move_signed=_our_move_is_signed(c),
+            move_signed=_our_move_is_signed(c) and self.l1.adapter.supports_force_move,
             final_age=final_age,
         )
 
@@ -746,7 +751,10 @@ class Node:
             elif isinstance(action, Cancel):
                 await self._l1(adapter.cancel, c.cid)
             elif isinstance(action, ForceMove):
-                await self._force(c, None)
+                try:
+                    await self._force(c, None)
+                except LocalError as exc:  # the channel cannot build the move now
+                    raise L1Error(f"cannot force the move: {exc}") from None
             else:
                 assert isinstance(action, AdoptForced)
                 self._adopt_forced(c, action.update)
@@ -888,6 +896,8 @@ class Node:
         c = self._chan_arg(args)
         command = args.get("command")
         check_plain(command)
+        if c.l1_status is not L1ChannelStatus.OPEN:
+            await self._l1_view(c)  # decide from the L1 now, not from an older look
         if c.l1_status is L1ChannelStatus.CLOSING and c.chan.app.to_move(c.chan.state) is not None:
             async with c.l1_lock:  # the dispute goes on, on L1
                 seq, deadline = await self._force(c, command)
