@@ -176,23 +176,29 @@ class _CuttableProxy:
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(2)
+            s.close()
+
+    def _drop_all(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(2)
+            s.close()
 
     def outage(self, seconds: float) -> None:
         """Drop every connection and refuse service for ``seconds``."""
         import time
 
         self.cut.set()
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for s in conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(2)
-                s.close()
+        self._drop_all()
         time.sleep(seconds)
         self.cut.clear()
 
     def close(self) -> None:
+        self.cut.set()
         self.server.close()
+        self._drop_all()
 
 
 def test_a_node_refutes_after_an_outage_of_its_rpc_endpoint(tmp_path: Path, evm_l1: str) -> None:
