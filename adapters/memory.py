@@ -143,6 +143,7 @@ class MemoryL1:
             deadline=ch.deadline,
             payouts=ch.payouts,
             forced=ch.registered if ch.registered_by_force else None,
+            deposited=(ch.deposited[0], ch.deposited[1]),
         )
 
     # -- transactions ------------------------------------------------------------------

@@ -73,6 +73,10 @@ class L1ChannelInfo:
     ``forced`` is the registered update when a force move put it there (``None``
     otherwise). An adapter with ``supports_force_move`` must fill it: the other party
     adopts the move from it, and answers.
+
+    ``deposited`` is what each participant has locked while the channel is funding or
+    open (``None`` if the adapter cannot tell): a party deposits exactly its own share
+    still missing, so a retried deposit never locks more than its share.
     """
 
     channel_id: bytes
@@ -82,6 +86,7 @@ class L1ChannelInfo:
     deadline: int | None
     payouts: tuple[int, int] | None
     forced: SignedUpdate | None = None
+    deposited: tuple[int, int] | None = None
 
 
 class L1EventKind(enum.Enum):

@@ -481,3 +481,40 @@ def test_events_start_at_the_deployment_block_and_are_read_in_ranges(
     assert [e.kind for e in after.events()] == [L1EventKind.OPENED]
     after = EvmAdapter(w.chain.w3, w.chain.address, w.secrets["mallory"], from_block=opened_in + 1)
     assert after.events() == []
+
+
+def test_a_dropped_rpc_connection_is_an_l1_error() -> None:
+    """Regression (issue 11, defect 10): with the RPC endpoint gone, every read and
+    transaction of the adapter raises L1Error (which a node retries), not the transport's
+    own exception (which ended the node's L1 watch)."""
+    from web3.providers.rpc import HTTPProvider
+
+    chain = DevChain.embedded()
+    secret = os.urandom(32)
+    adapter = chain.adapter(secret)
+    cid = adapter.track(
+        ChannelParams(
+            l1=adapter.format.domain,
+            participants=(adapter.account, b"\x01" * 20),
+            deposits=(0, 0),
+            app="payments",
+            app_version=1,
+        )
+    )
+    adapter.w3.provider = HTTPProvider(
+        "http://127.0.0.1:9",
+        request_kwargs={"timeout": 2},
+        exception_retry_configuration=None,
+    )
+    calls = {
+        "now": adapter.now,
+        "balance": adapter.balance,
+        "events": adapter.events,
+        "channel": lambda: adapter.channel(cid),
+        "deposit": lambda: adapter.deposit(cid, 1),
+        "cancel": lambda: adapter.cancel(cid),
+    }
+    for name, call in calls.items():
+        with pytest.raises(L1Error, match="L1 unreachable") as caught:
+            call()
+        assert "\n" not in str(caught.value), name

@@ -449,3 +449,21 @@ def test_the_window_runs_on_the_wall_clock(tmp_path: Path) -> None:
         pair.alice.l1.refute(committed)
     assert pair.alice.l1.settle(pair.params.channel_id) == (990, 10)
     assert chain.events()[-1].time >= deadline
+
+
+def test_a_busy_file_is_an_l1_error(tmp_path: Path) -> None:
+    """Every failure of the file (here: another writer holds it) is an L1Error, which a
+    node retries, never a raw sqlite3 error that would end its L1 watch (issue 11)."""
+    chain = LocalL1.create(tmp_path / "l1.sqlite3")
+    chain._query("PRAGMA busy_timeout=0")  # fail at once instead of after 30 s
+    other = sqlite3.connect(tmp_path / "l1.sqlite3", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock
+        with pytest.raises(L1Error, match="database is locked"):
+            chain.mint(b"\x01" * 32, 5)
+        with pytest.raises(L1Error, match="database is locked"):
+            chain.adapter(b"\x01" * 32).deposit(b"\x02" * 32, 5)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        chain.close()

@@ -126,6 +126,16 @@ def test_unilateral_close_waits_out_the_window(nodes: list[NodeProc], l1: str) -
     alice.wait_log("L1 settle")
 
 
+def test_a_unilateral_close_at_seq_0_settles(nodes: list[NodeProc], l1: str) -> None:
+    """Regression (issue 11, defect 4): a close registered at seq 0 was taken for no
+    close at all; the nodes tried to refute it on every look and never settled."""
+    alice, bob = _start_pair(nodes, l1)
+    channel = _open(alice, bob)
+    closed = ok("channel", "close", "--data-dir", str(alice.dir), channel, "--unilateral")
+    assert closed["payouts"] == {alice.node_id: 500, bob.node_id: 0}
+    assert ok("channel", "close", "--data-dir", str(bob.dir), channel) == closed
+
+
 def test_a_stale_close_is_refuted_by_the_running_node(nodes: list[NodeProc], l1: str) -> None:
     alice, bob = _start_pair(nodes, l1)
     channel = _open(alice, bob)

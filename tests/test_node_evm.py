@@ -8,8 +8,10 @@ second here, so block time follows the clock and challenge windows end.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +128,120 @@ def test_evm_errors_are_one_line(tmp_path: Path, evm_l1: str) -> None:
     other = cli("l1", "balance", "--l1", evm_l1 + "#0x" + "22" * 20, "0x" + "11" * 20)
     assert other.code == 2 and "no adjudicator at" in other.stderr
     assert ok("l1", "balance", "--l1", evm_l1, "0x" + "33" * 20)["balance"] == 0
+
+
+class _CuttableProxy:
+    """A TCP proxy in front of the RPC endpoint that a test can cut: while cut, every
+    connection through it is dropped and new ones are closed at once."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.cut = threading.Event()
+        self.conns: list[Any] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.cut.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: Any, dst: Any) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(2)
+            s.close()
+
+    def _drop_all(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(2)
+            s.close()
+
+    def outage(self, seconds: float) -> None:
+        """Drop every connection and refuse service for ``seconds``."""
+        import time
+
+        self.cut.set()
+        self._drop_all()
+        time.sleep(seconds)
+        self.cut.clear()
+
+    def close(self) -> None:
+        self.cut.set()
+        self.server.close()
+        self._drop_all()
+
+
+def test_a_node_refutes_after_an_outage_of_its_rpc_endpoint(tmp_path: Path, evm_l1: str) -> None:
+    """Regression (issue 11, defect 10): a dropped RPC connection killed the node's L1
+    watch for good (a requests error, not an L1Error), and a stale close then stood."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(evm_l1.removeprefix("evm:"))
+    assert url.hostname is not None and url.port is not None
+    proxy = _CuttableProxy((url.hostname, url.port))
+    alice = NodeProc(tmp_path / "alice", evm_l1, extra=("--window", str(WINDOW)))
+    bob = NodeProc(
+        tmp_path / "bob", f"evm:http://127.0.0.1:{proxy.port}", extra=("--window", str(WINDOW))
+    )
+    try:
+        for node in (alice, bob):
+            ok("l1", "fund", "--l1", evm_l1, _evm_address(node), str(FUND))
+            node.start()
+        channel = _open(alice, bob)
+        for _ in range(3):
+            ok("channel", "pay", "--data-dir", str(alice.dir), channel, "100")
+        alice.stop()
+        proxy.outage(3.0)
+        from adapters.evm import EvmAdapter, connect
+        from adapters.evm.deploy import adjudicator_address
+        from bfs_smr.runtime.store import Store
+
+        cid = bytes.fromhex(channel)
+        with Store(alice.dir) as store:
+            stale = store.log_range(cid, 0, 0)[0]
+            params = store.params(cid)
+        key = bytes.fromhex((alice.dir / "l1.key").read_text())
+        cheat = EvmAdapter(connect(evm_l1.removeprefix("evm:")), adjudicator_address(), key)
+        cheat.track(params)
+        cheat.unilateral_close(stale)
+        refuted = bob.wait_log("stale close on L1: refuting", timeout=WINDOW * 5)
+        assert refuted["registered_seq"] == 0 and refuted["our_seq"] == 3
+        closed = bob.call("close", channel=channel)
+        assert closed["payouts"] == {alice.node_id: 200, bob.node_id: 300}
+        # The outage was seen (and outlived): the node said so, and retried.
+        assert any(e.get("event") == "L1 unavailable: retrying" for e in bob.log_events())
+    finally:
+        for node in (alice, bob):
+            if node.alive():
+                node.stop()
+        proxy.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+import requests
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.address import to_checksum_address
@@ -32,6 +35,30 @@ from ._format import EvmFormat
 
 __all__ = ["LOG_RANGE", "EvmAdapter", "channel_key", "decode_slot"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: What a failing RPC endpoint raises (connection refused or dropped, a timeout, an HTTP
+#: error, a JSON-RPC error): reported as L1Error, so callers retry instead of crashing.
+_TRANSPORT_ERRORS = (requests.RequestException, OSError, Web3Exception, ValueError)
+
+
+def _rpc(method: Callable[P, R]) -> Callable[P, R]:
+    """Report any transport failure inside ``method`` as :class:`L1Error` (a one-line
+    reason); L1Error and LocalError raised by the method itself pass through."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (L1Error, LocalError):
+            raise
+        except _TRANSPORT_ERRORS as exc:
+            raise L1Error(f"L1 unreachable: {_one_line(exc)}") from None
+
+    return wrapper
+
+
 LOG_RANGE = 5_000
 """Most blocks one log query covers (public RPC providers cap the range)."""
 
@@ -44,6 +71,7 @@ _PHASES = {
     4: L1ChannelStatus.SETTLED,
     5: L1ChannelStatus.CANCELLED,
 }
+_FUNDED = (L1ChannelStatus.FUNDING, L1ChannelStatus.OPEN)
 _EVENT_KINDS = {
     "Opened": L1EventKind.OPENED,
     "Deposited": L1EventKind.DEPOSITED,
@@ -204,6 +232,7 @@ class EvmAdapter(L1Adapter):
 
     # -- transactions -------------------------------------------------------------------
 
+    @_rpc
     def open(self, params: ChannelParams) -> bytes:
         cid = self.track(params)
         if self._account not in params.participants:
@@ -212,6 +241,7 @@ class EvmAdapter(L1Adapter):
         self.send(self.contract.functions.open(params_tuple(params)), value=amount)
         return cid
 
+    @_rpc
     def deposit(self, channel_id: bytes, amount: int) -> None:
         params = self._known(channel_id)
         if type(amount) is not int or amount <= 0:
@@ -229,12 +259,14 @@ class EvmAdapter(L1Adapter):
         )
         return call
 
+    @_rpc
     def cooperative_close(self, update: SignedUpdate) -> tuple[int, int]:
         if not update.update.final:
             raise L1Error("a cooperative close needs a final update")
         self.send(self._update_call("cooperative_close", update))
         return update.update.outcome
 
+    @_rpc
     def unilateral_close(self, update: SignedUpdate) -> int:
         receipt = self.send(self._update_call("unilateral_close", update))
         slot = decode_slot(self._slot(self._known(update.update.channel_id)))
@@ -243,12 +275,15 @@ class EvmAdapter(L1Adapter):
         assert slot.deadline is not None
         return slot.deadline
 
+    @_rpc
     def refute(self, update: SignedUpdate) -> None:
         self.send(self._update_call("refute", update))
 
+    @_rpc
     def cancel(self, channel_id: bytes) -> None:
         self.send(self.contract.functions.cancel(params_tuple(self._known(channel_id))))
 
+    @_rpc
     def settle(self, channel_id: bytes) -> tuple[int, int]:
         params = self._known(channel_id)
         self.send(self.contract.functions.settle(params_tuple(params)))
@@ -256,6 +291,7 @@ class EvmAdapter(L1Adapter):
         assert payouts is not None
         return payouts
 
+    @_rpc
     def withdraw(self) -> int:
         """Collect payouts this account refused to receive in the closing transaction."""
         owed = int(self.contract.functions.owed(self._address).call())
@@ -298,6 +334,10 @@ class EvmAdapter(L1Adapter):
                 raise L1Error(f"insufficient funds: {message}") from None
             if isinstance(exc, Web3Exception | ValueError):
                 raise L1Error(f"transaction failed: {message}") from None
+            if isinstance(exc, _TRANSPORT_ERRORS):
+                # Once sent, the transaction may still be mined: callers read the chain
+                # again before they act again.
+                raise L1Error(f"L1 unreachable: {_one_line(exc)}") from None
             raise
         self.receipts.append(receipt)
         self.fees_paid += int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
@@ -310,6 +350,7 @@ class EvmAdapter(L1Adapter):
     def _slot(self, params: ChannelParams) -> int:
         return int(self.contract.functions.channels(channel_key(params)).call())
 
+    @_rpc
     def channel(self, channel_id: bytes) -> L1ChannelInfo:
         params = self._known(channel_id)
         slot = decode_slot(self._slot(params))
@@ -328,8 +369,10 @@ class EvmAdapter(L1Adapter):
             registered_seq=slot.seq,
             deadline=slot.deadline,
             payouts=slot.payouts,
+            deposited=slot.deposited if slot.status in _FUNDED else None,
         )
 
+    @_rpc
     def events(self, since: int = 0) -> list[L1Event]:
         """Every channel event of this adjudicator, from its logs.
 
@@ -347,12 +390,14 @@ class EvmAdapter(L1Adapter):
             logs = self.w3.eth.get_logs(
                 {"address": self.contract.address, "fromBlock": self._scanned + 1, "toBlock": last}
             )
-            for log in logs:
-                self._add_event(log)
+            found: list[L1Event] = []  # a range is taken whole or not at all (a retry
+            for log in logs:  # after a failure mid-range must not add an event twice)
+                self._add_event(log, found)
+            self._events.extend(found)
             self._scanned = last
         return self._events[max(since, 0) :]
 
-    def _add_event(self, log: Any) -> None:
+    def _add_event(self, log: Any, found: list[L1Event]) -> None:
         topic = bytes(log["topics"][0]) if log["topics"] else b""
         for name, kind in _EVENT_KINDS.items():
             event = getattr(self.contract.events, name)()
@@ -366,9 +411,9 @@ class EvmAdapter(L1Adapter):
             payouts = None
             if kind is L1EventKind.SETTLED:
                 payouts = (int(args["payout_a"]), int(args["payout_b"]))
-            self._events.append(
+            found.append(
                 L1Event(
-                    index=len(self._events),
+                    index=len(self._events) + len(found),
                     kind=kind,
                     channel_id=cid,
                     time=self._block_time(int(log["blockNumber"])),
@@ -384,9 +429,11 @@ class EvmAdapter(L1Adapter):
             self._block_times[number] = int(self.w3.eth.get_block(number)["timestamp"])
         return self._block_times[number]
 
+    @_rpc
     def now(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
+    @_rpc
     def balance(self, account: bytes | None = None) -> int:
         who = self._account if account is None else account
         return int(self.w3.eth.get_balance(to_checksum_address(who)))
@@ -397,3 +444,8 @@ def _revert_reason(message: str) -> str:
     if found:
         message = reason.lstrip(": ")
     return message.strip() or "transaction reverted"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

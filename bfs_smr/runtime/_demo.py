@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import LocalError
+from .._reaction import Intent, Refute
 from .._update import verify_log
 from ._local import LocalPair, evm_pair, memory_pair
 
@@ -227,19 +228,11 @@ def demo_dispute(seed: int | None = None) -> dict[str, Any]:
     pair.pump()
     newest = pair.bob.chan.committed
     assert newest is not None
-    pair.alice.l1.unilateral_close(stale)
-    # Bob watches the L1: a close with a stale seq is answered with his newest update.
-    refuted = False
-    for event in pair.bob.l1.events():
-        if (
-            event.kind.value == "closing_started"
-            and event.seq is not None
-            and event.seq < newest.seq
-        ):
-            pair.bob.l1.refute(newest)
-            refuted = True
+    pair.alice.l1.unilateral_close(stale)  # the cheat goes around the policy
+    # Bob's watcher looks at the L1: the policy answers a stale close with his newest.
+    refuted = any(isinstance(action, Refute) for action in pair.react(pair.bob))
     w1.chain.advance(600)
-    pair.bob.l1.settle(pair.params.channel_id)
+    pair.react(pair.bob)  # the window is over: settle
     stale_payouts = _payouts(w1)
     stale_part = {
         "stale_seq": stale.seq,
@@ -262,15 +255,16 @@ def demo_dispute(seed: int | None = None) -> dict[str, Any]:
     game.pump()
     registered = game.alice.chan.committed
     assert registered is not None
-    game.alice.l1.unilateral_close(registered)
-    move = game.alice.chan.force_move()  # the very move Bob never counter-signed (I1)
-    game.alice.l1.force_move(game.app.encode_state(game.alice.chan.state), move)
+    game.react(game.alice, Intent(unilateral=True))  # closes with the newest update
+    game.react(game.alice)  # forces the very move Bob never counter-signed (I1)
+    forced = game.l1_view(game.alice)
+    assert forced is not None and forced.registered_seq is not None
     w2.chain.advance(600)  # Bob's window passes in silence
-    game.alice.l1.settle(game.params.channel_id)
+    game.react(game.alice)  # settle
     force_payouts = _payouts(w2)
     force_part = {
         "moves_signed_by_both": registered.seq,
-        "forced_seq": move.seq,
+        "forced_seq": forced.registered_seq,
         "payouts": force_payouts,
         "l1_transactions": w2.chain.transactions,
     }

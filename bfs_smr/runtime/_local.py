@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from .._app import StateMachine
 from .._channel import Channel
 from .._crypto import Signer
-from .._errors import LocalError
-from .._l1 import L1Adapter
+from .._errors import L1Error, LocalError
+from .._l1 import L1Adapter, L1ChannelInfo
 from .._messages import (
     ChannelFinalized,
     CommandCommitted,
@@ -26,6 +26,21 @@ from .._messages import (
     PersistUpdate,
     SendMessage,
     ServeLog,
+)
+from .._reaction import (
+    AdoptForced,
+    Cancel,
+    ChannelFacts,
+    CloseCooperatively,
+    CloseUnilaterally,
+    Deposit,
+    ForceMove,
+    Intent,
+    L1Action,
+    Open,
+    Refute,
+    Settle,
+    react,
 )
 from .._update import ChannelParams, SignedUpdate
 from ._registry import load_app
@@ -204,13 +219,13 @@ class LocalPair:
         self.pump()
 
     def open(self) -> None:
-        """Sign the opening update both ways, then fund the channel on L1."""
+        """Sign the opening update both ways, then fund the channel on L1: each party
+        does what the L1 policy says (Alice opens, Bob deposits his share)."""
         self.alice.chan.start()
         self.bob.chan.start()
         self.pump()
-        cid = self.alice.l1.open(self.params)
-        if self.params.deposits[1]:
-            self.bob.l1.deposit(cid, self.params.deposits[1])
+        self.react(self.alice)
+        self.react(self.bob)
 
     def close_cooperatively(self, by: Party | None = None) -> tuple[int, int]:
         """Agree on a final update and have ``by`` (default Alice) submit it."""
@@ -219,7 +234,71 @@ class LocalPair:
         self.pump()
         if closer.final is None:
             raise RuntimeError("the final update was not doubly signed")
-        return closer.l1.cooperative_close(closer.final)
+        self.react(closer, Intent(close=True))
+        info = self.l1_view(closer)
+        assert info is not None and info.payouts is not None, "the close was not paid out"
+        return info.payouts
+
+    # -- the L1 -----------------------------------------------------------------------
+
+    def l1_view(self, party: Party) -> L1ChannelInfo | None:
+        """The channel as ``party``'s L1 shows it now (None: not on L1)."""
+        try:
+            return party.l1.channel(self.params.channel_id)
+        except L1Error:
+            return None
+
+    def react(self, party: Party, intent: Intent | None = None) -> list[L1Action]:
+        """Do on L1 what the L1 policy (the node's) says ``party`` must do now, from the
+        channel's view read fresh; returns the actions carried out.
+
+        Raises:
+            L1Error: the L1 refused an action.
+        """
+        chan = party.chan
+        newest = chan.committed
+        in_flight = chan.in_flight()
+        move_signed = (
+            newest is not None
+            and chan.state is not None
+            and chan.app.to_move(chan.state) == chan.index
+            and bool(in_flight)
+            and party.l1.supports_force_move
+        )
+        facts = ChannelFacts(
+            index=chan.index,
+            deposits=self.params.deposits,
+            newest=newest,
+            forced_seen=-1 if newest is None else chan.force_base[0].seq,
+            move_signed=move_signed,
+            final_age=None,  # a pair submits a final update only when asked to
+        )
+        l1 = party.l1
+        view = self.l1_view(party)
+        actions = react(facts, view, l1.now(), intent or Intent())
+        cid = self.params.channel_id
+        for action in actions:
+            if isinstance(action, Open):
+                l1.open(self.params)
+            elif isinstance(action, Deposit):
+                l1.deposit(cid, action.amount)
+            elif isinstance(action, CloseCooperatively):
+                l1.cooperative_close(action.update)
+            elif isinstance(action, CloseUnilaterally):
+                l1.unilateral_close(action.update)
+            elif isinstance(action, Refute):
+                l1.refute(action.update)
+            elif isinstance(action, Settle):
+                l1.settle(cid)
+            elif isinstance(action, Cancel):
+                l1.cancel(cid)
+            elif isinstance(action, ForceMove):
+                _, base = chan.force_base
+                l1.force_move(chan.app.encode_state(base), chan.force_move())
+            else:
+                assert isinstance(action, AdoptForced)
+                chan.adopt_forced_move(action.update)
+        return actions
 
 
 def memory_pair(

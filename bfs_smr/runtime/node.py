@@ -49,7 +49,7 @@ from .._errors import (
     LocalError,
     RemoteViolation,
 )
-from .._l1 import L1ChannelStatus
+from .._l1 import L1ChannelInfo, L1ChannelStatus
 from .._messages import (
     ChannelFinalized,
     ChannelOpened,
@@ -58,6 +58,21 @@ from .._messages import (
     Effect,
     SendMessage,
     ServeLog,
+)
+from .._reaction import (
+    AdoptForced,
+    Cancel,
+    ChannelFacts,
+    CloseCooperatively,
+    CloseUnilaterally,
+    Deposit,
+    ForceMove,
+    Intent,
+    L1Action,
+    Open,
+    Refute,
+    Settle,
+    react,
 )
 from .._update import ChannelParams, SignedUpdate
 from . import transport
@@ -80,9 +95,12 @@ NODE_FRAME = 0x02
 FLUSH_EVERY = 8
 #: Most copies one ``channel pay --count`` / ``send --count`` puts in one update.
 MAX_BATCH = 10_000
-#: A node that asked for a cooperative close submits it; the other side submits too if the
-#: channel is still unsettled this long after the final update was signed.
-CLOSE_GRACE = 3.0
+#: Seconds between looks at every unfinished channel on L1, events or not (a safety net:
+#: events and the policy's deadlines drive the looks in between).
+L1_SWEEP_EVERY = 30.0
+#: Longest wait before the L1 is tried again after failures (the poll interval doubles up
+#: to it): short, since a refute must land inside a challenge window.
+L1_MAX_BACKOFF = 2.0
 
 _log = get_logger("bfs_smr.node")
 
@@ -124,11 +142,15 @@ class _Chan:
     waiters: dict[int, _Waiter] = field(default_factory=dict)
     opened: list[asyncio.Future[None]] = field(default_factory=list)
     settled: list[asyncio.Future[tuple[int, int] | None]] = field(default_factory=list)
-    close_asked: bool = False
+    close_asked: bool = False  # the owner asked for a cooperative close
+    unilateral_asked: bool = False  # the owner asked for a unilateral close
     finalized_at: float | None = None
-    l1_busy: bool = False
-    funding_sent: bool = False
     forced_tried: int = -1  # the newest seq of a peer's forced move looked at
+    # One look-and-act on L1 at a time per channel; failures in a row, and when to retry.
+    l1_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    l1_failures: int = 0
+    l1_retry_at: float = 0.0
+    l1_read_error: str | None = None  # the last read of a channel never seen on L1 failed
 
     @property
     def cid(self) -> bytes:
@@ -254,7 +276,7 @@ class Node:
             l1=self.l1_spec,
             channels=len(self.chans),
         )
-        self._spawn(self._watch())
+        self._spawn(self._watch(), guards_funds=True)
         for peer in {c.peer for c in self.chans.values() if c.payouts is None}:
             self._ensure_dialer(peer)
         if ready is not None:
@@ -277,18 +299,27 @@ class Node:
             self.store.close()
             _log.info("node stopped")
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], *, guards_funds: bool = False) -> None:
+        """Run ``coro`` in the background. If a task that ``guards_funds`` (the L1 watch,
+        L1 actions) fails, the node stops: running on without it would take payments it
+        can no longer defend on L1."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda t: self._task_done(t, guards_funds=guards_funds))
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Task[Any], *, guards_funds: bool = False) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             _log.error("background task failed", error=f"{type(exc).__name__}: {exc}")
             if isinstance(exc, StoreError):
                 self.stop()  # the store cannot be written: stop rather than act on a guess
+            elif guards_funds:
+                _log.error(
+                    "the L1 guard cannot go on: stopping",
+                    reason=f"{type(exc).__name__}: {exc}",
+                )
+                self.stop()
 
     async def _l1(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._l1_pool, fn, *args)
@@ -547,12 +578,11 @@ class Node:
                 if failed is not None:
                     failed.failed(CommandRejected(effect.reason))
             elif kind is ChannelOpened:
-                if chan.index == 0:
-                    self._spawn(self._fund(c))
+                self._react_soon(c)  # the opener opens it on L1
             elif kind is ChannelFinalized:
                 c.finalized_at = time.monotonic()
                 if c.close_asked:
-                    self._spawn(self._submit_close(c))
+                    self._react_soon(c)  # submit it now
             elif kind is ServeLog:
                 assert isinstance(effect, ServeLog)
                 self._send(c, frames)
@@ -568,14 +598,23 @@ class Node:
             link.send_many(frames)  # a dropped link loses them; the resync re-sends
 
     # -- the L1 ---------------------------------------------------------------------------
+    #
+    # What to do on L1 is decided by the pure policy (bfs_smr._reaction.react), always from
+    # the channel's L1 view read fresh just before; this section reads, asks and carries
+    # out. Every L1 failure is an L1Error (adapters guarantee it): logged, and the channel
+    # is looked at again after a backoff. Anything else is a bug: the task fails and
+    # _task_done stops the node rather than leave it running without its L1 guard.
 
     async def _watch(self) -> None:
-        first = True
+        failures = 0
+        sweep_at = 0.0  # the first pass looks at every channel
         while True:
             try:
                 events = await self._l1(self.l1.adapter.events, self._since)
-                touched = set(self.chans) if first else set()
-                first = False
+                touched: set[bytes] = set()
+                if time.monotonic() >= sweep_at:
+                    touched.update(cid for cid, c in self.chans.items() if c.payouts is None)
+                    sweep_at = time.monotonic() + L1_SWEEP_EVERY
                 for event in events:
                     self._since = event.index + 1
                     if event.channel_id in self.chans:
@@ -583,87 +622,142 @@ class Node:
                 now = await self._l1(self.l1.adapter.now)
                 touched.update(cid for cid, c in self.chans.items() if _needs_l1_look(c, now))
                 for cid in touched:
-                    await self._sync_l1(self.chans[cid], now)
+                    with contextlib.suppress(L1Error):  # logged; looked at again after a backoff
+                        await self._react(self.chans[cid])
+                if failures:
+                    _log.info("L1 reachable again", after_failures=failures)
+                failures = 0
             except L1Error as exc:
-                _log.warning("L1 unavailable", error=str(exc))
-            await asyncio.sleep(self.poll_interval)
+                failures += 1
+                _log.warning("L1 unavailable: retrying", error=str(exc), failures=failures)
+            await asyncio.sleep(_backoff(self.poll_interval, failures))
 
-    async def _sync_l1(self, c: _Chan, now: int) -> None:
-        """Bring the node's view of a channel's L1 state up to date and act on it."""
+    def _react_soon(self, c: _Chan) -> None:
+        """Look at ``c`` on L1 and act, in the background (a failure is retried)."""
+
+        async def react() -> None:
+            with contextlib.suppress(L1Error):  # logged; looked at again after a backoff
+                await self._react(c)
+
+        self._spawn(react(), guards_funds=True)
+
+    async def _react(self, c: _Chan, *, rounds: int = 3) -> L1ChannelInfo | None:
+        """Read ``c`` on L1, ask the policy what to do, do it; up to ``rounds`` times while
+        there is something to do. Returns the last view read (None: not on L1).
+
+        Raises:
+            L1Error: the L1 could not be read or refused an action (logged; the channel
+                is looked at again after a backoff).
+        """
+        async with c.l1_lock:
+            acting = False
+            try:
+                for _ in range(rounds):
+                    info = await self._l1_view(c)
+                    now = await self._l1(self.l1.adapter.now)
+                    intent = Intent(close=c.close_asked, unilateral=c.unilateral_asked)
+                    actions = react(self._facts(c), info, now, intent)
+                    if not actions:
+                        break
+                    acting = True
+                    for action in actions:
+                        await self._l1_do(c, action, info)
+                    acting = False
+            except L1Error as exc:
+                if not acting:  # (a failed action is logged with its name)
+                    _log.warning("L1 read failed", channel=c.cid.hex()[:16], reason=str(exc))
+                c.l1_failures += 1
+                c.l1_retry_at = time.monotonic() + _backoff(self.poll_interval, c.l1_failures)
+                raise
+            c.l1_failures = 0
+            return info
+
+    async def _l1_view(self, c: _Chan) -> L1ChannelInfo | None:
+        """The channel on L1, read now, noted in ``c``; None if the L1 does not know it."""
         try:
             info = await self._l1(self.l1.adapter.channel, c.cid)
-        except L1Error:
-            if c.chan.index == 0 and c.chan.committed is not None and not c.funding_sent:
-                self._spawn(self._fund(c))  # signed but never funded (a crash in between)
-            return
+        except L1Error as exc:
+            if c.l1_status is not None:
+                raise  # it was on L1: this is the L1 failing, not a channel not there
+            c.l1_read_error = str(exc)
+            return None  # (an L1 failure here makes the policy's action fail too)
+        c.l1_read_error = None
         c.l1_status, c.l1_deadline = info.status, info.deadline
         c.l1_registered = info.registered_seq
-        status, newest = info.status, c.chan.committed
-        if status is L1ChannelStatus.FUNDING and c.chan.index == 1 and not c.funding_sent:
-            c.funding_sent = True
-            missing = c.chan.params.locked - info.locked
-            if missing > 0:
-                await self._l1_act(c, "deposit", self.l1.adapter.deposit, c.cid, missing)
-        elif status is L1ChannelStatus.OPEN:
+        status = info.status
+        if status is L1ChannelStatus.OPEN:
             _resolve(c.opened, None)
-            if c.chan.phase is Phase.CLOSED and c.finalized_at is None:
-                c.finalized_at = time.monotonic()  # found final after a restart
-            if c.chan.phase is Phase.CLOSED and (
-                c.close_asked or time.monotonic() - (c.finalized_at or 0) > CLOSE_GRACE
-            ):
-                await self._submit_close(c)
-        elif status is L1ChannelStatus.CLOSING:
-            forced = info.forced
-            if newest is not None and (
-                newest.seq > (info.registered_seq or -1)
-                # A doubly-signed update beats another one forced at its seq.
-                or (
-                    forced is not None
-                    and forced.seq == newest.seq
-                    and forced.update.entry_hash() != newest.update.entry_hash()
-                )
-            ):
-                _log.warning(
-                    "stale close on L1: refuting",
-                    channel=c.cid.hex()[:16],
-                    registered_seq=info.registered_seq,
-                    our_seq=newest.seq,
-                )
-                await self._l1_act(c, "refute", self.l1.adapter.refute, newest)
-            elif info.deadline is not None and now >= info.deadline:
-                await self._l1_act(c, "settle", self.l1.adapter.settle, c.cid)
-            elif forced is not None and self._adopt_forced(c, forced):
-                pass  # the player answers with `channel send`, forced on L1 in turn
-            elif info.registered_seq == c.chan.seq and _our_move_is_signed(c):
-                await self._force(c, None)
         elif status in (L1ChannelStatus.SETTLED, L1ChannelStatus.CANCELLED):
             c.payouts = info.payouts or (0, 0)
             _resolve(c.settled, c.payouts)
             _resolve(c.opened, None)
             _fail_all(c, f"the channel is {status.value} on L1")
+        return info
 
-    async def _l1_act(self, c: _Chan, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        if c.l1_busy:
-            return None
-        c.l1_busy = True
+    def _facts(self, c: _Chan) -> ChannelFacts:
+        chan = c.chan
+        newest = chan.committed
+        final_age = None
+        if newest is not None and newest.update.final:
+            if c.finalized_at is None:
+                c.finalized_at = time.monotonic()  # found final after a restart
+            final_age = time.monotonic() - c.finalized_at
+        forced_seen = c.forced_tried
+        if newest is not None:
+            forced_seen = max(forced_seen, chan.force_base[0].seq)
+        return ChannelFacts(
+            index=chan.index,
+            deposits=chan.params.deposits,
+            newest=newest,
+            forced_seen=forced_seen,
+            move_signed=_our_move_is_signed(c) and self.l1.adapter.supports_force_move,
+            final_age=final_age,
+        )
+
+    async def _l1_do(self, c: _Chan, action: L1Action, info: L1ChannelInfo | None) -> None:
+        """Carry out one action of the policy. Raises L1Error if the L1 refuses it."""
+        adapter = self.l1.adapter
+        name = _ACTION_NAMES[type(action)]
+        cid = c.cid.hex()[:16]
         try:
-            result = await self._l1(fn, *args)
-            _log.info(f"L1 {what}", channel=c.cid.hex()[:16])
-            return result
+            if isinstance(action, Open):
+                await self._l1(adapter.open, c.chan.params)
+            elif isinstance(action, Deposit):
+                await self._l1(adapter.deposit, c.cid, action.amount)
+            elif isinstance(action, CloseCooperatively):
+                await self._l1(adapter.cooperative_close, action.update)
+            elif isinstance(action, CloseUnilaterally):
+                await self._l1(adapter.unilateral_close, action.update)
+            elif isinstance(action, Refute):
+                registered = None if info is None else info.registered_seq
+                _log.warning(
+                    "stale close on L1: refuting",
+                    channel=cid,
+                    registered_seq=registered,
+                    our_seq=action.update.seq,
+                )
+                await self._l1(adapter.refute, action.update)
+            elif isinstance(action, Settle):
+                await self._l1(adapter.settle, c.cid)
+            elif isinstance(action, Cancel):
+                await self._l1(adapter.cancel, c.cid)
+            elif isinstance(action, ForceMove):
+                try:
+                    await self._force(c, None)
+                except LocalError as exc:  # the channel cannot build the move now
+                    raise L1Error(f"cannot force the move: {exc}") from None
+            else:
+                assert isinstance(action, AdoptForced)
+                self._adopt_forced(c, action.update)
+                return
         except L1Error as exc:
-            _log.info(f"L1 {what} not done", channel=c.cid.hex()[:16], reason=str(exc))
-            return None
-        finally:
-            c.l1_busy = False
+            _log.warning(f"L1 {name} failed", channel=cid, reason=str(exc))
+            raise
+        _log.info(f"L1 {name}", channel=cid)
 
-    def _adopt_forced(self, c: _Chan, forced: SignedUpdate) -> bool:
+    def _adopt_forced(self, c: _Chan, forced: SignedUpdate) -> None:
         """Take the peer's move forced on L1 as the position to answer; each one once."""
         chan = c.chan
-        entries = forced.update.commands
-        if chan.committed is None or forced.seq <= max(chan.force_base[0].seq, c.forced_tried):
-            return False
-        if not entries or entries[0].actor == chan.index:
-            return False  # this node's own move
         c.forced_tried = forced.seq
         try:
             chan.adopt_forced_move(forced)
@@ -674,7 +768,7 @@ class Node:
                 seq=forced.seq,
                 reason=exc.reason,
             )
-            return False
+            return
         to_move = chan.app.to_move(chan.force_base[1])
         _log.info(
             "adopted a move forced on L1",
@@ -682,11 +776,14 @@ class Node:
             seq=forced.seq,
             to_move=None if to_move is None else "this node" if to_move == chan.index else "peer",
         )
-        return True
 
-    async def _force(self, c: _Chan, command: Any) -> tuple[int, int | None]:
+    async def _force(self, c: _Chan, command: Any) -> tuple[int, int]:
         """Force a move on L1: the one this node already signed (``command`` None), or a new
-        one. Returns the forced seq and the new deadline (None if L1 refused it)."""
+        one. Returns the forced seq and the new deadline.
+
+        Raises:
+            L1Error: the L1 refused the move (or could not be reached).
+        """
         if not self.l1.adapter.supports_force_move:
             raise LocalError("this L1 does not support force moves")
         _, base_state = c.chan.force_base
@@ -694,20 +791,8 @@ class Node:
         self._flush(c)  # a new signature is durable before it goes to L1
         state = c.chan.app.encode_state(base_state)
         _log.info("forcing a move on L1", channel=c.cid.hex()[:16], seq=update.seq)
-        deadline = await self._l1_act(c, "force move", self.l1.adapter.force_move, state, update)
+        deadline = await self._l1(self.l1.adapter.force_move, state, update)
         return update.seq, deadline
-
-    async def _fund(self, c: _Chan) -> None:
-        c.funding_sent = True
-        await self._l1_act(c, "open", self.l1.adapter.open, c.chan.params)
-        await self._sync_l1(c, await self._l1(self.l1.adapter.now))
-
-    async def _submit_close(self, c: _Chan) -> None:
-        final = c.chan.committed
-        if final is None or not final.update.final or c.l1_status is L1ChannelStatus.SETTLED:
-            return
-        await self._l1_act(c, "cooperative close", self.l1.adapter.cooperative_close, final)
-        await self._sync_l1(c, await self._l1(self.l1.adapter.now))
 
     # -- control requests -----------------------------------------------------------------
 
@@ -802,8 +887,11 @@ class Node:
         c = self._chan_arg(args)
         command = args.get("command")
         check_plain(command)
+        if c.l1_status is not L1ChannelStatus.OPEN:
+            await self._l1_view(c)  # decide from the L1 now, not from an older look
         if c.l1_status is L1ChannelStatus.CLOSING and c.chan.app.to_move(c.chan.state) is not None:
-            seq, deadline = await self._force(c, command)  # the dispute goes on, on L1
+            async with c.l1_lock:  # the dispute goes on, on L1
+                seq, deadline = await self._force(c, command)
             return {"channel": c.cid.hex(), "seq": seq, "forced": True, "deadline": deadline}
         if c.l1_status is not L1ChannelStatus.OPEN:
             raise LocalError(f"the channel is {c.l1_text} on L1; it takes no commands")
@@ -872,31 +960,38 @@ class Node:
                 asyncio.get_running_loop().create_future()
             )
             c.settled.append(done)
-            if c.l1_status is L1ChannelStatus.FUNDING:
-                await self._l1_act(c, "cancel", self.l1.adapter.cancel, c.cid)
-            elif c.l1_status is L1ChannelStatus.CLOSING:
-                pass  # a close already runs on L1: the node settles when its window ends
-            elif unilateral:
-                newest = c.chan.committed
-                if newest is None:
-                    raise LocalError("nothing is doubly signed yet: there is nothing to close")
-                if c.l1_status is L1ChannelStatus.OPEN:
-                    await self._l1_act(
-                        c, "unilateral close", self.l1.adapter.unilateral_close, newest
-                    )
-            elif c.chan.phase is not Phase.CLOSED:
-                c.close_asked = True
-                if c.chan.phase is not Phase.CLOSING:
-                    c.chan.close()
-                self._flush(c)
+            if unilateral:
+                c.unilateral_asked = True
             else:
                 c.close_asked = True
-                self._spawn(self._submit_close(c))
-            self._spawn(self._sync_l1(c, await self._l1(self.l1.adapter.now)))
-            late = f"not paid out within {timeout:g} s (L1: {c.l1_text}); the node keeps at it"
-            await _wait(done, timeout, late)
+            # What to do depends on the channel's L1 status read now, never on the status
+            # noted at the last look (stale after a restart, or right after an open).
+            try:
+                info = await self._react(c)
+            except L1Error as exc:
+                raise L1Error(f"L1 refused or unreachable: {exc}; the node retries") from None
+            self._check_close_underway(c, info, unilateral)
+            late = f"not paid out within {timeout:g} s (L1: {c.l1_text}"
+            if c.l1_status is L1ChannelStatus.CLOSING and c.l1_deadline is not None:
+                late += f", window ends at {c.l1_deadline}"
+            await _wait(done, timeout, late + "); the node keeps at it")
         assert c.payouts is not None
         return {"channel": c.cid.hex(), "payouts": self._by_node(c, c.payouts)}
+
+    def _check_close_underway(self, c: _Chan, info: L1ChannelInfo | None, unilateral: bool) -> None:
+        """After the L1 reaction to a close request: start the off-chain part of a
+        cooperative close, or raise if the close cannot go on."""
+        if info is None:
+            why = f" ({c.l1_read_error})" if c.l1_read_error else ""
+            raise LocalError(f"the channel is not on L1{why}: nothing is locked to close")
+        if info.status is not L1ChannelStatus.OPEN or c.payouts is not None:
+            return  # cancelled, closing (a window runs), or paid out
+        if unilateral:
+            # The policy closed with the newest update unless there is none.
+            raise LocalError("nothing is doubly signed yet: there is nothing to close")
+        if c.chan.phase not in (Phase.CLOSED, Phase.CLOSING):
+            c.chan.close()
+            self._flush(c)
 
     async def op_bench(self, args: dict[str, Any]) -> dict[str, Any]:
         """Pay 1, ``count`` times, through the same path as ``channel pay``; report the
@@ -988,16 +1083,44 @@ class Node:
         return {ids[i].hex(): amounts[i] for i in (0, 1)}
 
 
+_ACTION_NAMES: dict[type, str] = {
+    Open: "open",
+    Deposit: "deposit",
+    CloseCooperatively: "cooperative close",
+    CloseUnilaterally: "unilateral close",
+    Refute: "refute",
+    Settle: "settle",
+    ForceMove: "force move",
+    AdoptForced: "adopt a forced move",
+    Cancel: "cancel",
+}
+
 _OPS = {name[3:]: getattr(Node, name) for name in dir(Node) if name.startswith("op_")}
 
 
 def _needs_l1_look(c: _Chan, now: int) -> bool:
-    """Whether the node must act on this channel's L1 state even without a new event."""
+    """Whether to look at this channel on L1 before its next event: a failed action to
+    retry, or a rule of the policy that time alone can make due. (Only when to look: what
+    to do is decided from the view read then.)"""
+    if c.payouts is not None:
+        return False
+    if c.l1_failures:
+        return time.monotonic() >= c.l1_retry_at
+    if c.close_asked or c.unilateral_asked:
+        return True
     if c.l1_status is L1ChannelStatus.CLOSING:
         return (c.l1_deadline or 0) <= now  # the window is over: settle
     if c.l1_status is L1ChannelStatus.OPEN:
         return c.chan.phase is Phase.CLOSED  # a final update to submit
     return c.l1_status is None and c.chan.committed is not None  # signed, not yet funded
+
+
+def _backoff(poll: float, failures: int) -> float:
+    """Seconds to wait before trying the L1 again after ``failures`` in a row."""
+    if not failures:
+        return poll
+    delay = min(L1_MAX_BACKOFF, poll * 2.0 ** min(failures, 16))
+    return delay * (0.75 + random.random() / 2)
 
 
 def _our_move_is_signed(c: _Chan) -> bool:
