@@ -75,12 +75,12 @@ from .._reaction import (
     react,
 )
 from .._update import ChannelParams, SignedUpdate
+from . import _nodemsg as nodemsg
 from . import transport
 from ._control import serve_control
 from ._datadir import DataDir, parse_hex_id, parse_hostport
 from ._l1spec import L1Access, open_l1
 from ._logging import get_logger
-from ._nodemsg import Account, Open, OpenReply, parse_node_message
 from ._registry import load_app
 from .store import Store, StoreError, params_from_value
 
@@ -458,10 +458,10 @@ class Node:
 
     def _on_node_message(self, link: transport.Link, data: bytes) -> None:
         try:
-            msg = parse_node_message(data)
+            msg = nodemsg.parse_node_message(data)
         except CodecError as exc:
             raise _Misbehaviour(f"malformed node message: {exc.reason}") from None
-        if type(msg) is Account:
+        if type(msg) is nodemsg.Account:
             same_l1 = msg.domain == self._domain
             if same_l1 and len(msg.key) != self.chan_signer.scheme.public_key_size:
                 raise _Misbehaviour("an account of the wrong size for this L1")
@@ -470,10 +470,10 @@ class Node:
             for waiter in self._account_waiters.pop(link.peer_id, []):
                 if not waiter.done():
                     waiter.set_result(account)
-        elif type(msg) is Open:
+        elif type(msg) is nodemsg.Open:
             self._spawn(self._accept_open(link, msg.params))
         else:
-            assert type(msg) is OpenReply
+            assert type(msg) is nodemsg.OpenReply
             fut = self._open_replies.pop(msg.channel_id, None)
             if fut is None:
                 raise _Misbehaviour("an open reply nobody asked for")
