@@ -61,6 +61,7 @@ from .._messages import (
 )
 from .._update import ChannelParams, SignedUpdate
 from . import transport
+from ._control import MAX_CONNECTIONS as MAX_CONTROL_CONNECTIONS
 from ._control import serve_control
 from ._datadir import DataDir, parse_hex_id, parse_hostport
 from ._l1spec import L1Access, open_l1
@@ -83,6 +84,12 @@ MAX_BATCH = 10_000
 #: A node that asked for a cooperative close submits it; the other side submits too if the
 #: channel is still unsettled this long after the final update was signed.
 CLOSE_GRACE = 3.0
+#: The longest challenge window a node accepts in a channel a peer opens, unless told
+#: otherwise: a longer one would let the opener lock this node's deposit for that long.
+MAX_WINDOW = 30 * 86_400
+#: The apps a node runs in channels others open, unless told otherwise: in a payments
+#: channel that it deposits nothing into, a node can only be paid.
+ACCEPT_APPS = frozenset({"payments"})
 
 _log = get_logger("bfs_smr.node")
 
@@ -101,6 +108,10 @@ class _Waiter:
     def __init__(self, future: asyncio.Future[int], left: int) -> None:
         self.future = future
         self.left = left
+        # The caller may have stopped waiting (its timeout passed): a failure that comes
+        # later is still reported (the command's own CommandFailed, the shutdown), so it
+        # must not also end up in the log as "Future exception was never retrieved".
+        future.add_done_callback(_retrieve)
 
     def committed(self, seq: int) -> None:
         self.left -= 1
@@ -151,6 +162,16 @@ class Node:
         poll_interval: seconds between looks at the L1.
         max_channels_per_peer: channels a peer may open with this node (each costs disk
             and memory even without a deposit).
+        window: the challenge window of the channels this node opens, and the least it
+            accepts (default: the L1's).
+        max_window: the longest challenge window it accepts in a channel a peer opens.
+        max_inbound_deposit: the most it deposits into a channel a peer opens.
+        accept_apps: the apps it runs in channels peers open.
+        max_control_connections: control connections served at once (see
+            :func:`._control.serve_control`).
+
+    Raises:
+        LocalError: a bad option (an unknown app, a limit out of range).
     """
 
     def __init__(
@@ -166,6 +187,10 @@ class Node:
         max_queue: int = 10_000,
         max_channels_per_peer: int = 10_000,
         window: int | None = None,
+        max_window: int = MAX_WINDOW,
+        max_inbound_deposit: int = 0,
+        accept_apps: Iterable[str] = ACCEPT_APPS,
+        max_control_connections: int = MAX_CONTROL_CONNECTIONS,
     ) -> None:
         self.dir = DataDir(data_dir)
         self.listen = parse_hostport(listen)
@@ -181,6 +206,19 @@ class Node:
             "max_queue": max_queue,
         }
         self.window = window
+        # The inbound-channel policy: what a peer may ask of this node (_accept_open).
+        if window is not None and window > max_window:
+            raise LocalError(f"--window {window} is over --max-window {max_window}")
+        if max_inbound_deposit < 0:
+            raise LocalError("--max-inbound-deposit must not be negative")
+        self.max_window = max_window
+        self.max_inbound_deposit = max_inbound_deposit
+        self.accept_apps = frozenset(accept_apps)
+        for name in self.accept_apps:
+            load_app(name)  # an unknown app is a typo: say so now, not at the first open
+        if max_control_connections < 1:
+            raise LocalError("--max-control-connections must be at least 1")
+        self.max_control_connections = max_control_connections
         self.signer = self.dir.identity()  # the transport identity; see also chan_signer
         self.node_id = self.signer.public_key
         self.chans: dict[bytes, _Chan] = {}
@@ -225,18 +263,30 @@ class Node:
         # the secp256k1 key on the EVM. Its public key is this node's channel account.
         self.chan_signer = self.l1.signer
         self.account = self.chan_signer.public_key
-        self.store = Store(self.dir.path)
+        if self.l1.window > self.max_window:
+            raise LocalError(
+                f"the challenge window of this node's channels ({self.l1.window} s, the "
+                f"L1's or --window) is over --max-window ({self.max_window} s)"
+            )
+        # Never a new store here: ``init`` made it, and a missing or empty one is a loss.
+        self.store = Store(self.dir.path, create=False)
         self._addresses.update(
             (peer, address) for peer, address in self.store.peer_addresses().items()
         )
         for cid in self.store.channel_ids():
             self._load(cid)
         host, port = self.listen
-        server = await transport.serve(
-            host, port, self.signer, self._on_incoming, allow=self._allowed, on_refused=_refused
-        )
+        try:
+            server = await transport.serve(
+                host, port, self.signer, self._on_incoming, allow=self._allowed, on_refused=_refused
+            )
+        except OSError as exc:
+            self.store.close()
+            raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.port = server.sockets[0].getsockname()[1]
-        control = await serve_control(self.dir.secret(), self._control)
+        control = await serve_control(
+            self.dir.secret(), self._control, max_connections=self.max_control_connections
+        )
         self.dir.write_control(
             {
                 "pid": os.getpid(),
@@ -474,8 +524,7 @@ class Node:
                 raise LocalError(
                     "the participants must be the opener's and this node's accounts, in order"
                 )
-            if params.challenge_window < self.l1.window:
-                raise LocalError(f"the challenge window must be at least {self.l1.window} s")
+            self._check_policy(link.peer_id, params)
             if cid in self.chans:
                 raise LocalError("this channel exists already")
             if sum(1 for c in self.chans.values() if c.peer == link.peer_id) >= self.max_per_peer:
@@ -498,6 +547,36 @@ class Node:
             _log.info("channel refused", peer=link.peer_id.hex()[:16], reason=reason)
         if not link.closed.done():
             link.send(bytes([NODE_FRAME]) + encode(["open-reply", cid, reason]))
+
+    def _check_policy(self, peer: bytes, params: ChannelParams) -> None:
+        """The operator's inbound-channel policy: a channel a peer opens is accepted only
+        from allowed peers, for accepted apps, within the window and deposit limits.
+
+        Raises:
+            LocalError: the reason, worded for the opener (who sees it after "the peer
+                refused the channel: "), naming the option that sets the limit.
+        """
+        if self.allow is not None and peer not in self.allow:
+            raise LocalError("it takes channels only from the peers it lists (--allow-peer)")
+        if params.app not in self.accept_apps:
+            accepted = ", ".join(sorted(self.accept_apps)) or "none"
+            raise LocalError(
+                f"it does not run {params.app[:40]!r} channels others open (it accepts: "
+                f"{accepted[:60]}; --accept-app)"
+            )
+        window = params.challenge_window
+        if window < self.l1.window:
+            raise LocalError(f"the challenge window must be at least {self.l1.window} s")
+        if window > self.max_window:
+            raise LocalError(
+                f"the challenge window of {window} s is over its limit of {self.max_window} s "
+                "(--max-window)"
+            )
+        if params.deposits[1] > self.max_inbound_deposit:
+            raise LocalError(
+                f"it deposits at most {self.max_inbound_deposit} into a channel another node "
+                f"opens, not {params.deposits[1]} (--max-inbound-deposit)"
+            )
 
     # -- carrying out a channel's effects -------------------------------------------------
 
@@ -1024,6 +1103,11 @@ async def _wait(fut: asyncio.Future[T], timeout: float, message: str) -> T:
         return await asyncio.wait_for(asyncio.shield(fut), timeout)
     except TimeoutError:
         raise LocalError(message) from None
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # marks it retrieved; whoever awaits it still gets it
 
 
 def _resolve(futures: list[asyncio.Future[Any]], value: Any) -> None:
