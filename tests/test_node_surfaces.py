@@ -258,6 +258,47 @@ def test_idle_control_connections_cannot_lock_the_owner_out(nodes: list[NodeProc
     assert alice.alive()
 
 
+def test_links_from_strangers_are_capped_and_peers_with_channels_keep_theirs(
+    nodes: list[NodeProc],
+) -> None:
+    import asyncio
+    import os
+
+    from bfs_smr import Ed25519, Signer
+    from bfs_smr.runtime import transport
+
+    alice, bob, _ = nodes
+    bob.extra = ("--max-stranger-links", "5")
+    alice.start()
+    bob.start()
+    channel = _open(alice, bob)
+    bob_id = bytes.fromhex(bob.node_id)
+
+    async def flood() -> tuple[list[str], list[bool], list[str]]:
+        # 20 fresh identities, each completing the handshake and then saying nothing.
+        links = []
+        for _ in range(20):
+            me = Signer(Ed25519(), os.urandom(32))
+            links.append(await transport.dial("127.0.0.1", bob.port, me, bob_id, timeout=10))
+        evicted = [await asyncio.wait_for(asyncio.shield(k.closed), 30) for k in links[:15]]
+        up = [not k.closed.done() for k in links[15:]]
+        linked = (await asyncio.to_thread(bob.call, "status"))["links"]
+        for link in links:
+            link.close("done")
+        return evicted, up, linked
+
+    evicted, up, linked = asyncio.run(flood())
+    # The oldest 15 were evicted with a reason; the newest 5 are up, beside alice's link.
+    assert all("too many links from peers without a channel (5)" in r for r in evicted), evicted
+    assert up == [True] * 5
+    assert len(linked) == 6 and alice.node_id in linked
+    # Alice, who holds a channel with bob, was never counted: her link stayed up throughout.
+    assert alice.node_id in bob.call("status")["links"]
+    assert ok("channel", "pay", "--data-dir", str(alice.dir), channel, "3")["seq"] == 1
+    downs = [e for e in bob.log_events() if e.get("event") == "link down"]
+    assert not [e for e in downs if e.get("peer") == alice.node_id[:16]], downs
+
+
 # -- defect 14: a busy port, and failures nobody waited for ---------------------------
 
 

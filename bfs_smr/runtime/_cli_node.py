@@ -128,6 +128,13 @@ def add_node_commands(sub: Any) -> None:
         help="control connections served at once (default 256)",
     )
     node.add_argument(
+        "--max-stranger-links",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="links kept from peers that hold no channel with this node (default 64)",
+    )
+    node.add_argument(
         "--max-channels-per-peer",
         type=_amount,
         default=10_000,
@@ -282,6 +289,7 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
         "max_window": args.max_window,
         "accept_apps": args.accept_app,
         "max_control_connections": args.max_control_connections,
+        "max_stranger_links": args.max_stranger_links,
     }
     policy: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     node = Node(

@@ -90,6 +90,13 @@ MAX_WINDOW = 30 * 86_400
 #: The apps a node runs in channels others open, unless told otherwise: in a payments
 #: channel that it deposits nothing into, a node can only be paid.
 ACCEPT_APPS = frozenset({"payments"})
+#: Links from strangers (peers that hold no channel with this node, and that it never
+#: dialled) kept at once, unless told otherwise; a new one evicts the oldest. Identities
+#: cost nothing to make: without a bound, anyone could hold the node's sockets with links
+#: that never carry a channel. Peers with channels are not counted.
+MAX_STRANGER_LINKS = 64
+#: Seconds a stranger's link may stay up without a channel opened on it.
+STRANGER_IDLE = 60.0
 
 _log = get_logger("bfs_smr.node")
 
@@ -169,6 +176,8 @@ class Node:
         accept_apps: the apps it runs in channels peers open.
         max_control_connections: control connections served at once (see
             :func:`._control.serve_control`).
+        max_stranger_links: links kept at once from peers without a channel with this
+            node (see :data:`MAX_STRANGER_LINKS`).
 
     Raises:
         LocalError: a bad option (an unknown app, a limit out of range).
@@ -191,6 +200,7 @@ class Node:
         max_inbound_deposit: int = 0,
         accept_apps: Iterable[str] = ACCEPT_APPS,
         max_control_connections: int = MAX_CONTROL_CONNECTIONS,
+        max_stranger_links: int = MAX_STRANGER_LINKS,
     ) -> None:
         self.dir = DataDir(data_dir)
         self.listen = parse_hostport(listen)
@@ -219,6 +229,11 @@ class Node:
         if max_control_connections < 1:
             raise LocalError("--max-control-connections must be at least 1")
         self.max_control_connections = max_control_connections
+        if max_stranger_links < 1:
+            raise LocalError("--max-stranger-links must be at least 1")
+        self.max_stranger_links = max_stranger_links
+        # Strangers' links, oldest first, each with the timer that ends it if still idle.
+        self._strangers: dict[transport.Link, asyncio.TimerHandle] = {}
         self.signer = self.dir.identity()  # the transport identity; see also chan_signer
         self.node_id = self.signer.public_key
         self.chans: dict[bytes, _Chan] = {}
@@ -361,7 +376,28 @@ class Node:
         return self.allow is None or peer in self.allow or peer in self._addresses
 
     def _on_incoming(self, link: transport.Link) -> None:
+        known = {c.peer for c in self.chans.values()}
+        known.update(self._addresses)
+        if link.peer_id not in known:
+            self._admit_stranger(link, known)
         self._attach(link, dialed_by=link.peer_id)
+
+    def _admit_stranger(self, link: transport.Link, known: set[bytes]) -> None:
+        """Count a link from a peer without a channel here; evict the oldest over the cap."""
+        for old in [k for k in self._strangers if k.closed.done() or k.peer_id in known]:
+            self._strangers.pop(old).cancel()  # gone, or it opened a channel since
+        while len(self._strangers) >= self.max_stranger_links:
+            oldest = next(iter(self._strangers))
+            self._strangers.pop(oldest).cancel()
+            oldest.close(f"too many links from peers without a channel ({self.max_stranger_links})")
+        timer = asyncio.get_running_loop().call_later(STRANGER_IDLE, self._stranger_idle, link)
+        self._strangers[link] = timer
+        link.closed.add_done_callback(lambda _: self._strangers.pop(link, timer).cancel())
+
+    def _stranger_idle(self, link: transport.Link) -> None:
+        self._strangers.pop(link, None)
+        if not any(c.peer == link.peer_id for c in self.chans.values()):
+            link.close(f"no channel opened within {STRANGER_IDLE:g} s")
 
     def _attach(self, link: transport.Link, *, dialed_by: bytes) -> None:
         peer = link.peer_id
