@@ -241,7 +241,7 @@ def test_idle_control_connections_cannot_lock_the_owner_out(nodes: list[NodeProc
         # The owner's command answers (its connection came after all 300) …
         assert alice.call("status", timeout=20)["node_id"] == alice.node_id
         # … and the node holds at most the cap of them.
-        assert _fds(alice) <= before + 50 + 2
+        assert _fds(alice) <= before + 50 + 10  # (+ what the L1 and store open briefly)
         # A client that sends part of a line gets a reason once its time is up.
         with socket.create_connection(("127.0.0.1", port), timeout=60) as slow:
             slow.sendall(b'{"secret": ')
@@ -326,6 +326,36 @@ def test_a_command_failing_after_its_caller_left_leaves_no_stray_error(
     late = cli("channel", "pay", "--data-dir", str(alice.dir), channel, "5", "--timeout", "1")
     assert late.code == 2 and "stays pending" in late.stderr
     # … and fails when the node shuts down: reported once, not as an unretrieved exception.
+    assert alice.stop() == 0
+    text = alice.log.read_text()
+    assert "never retrieved" not in text, text[-3000:]
+
+
+def test_an_open_whose_dial_outlives_the_caller_leaves_no_stray_error(
+    nodes: list[NodeProc],
+) -> None:
+    alice, bob, _ = nodes
+    alice.start()
+    # A port that takes the connection and never answers the handshake.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        late = cli(
+            "channel",
+            "open",
+            "--data-dir",
+            str(alice.dir),
+            "--peer",
+            f"127.0.0.1:{port}",
+            "--peer-id",
+            bob.node_id,
+            "--deposit",
+            "5",
+            "--timeout",
+            "1",
+        )
+        assert late.code == 2 and "cannot reach the peer" in late.stderr, late.stderr
+        # The dial goes on to its own 5 s limit, and fails with nobody waiting for it.
+        alice.wait_log("dial failed")
     assert alice.stop() == 0
     text = alice.log.read_text()
     assert "never retrieved" not in text, text[-3000:]

@@ -459,6 +459,8 @@ class Node:
             pending = asyncio.get_running_loop().create_task(self._dial_once(peer))
             self._dialing[peer] = pending
             pending.add_done_callback(lambda _: self._dialing.pop(peer, None))
+            # Its callers may all have given up (a timeout): the transport logs a failure.
+            pending.add_done_callback(_retrieve)
         return await asyncio.shield(pending)
 
     async def _dial_once(self, peer: bytes) -> transport.Link:
