@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import resource
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -272,6 +273,11 @@ def test_links_from_strangers_are_capped_and_peers_with_channels_keep_theirs(
     alice.start()
     bob.start()
     channel = _open(alice, bob)
+    # Alice counts as a peer with a channel once bob has seen it funded on L1.
+    deadline = time.monotonic() + 30
+    while bob.call("show", channel=channel)["l1"] != "open":
+        assert time.monotonic() < deadline, "bob never saw the channel open on L1"
+        time.sleep(0.05)
     bob_id = bytes.fromhex(bob.node_id)
 
     async def flood() -> tuple[list[str], list[bool], list[str]]:

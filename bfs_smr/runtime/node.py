@@ -376,27 +376,45 @@ class Node:
         return self.allow is None or peer in self.allow or peer in self._addresses
 
     def _on_incoming(self, link: transport.Link) -> None:
-        known = {c.peer for c in self.chans.values()}
-        known.update(self._addresses)
+        known = self._known_peers()
         if link.peer_id not in known:
             self._admit_stranger(link, known)
         self._attach(link, dialed_by=link.peer_id)
 
+    def _known_peers(self) -> set[bytes]:
+        """Peers this node dials, or shares a channel with that is on L1: a stranger can
+        make a channel here for free, but not fund it on L1."""
+        known = {c.peer for c in self.chans.values() if c.l1_status is not None}
+        known.update(self._addresses)
+        return known
+
     def _admit_stranger(self, link: transport.Link, known: set[bytes]) -> None:
-        """Count a link from a peer without a channel here; evict the oldest over the cap."""
+        """Count a link from a stranger; evict the oldest one over the cap."""
         for old in [k for k in self._strangers if k.closed.done() or k.peer_id in known]:
-            self._strangers.pop(old).cancel()  # gone, or it opened a channel since
+            self._strangers.pop(old).cancel()  # gone, or known since
         while len(self._strangers) >= self.max_stranger_links:
             oldest = next(iter(self._strangers))
             self._strangers.pop(oldest).cancel()
             oldest.close(f"too many links from peers without a channel ({self.max_stranger_links})")
-        timer = asyncio.get_running_loop().call_later(STRANGER_IDLE, self._stranger_idle, link)
-        self._strangers[link] = timer
-        link.closed.add_done_callback(lambda _: self._strangers.pop(link, timer).cancel())
+        self._strangers[link] = self._stranger_timer(link)
+        link.closed.add_done_callback(lambda _: self._forget_stranger(link))
+
+    def _stranger_timer(self, link: transport.Link) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(STRANGER_IDLE, self._stranger_idle, link)
+
+    def _forget_stranger(self, link: transport.Link) -> None:
+        timer = self._strangers.pop(link, None)
+        if timer is not None:
+            timer.cancel()
 
     def _stranger_idle(self, link: transport.Link) -> None:
-        self._strangers.pop(link, None)
-        if not any(c.peer == link.peer_id for c in self.chans.values()):
+        if link not in self._strangers:
+            return
+        if link.peer_id in self._known_peers():
+            del self._strangers[link]
+        elif any(c.peer == link.peer_id for c in self.chans.values()):
+            self._strangers[link] = self._stranger_timer(link)  # not on L1 yet: still counted
+        else:
             link.close(f"no channel opened within {STRANGER_IDLE:g} s")
 
     def _attach(self, link: transport.Link, *, dialed_by: bytes) -> None:
