@@ -49,8 +49,16 @@ def nodes(tmp_path: Path, l1: str) -> Iterator[list[NodeProc]]:
             assert node.stop() == 0, node.log.read_text()[-3000:]
 
 
-def _start_pair(nodes: list[NodeProc], l1: str, fund: int = 1_000) -> tuple[NodeProc, NodeProc]:
+#: What Bob must allow for Alice's games with equal stakes: by default a node deposits
+#: nothing into, and runs only payments in, channels that others open.
+GAMES = ("--accept-app", "tictactoe", "--max-inbound-deposit", "10")
+
+
+def _start_pair(
+    nodes: list[NodeProc], l1: str, fund: int = 1_000, *, bob_accepts: tuple[str, ...] = ()
+) -> tuple[NodeProc, NodeProc]:
     alice, bob = nodes
+    bob.extra += bob_accepts
     ok("l1", "fund", "--l1", l1, alice.node_id, str(fund))
     ok("l1", "fund", "--l1", l1, bob.node_id, str(fund))
     return alice.start(), bob.start()
@@ -116,7 +124,7 @@ def test_concurrent_payments_are_pipelined_and_batched(nodes: list[NodeProc], l1
 
 
 def test_unilateral_close_waits_out_the_window(nodes: list[NodeProc], l1: str) -> None:
-    alice, bob = _start_pair(nodes, l1)
+    alice, bob = _start_pair(nodes, l1, bob_accepts=("--max-inbound-deposit", "100"))
     channel = _open(alice, bob, "--peer-deposit", "100")
     ok("channel", "pay", "--data-dir", str(alice.dir), channel, "50")
     bob.stop()  # the peer is gone: only a unilateral close can get the money out
@@ -275,7 +283,7 @@ def _move(node: NodeProc, channel: str, cell: int) -> dict[str, object]:
 
 
 def test_tictactoe_between_two_nodes_from_the_command_line(nodes: list[NodeProc], l1: str) -> None:
-    alice, bob = _start_pair(nodes, l1)
+    alice, bob = _start_pair(nodes, l1, bob_accepts=GAMES)
     channel = _open(alice, bob, "--app", "tictactoe", "--peer-deposit", "10", deposit=10)
     shown = ok("channel", "show", "--data-dir", str(bob.dir), channel)
     assert shown["app"] == "tictactoe" and shown["to_move"] == alice.node_id
@@ -297,7 +305,7 @@ def test_tictactoe_between_two_nodes_from_the_command_line(nodes: list[NodeProc]
 
 
 def test_a_silent_player_loses_to_a_forced_move(nodes: list[NodeProc], l1: str) -> None:
-    alice, bob = _start_pair(nodes, l1)
+    alice, bob = _start_pair(nodes, l1, bob_accepts=GAMES)
     channel = _open(alice, bob, "--app", "tictactoe", "--peer-deposit", "10", deposit=10)
     _move(alice, channel, 0)
     _move(bob, channel, 4)
@@ -324,7 +332,7 @@ def test_a_silent_player_loses_to_a_forced_move(nodes: list[NodeProc], l1: str) 
 
 @pytest.mark.parametrize("l1", [6], indirect=True)  # time to refute, then to answer
 def test_a_second_update_forced_at_a_signed_seq_is_refuted(nodes: list[NodeProc], l1: str) -> None:
-    alice, bob = _start_pair(nodes, l1)
+    alice, bob = _start_pair(nodes, l1, bob_accepts=GAMES)
     channel = _open(alice, bob, "--app", "tictactoe", "--peer-deposit", "10", deposit=10)
     moves = [(alice, 0), (bob, 4), (alice, 1), (bob, 5), (alice, 8)]  # X missed cell 2
     for node, cell in moves:
@@ -380,7 +388,7 @@ def test_a_second_update_forced_at_a_signed_seq_is_refuted(nodes: list[NodeProc]
 
 @pytest.mark.parametrize("l1", [6], indirect=True)  # long enough to come back and answer
 def test_a_player_adopts_the_move_forced_on_l1_and_answers(nodes: list[NodeProc], l1: str) -> None:
-    alice, bob = _start_pair(nodes, l1)
+    alice, bob = _start_pair(nodes, l1, bob_accepts=GAMES)
     channel = _open(alice, bob, "--app", "tictactoe", "--peer-deposit", "10", deposit=10)
     _move(alice, channel, 0)
     _move(bob, channel, 4)

@@ -73,7 +73,9 @@ def l1(tmp_path: Path) -> str:
 
 @pytest.fixture
 def nodes(tmp_path: Path, l1: str) -> Iterator[list[NodeProc]]:
+    # Bob deposits 100 into the channel Alice opens (see _open_channel).
     made = [NodeProc(tmp_path / name, l1) for name in ("alice", "bob")]
+    made[1].extra = ("--max-inbound-deposit", "100")
     for node in made:
         ok("l1", "fund", "--l1", l1, node.node_id, "1000")
     yield made
@@ -261,7 +263,7 @@ def test_an_allow_list_refuses_the_attacker_but_not_the_honest_peer(
     nodes: list[NodeProc], l1: str, tmp_path: Path
 ) -> None:
     alice, bob = nodes
-    bob.extra = ("--allow-peer", alice.node_id)
+    bob.extra += ("--allow-peer", alice.node_id)
     alice.start()
     bob.start()
     channel = _open_channel(alice, bob)  # the allowed peer connects

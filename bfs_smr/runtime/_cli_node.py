@@ -30,6 +30,13 @@ def _amount(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _amount(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -71,6 +78,12 @@ def add_node_commands(sub: Any) -> None:
 
     ini = sub.add_parser("init", help="create a node's data directory (identity and secret)")
     ini.add_argument("--data-dir", required=True, metavar="DIR")
+    ini.add_argument(
+        "--new-store",
+        action="store_true",
+        help="give the node in DIR a new, empty channel store, if it has none (its "
+        "channels are then forgotten: restore the old store from a backup if you can)",
+    )
     ini.add_argument("--json", action="store_true")
 
     node = sub.add_parser("node", help="run a node in the foreground (Ctrl-C stops it)")
@@ -82,7 +95,44 @@ def add_node_commands(sub: Any) -> None:
         action="append",
         default=None,
         metavar="NODE_ID",
-        help="accept connections only from these nodes (repeatable)",
+        help="accept connections, and channels, only from these nodes (repeatable; the "
+        "nodes this node dials may connect too)",
+    )
+    node.add_argument(
+        "--max-window",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="the longest challenge window accepted in a channel a peer opens "
+        "(default 2,592,000: 30 days)",
+    )
+    node.add_argument(
+        "--max-inbound-deposit",
+        type=_amount,
+        default=0,
+        metavar="AMOUNT",
+        help="the most this node deposits into a channel a peer opens (default 0)",
+    )
+    node.add_argument(
+        "--accept-app",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="an app a peer may open a channel for (repeatable; default: payments)",
+    )
+    node.add_argument(
+        "--max-control-connections",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="control connections served at once (default 256)",
+    )
+    node.add_argument(
+        "--max-stranger-links",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="links kept from peers that hold no channel with this node (default 64)",
     )
     node.add_argument(
         "--max-channels-per-peer",
@@ -165,6 +215,9 @@ def run_node_command(args: argparse.Namespace) -> dict[str, Any]:
         from ._l1spec import evm_address
 
         data_dir = DataDir(args.data_dir)
+        if args.new_store:
+            data_dir.new_store()
+            return {"node_id": data_dir.identity().public_key.hex(), "new_store": True}
         result = {"node_id": data_dir.init().hex()}
         address = evm_address(data_dir.l1_key())
         if address is not None:
@@ -231,6 +284,14 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
 
     configure_logging(json=args.log_json, level=args.log_level)
     allow = None if args.allow_peer is None else {parse_hex_id(p) for p in args.allow_peer}
+    # Options left out keep the Node's defaults (named there, with their reasons).
+    given = {
+        "max_window": args.max_window,
+        "accept_apps": args.accept_app,
+        "max_control_connections": args.max_control_connections,
+        "max_stranger_links": args.max_stranger_links,
+    }
+    policy: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     node = Node(
         args.data_dir,
         listen=args.listen,
@@ -238,8 +299,10 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
         allow=allow,
         max_channels_per_peer=args.max_channels_per_peer,
         window=args.window,
+        max_inbound_deposit=args.max_inbound_deposit,
         max_in_flight=args.max_in_flight,
         max_batch=args.max_batch,
+        **policy,
     )
 
     def ready(n: Node) -> None:

@@ -3,7 +3,10 @@
 It listens on 127.0.0.1 only, and every request must carry the secret kept (0600) in the
 node's data directory, compared in constant time. A request is one line
 ``{"secret", "op", "args"}``; the reply is one line ``{"ok": true, "result": {...}}`` or
-``{"ok": false, "error": "one line"}``. Lines are bounded (:data:`MAX_LINE`).
+``{"ok": false, "error": "one line"}``. Lines are bounded (:data:`MAX_LINE`), a client
+has :data:`REQUEST_TIMEOUT` seconds to send its request, and connections are capped
+(:func:`serve_control`): any local user can connect, secret or not, and must not be able to
+hold the node's sockets or memory.
 """
 
 from __future__ import annotations
@@ -19,9 +22,24 @@ from .._errors import BfsSmrError, LocalError
 from ._datadir import DataDir
 from ._logging import get_logger
 
-__all__ = ["MAX_LINE", "ControlError", "call", "serve_control"]
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_LINE",
+    "REPLY_TIMEOUT",
+    "REQUEST_TIMEOUT",
+    "ControlError",
+    "call",
+    "serve_control",
+]
 
+#: The longest request line, in bytes.
 MAX_LINE = 1 << 16
+#: Seconds a client has, from connecting, to send its whole request line.
+REQUEST_TIMEOUT = 5.0
+#: Seconds a client has to take its reply; one that does not read it is cut off.
+REPLY_TIMEOUT = 10.0
+#: Connections served at once, unless told otherwise (``--max-control-connections``).
+MAX_CONNECTIONS = 256
 
 _log = get_logger("bfs_smr.control")
 
@@ -32,41 +50,114 @@ class ControlError(BfsSmrError):
     """The node refused or failed a control request; the message is the node's reason."""
 
 
-async def serve_control(secret: str, handler: Handler) -> asyncio.Server:
-    """Serve control requests on 127.0.0.1 (a free port) with ``handler(op, args)``."""
+class _BadRequest(Exception):
+    """The client sent no valid request line: answer with this reason."""
+
+
+class _Gate:
+    """Counts control connections: those still waiting for their request line (oldest
+    first) and those whose request is running. A connection over the cap evicts the
+    oldest waiting one, so idle connections cannot lock the owner out; only when every
+    slot runs a request (which took the secret) is a new connection turned away."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.waiting: dict[asyncio.StreamWriter, None] = {}  # insertion order: oldest first
+        self.running = 0
+
+    def admit(self, writer: asyncio.StreamWriter) -> bool:
+        if len(self.waiting) + self.running >= self.cap:
+            if not self.waiting:
+                return False
+            oldest = next(iter(self.waiting))
+            del self.waiting[oldest]
+            oldest.transport.abort()
+        self.waiting[writer] = None
+        return True
+
+
+async def serve_control(
+    secret: str, handler: Handler, *, max_connections: int = MAX_CONNECTIONS
+) -> asyncio.Server:
+    """Serve control requests on 127.0.0.1 (a free port) with ``handler(op, args)``.
+
+    Every connection must send its whole request line (at most :data:`MAX_LINE` bytes)
+    within :data:`REQUEST_TIMEOUT` seconds of connecting and take its reply within
+    :data:`REPLY_TIMEOUT`; at most ``max_connections`` are served at once (see
+    :class:`_Gate`), so local clients without the secret hold a bounded number of
+    sockets and bytes, for a bounded time.
+    """
+    gate = _Gate(max_connections)
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        reply: dict[str, Any]
+        if not gate.admit(writer):
+            await _reply(writer, {"ok": False, "error": "the node is busy: too many commands"})
+            return
         try:
-            line = await reader.readuntil(b"\n")
-            request = json.loads(line)
-            if type(request) is not dict:
-                raise LocalError("a request is a JSON object")
-            given = request.get("secret")
-            if type(given) is not str or not hmac.compare_digest(given, secret):
-                raise LocalError("wrong control secret")
-            op, args = request.get("op"), request.get("args", {})
-            if type(op) is not str or type(args) is not dict:
-                raise LocalError("a request names an op and gives args as an object")
-            reply = {"ok": True, "result": await handler(op, args)}
-        except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, ValueError) as exc:
-            reply = {"ok": False, "error": f"bad control request ({type(exc).__name__})"}
-        except BfsSmrError as exc:
-            reply = {"ok": False, "error": str(exc)}
-        except TimeoutError:
-            reply = {"ok": False, "error": "timed out"}
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the node; report it
-            _log.exception("control request failed")
-            reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            try:
+                op, args = await _read_request(reader, secret)
+            finally:
+                gate.waiting.pop(writer, None)
+        except _BadRequest as exc:
+            await _reply(writer, {"ok": False, "error": str(exc)})
+            return
+        gate.running += 1
         try:
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-            writer.close()
-            await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+            reply = await _run(handler, op, args)
+        finally:
+            gate.running -= 1
+        await _reply(writer, reply)
 
     return await asyncio.start_server(on_client, "127.0.0.1", 0, limit=MAX_LINE)
+
+
+async def _read_request(reader: asyncio.StreamReader, secret: str) -> tuple[str, dict[str, Any]]:
+    """One request line, checked; or raise :class:`_BadRequest` with the reason."""
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            line = await reader.readuntil(b"\n")
+        request = json.loads(line)
+    except TimeoutError:
+        raise _BadRequest(f"no whole request within {REQUEST_TIMEOUT:g} s") from None
+    except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, ValueError, OSError) as exc:
+        raise _BadRequest(f"bad control request ({type(exc).__name__})") from None
+    if type(request) is not dict:
+        raise _BadRequest("a request is a JSON object")
+    given = request.get("secret")
+    if type(given) is not str or not hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), secret.encode()
+    ):
+        raise _BadRequest("wrong control secret")
+    op, args = request.get("op"), request.get("args", {})
+    if type(op) is not str or type(args) is not dict:
+        raise _BadRequest("a request names an op and gives args as an object")
+    return op, args
+
+
+async def _run(handler: Handler, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"ok": True, "result": await handler(op, args)}
+    except BfsSmrError as exc:
+        return {"ok": False, "error": str(exc)}
+    except TimeoutError:
+        return {"ok": False, "error": "timed out"}
+    except Exception as exc:  # noqa: BLE001 - a bug must not kill the node; report it
+        _log.exception("control request failed")
+        return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+    """Write the reply and close; a client that does not take it in time is cut off."""
+    if writer.transport.is_closing():
+        return  # evicted, or the client went away
+    try:
+        writer.write(json.dumps(reply).encode() + b"\n")
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    except (ConnectionError, OSError, TimeoutError):
+        writer.transport.abort()
 
 
 def call(

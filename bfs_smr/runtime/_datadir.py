@@ -9,7 +9,8 @@ Layout of ``DIR``:
 - ``control.secret`` (0600): what a local client must present to the node's control
   endpoint. Anyone who can read it can move the node's money; it never leaves ``DIR``.
 - ``node.json``: the node id (public).
-- ``channels.sqlite3``: the durable channel store (:mod:`bfs_smr.runtime.store`).
+- ``channels.sqlite3``: the durable channel store (:mod:`bfs_smr.runtime.store`), made by
+  ``init``. A node never makes one: it refuses to start on a missing or empty store.
 - ``control.json``: written by a running node — its pid, control port and listen address;
   removed on a clean shutdown.
 - ``node.lock``: held (``flock``) by the running node, so two nodes never share a store.
@@ -27,6 +28,7 @@ from typing import IO, Any
 
 from .._crypto import Ed25519, Signer
 from .._errors import LocalError
+from .store import DB_NAME, Store
 
 #: The order of the secp256k1 group: an EVM key is a number from 1 to this, exclusive.
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -130,6 +132,9 @@ class DataDir:
             raise LocalError(f"{self.path} already holds node {node_id}")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            # The store first: a crash in ``init`` leaves no identity, so ``init`` runs
+            # again, and never a node without a store (which the node refuses to start).
+            Store(self.path).close()
             seed = secrets.token_bytes(32)
             _write_private(self.identity_file, seed.hex() + "\n")
             self._new_l1_key()
@@ -141,6 +146,22 @@ class DataDir:
         except OSError as exc:
             raise LocalError(f"cannot initialise {self.path}: {exc.strerror}") from None
         return signer.public_key
+
+    def new_store(self) -> None:
+        """Make an empty channel store for the node here, which has none (or an empty file).
+
+        A node never makes its store itself: a missing or empty one means its channels
+        were lost, and only its operator may decide to go on without them.
+
+        Raises:
+            LocalError: no node here, or it has a store (with anything in it).
+        """
+        self.identity()
+        store = self.path / DB_NAME
+        if store.exists() and store.stat().st_size > 0:
+            raise LocalError(f"{store} exists; move it away first if you mean to lose it")
+        store.unlink(missing_ok=True)
+        Store(self.path).close()
 
     def identity(self) -> Signer:
         """The node's signing identity.

@@ -77,6 +77,7 @@ from .._reaction import (
 from .._update import ChannelParams, SignedUpdate
 from . import _nodemsg as nodemsg
 from . import transport
+from ._control import MAX_CONNECTIONS as MAX_CONTROL_CONNECTIONS
 from ._control import serve_control
 from ._datadir import DataDir, parse_hex_id, parse_hostport
 from ._l1spec import L1Access, open_l1
@@ -101,6 +102,19 @@ L1_SWEEP_EVERY = 30.0
 #: Longest wait before the L1 is tried again after failures (the poll interval doubles up
 #: to it): short, since a refute must land inside a challenge window.
 L1_MAX_BACKOFF = 2.0
+#: The longest challenge window a node accepts in a channel a peer opens, unless told
+#: otherwise: a longer one would let the opener lock this node's deposit for that long.
+MAX_WINDOW = 30 * 86_400
+#: The apps a node runs in channels others open, unless told otherwise: in a payments
+#: channel that it deposits nothing into, a node can only be paid.
+ACCEPT_APPS = frozenset({"payments"})
+#: Links from strangers (peers that hold no channel with this node, and that it never
+#: dialled) kept at once, unless told otherwise; a new one evicts the oldest. Identities
+#: cost nothing to make: without a bound, anyone could hold the node's sockets with links
+#: that never carry a channel. Peers with channels are not counted.
+MAX_STRANGER_LINKS = 64
+#: Seconds a stranger's link may stay up without a channel opened on it.
+STRANGER_IDLE = 60.0
 
 _log = get_logger("bfs_smr.node")
 
@@ -119,6 +133,10 @@ class _Waiter:
     def __init__(self, future: asyncio.Future[int], left: int) -> None:
         self.future = future
         self.left = left
+        # The caller may have stopped waiting (its timeout passed): a failure that comes
+        # later is still reported (the command's own CommandFailed, the shutdown), so it
+        # must not also end up in the log as "Future exception was never retrieved".
+        future.add_done_callback(_retrieve)
 
     def committed(self, seq: int) -> None:
         self.left -= 1
@@ -173,6 +191,18 @@ class Node:
         poll_interval: seconds between looks at the L1.
         max_channels_per_peer: channels a peer may open with this node (each costs disk
             and memory even without a deposit).
+        window: the challenge window of the channels this node opens, and the least it
+            accepts (default: the L1's).
+        max_window: the longest challenge window it accepts in a channel a peer opens.
+        max_inbound_deposit: the most it deposits into a channel a peer opens.
+        accept_apps: the apps it runs in channels peers open.
+        max_control_connections: control connections served at once (see
+            :func:`._control.serve_control`).
+        max_stranger_links: links kept at once from peers without a channel with this
+            node (see :data:`MAX_STRANGER_LINKS`).
+
+    Raises:
+        LocalError: a bad option (an unknown app, a limit out of range).
     """
 
     def __init__(
@@ -188,6 +218,11 @@ class Node:
         max_queue: int = 10_000,
         max_channels_per_peer: int = 10_000,
         window: int | None = None,
+        max_window: int = MAX_WINDOW,
+        max_inbound_deposit: int = 0,
+        accept_apps: Iterable[str] = ACCEPT_APPS,
+        max_control_connections: int = MAX_CONTROL_CONNECTIONS,
+        max_stranger_links: int = MAX_STRANGER_LINKS,
     ) -> None:
         self.dir = DataDir(data_dir)
         self.listen = parse_hostport(listen)
@@ -203,6 +238,24 @@ class Node:
             "max_queue": max_queue,
         }
         self.window = window
+        # The inbound-channel policy: what a peer may ask of this node (_accept_open).
+        if window is not None and window > max_window:
+            raise LocalError(f"--window {window} is over --max-window {max_window}")
+        if max_inbound_deposit < 0:
+            raise LocalError("--max-inbound-deposit must not be negative")
+        self.max_window = max_window
+        self.max_inbound_deposit = max_inbound_deposit
+        self.accept_apps = frozenset(accept_apps)
+        for name in self.accept_apps:
+            load_app(name)  # an unknown app is a typo: say so now, not at the first open
+        if max_control_connections < 1:
+            raise LocalError("--max-control-connections must be at least 1")
+        self.max_control_connections = max_control_connections
+        if max_stranger_links < 1:
+            raise LocalError("--max-stranger-links must be at least 1")
+        self.max_stranger_links = max_stranger_links
+        # Strangers' links, oldest first, each with the timer that ends it if still idle.
+        self._strangers: dict[transport.Link, asyncio.TimerHandle] = {}
         self.signer = self.dir.identity()  # the transport identity; see also chan_signer
         self.node_id = self.signer.public_key
         self.chans: dict[bytes, _Chan] = {}
@@ -247,18 +300,30 @@ class Node:
         # the secp256k1 key on the EVM. Its public key is this node's channel account.
         self.chan_signer = self.l1.signer
         self.account = self.chan_signer.public_key
-        self.store = Store(self.dir.path)
+        if self.l1.window > self.max_window:
+            raise LocalError(
+                f"the challenge window of this node's channels ({self.l1.window} s, the "
+                f"L1's or --window) is over --max-window ({self.max_window} s)"
+            )
+        # Never a new store here: ``init`` made it, and a missing or empty one is a loss.
+        self.store = Store(self.dir.path, create=False)
         self._addresses.update(
             (peer, address) for peer, address in self.store.peer_addresses().items()
         )
         for cid in self.store.channel_ids():
             self._load(cid)
         host, port = self.listen
-        server = await transport.serve(
-            host, port, self.signer, self._on_incoming, allow=self._allowed, on_refused=_refused
-        )
+        try:
+            server = await transport.serve(
+                host, port, self.signer, self._on_incoming, allow=self._allowed, on_refused=_refused
+            )
+        except OSError as exc:
+            self.store.close()
+            raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.port = server.sockets[0].getsockname()[1]
-        control = await serve_control(self.dir.secret(), self._control)
+        control = await serve_control(
+            self.dir.secret(), self._control, max_connections=self.max_control_connections
+        )
         self.dir.write_control(
             {
                 "pid": os.getpid(),
@@ -342,7 +407,46 @@ class Node:
         return self.allow is None or peer in self.allow or peer in self._addresses
 
     def _on_incoming(self, link: transport.Link) -> None:
+        known = self._known_peers()
+        if link.peer_id not in known:
+            self._admit_stranger(link, known)
         self._attach(link, dialed_by=link.peer_id)
+
+    def _known_peers(self) -> set[bytes]:
+        """Peers this node dials, or shares a channel with that is on L1: a stranger can
+        make a channel here for free, but not fund it on L1."""
+        known = {c.peer for c in self.chans.values() if c.l1_status is not None}
+        known.update(self._addresses)
+        return known
+
+    def _admit_stranger(self, link: transport.Link, known: set[bytes]) -> None:
+        """Count a link from a stranger; evict the oldest one over the cap."""
+        for old in [k for k in self._strangers if k.closed.done() or k.peer_id in known]:
+            self._strangers.pop(old).cancel()  # gone, or known since
+        while len(self._strangers) >= self.max_stranger_links:
+            oldest = next(iter(self._strangers))
+            self._strangers.pop(oldest).cancel()
+            oldest.close(f"too many links from peers without a channel ({self.max_stranger_links})")
+        self._strangers[link] = self._stranger_timer(link)
+        link.closed.add_done_callback(lambda _: self._forget_stranger(link))
+
+    def _stranger_timer(self, link: transport.Link) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(STRANGER_IDLE, self._stranger_idle, link)
+
+    def _forget_stranger(self, link: transport.Link) -> None:
+        timer = self._strangers.pop(link, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _stranger_idle(self, link: transport.Link) -> None:
+        if link not in self._strangers:
+            return
+        if link.peer_id in self._known_peers():
+            del self._strangers[link]
+        elif any(c.peer == link.peer_id for c in self.chans.values()):
+            self._strangers[link] = self._stranger_timer(link)  # not on L1 yet: still counted
+        else:
+            link.close(f"no channel opened within {STRANGER_IDLE:g} s")
 
     def _attach(self, link: transport.Link, *, dialed_by: bytes) -> None:
         peer = link.peer_id
@@ -404,6 +508,8 @@ class Node:
             pending = asyncio.get_running_loop().create_task(self._dial_once(peer))
             self._dialing[peer] = pending
             pending.add_done_callback(lambda _: self._dialing.pop(peer, None))
+            # Its callers may all have given up (a timeout): the transport logs a failure.
+            pending.add_done_callback(_retrieve)
         return await asyncio.shield(pending)
 
     async def _dial_once(self, peer: bytes) -> transport.Link:
@@ -496,8 +602,7 @@ class Node:
                 raise LocalError(
                     "the participants must be the opener's and this node's accounts, in order"
                 )
-            if params.challenge_window < self.l1.window:
-                raise LocalError(f"the challenge window must be at least {self.l1.window} s")
+            self._check_policy(link.peer_id, params)
             if cid in self.chans:
                 raise LocalError("this channel exists already")
             if sum(1 for c in self.chans.values() if c.peer == link.peer_id) >= self.max_per_peer:
@@ -520,6 +625,36 @@ class Node:
             _log.info("channel refused", peer=link.peer_id.hex()[:16], reason=reason)
         if not link.closed.done():
             link.send(bytes([NODE_FRAME]) + encode(["open-reply", cid, reason]))
+
+    def _check_policy(self, peer: bytes, params: ChannelParams) -> None:
+        """The operator's inbound-channel policy: a channel a peer opens is accepted only
+        from allowed peers, for accepted apps, within the window and deposit limits.
+
+        Raises:
+            LocalError: the reason, worded for the opener (who sees it after "the peer
+                refused the channel: "), naming the option that sets the limit.
+        """
+        if self.allow is not None and peer not in self.allow:
+            raise LocalError("it takes channels only from the peers it lists (--allow-peer)")
+        if params.app not in self.accept_apps:
+            accepted = ", ".join(sorted(self.accept_apps)) or "none"
+            raise LocalError(
+                f"it does not run {params.app[:40]!r} channels others open (it accepts: "
+                f"{accepted[:60]}; --accept-app)"
+            )
+        window = params.challenge_window
+        if window < self.l1.window:
+            raise LocalError(f"the challenge window must be at least {self.l1.window} s")
+        if window > self.max_window:
+            raise LocalError(
+                f"the challenge window of {window} s is over its limit of {self.max_window} s "
+                "(--max-window)"
+            )
+        if params.deposits[1] > self.max_inbound_deposit:
+            raise LocalError(
+                f"it deposits at most {self.max_inbound_deposit} into a channel another node "
+                f"opens, not {params.deposits[1]} (--max-inbound-deposit)"
+            )
 
     # -- carrying out a channel's effects -------------------------------------------------
 
@@ -1138,6 +1273,11 @@ async def _wait(fut: asyncio.Future[T], timeout: float, message: str) -> T:
         return await asyncio.wait_for(asyncio.shield(fut), timeout)
     except TimeoutError:
         raise LocalError(message) from None
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # marks it retrieved; whoever awaits it still gets it
 
 
 def _resolve(futures: list[asyncio.Future[Any]], value: Any) -> None:

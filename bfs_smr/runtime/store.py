@@ -21,7 +21,9 @@ damaged state.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -107,30 +109,48 @@ def params_from_value(value: Any) -> ChannelParams:
 class Store:
     """A party's channels on disk, in ``data_dir/channels.sqlite3``.
 
+    An existing file is never taken as a new store: one that is empty (truncated to
+    zero bytes) or lacks the store's schema is refused, not initialised, since a store
+    that lost its channels would leave their funds unwatched.
+
     Args:
         data_dir: the party's data directory (created if missing).
         keep_log: keep every doubly-signed update (needed to serve a peer's resync or
             restore; turn off only for a party that never serves).
+        create: make a new store if there is none (a node passes False: ``bfs-smr
+            init`` made its store, and a missing one is a loss, not a new node).
 
     Raises:
-        StoreError: the directory or database cannot be opened, or is not a bfs-smr store.
+        StoreError: the directory or database cannot be opened, is not a bfs-smr store,
+            is empty, or (``create`` False) is missing.
     """
 
-    def __init__(self, data_dir: Path | str, *, keep_log: bool = True) -> None:
+    def __init__(self, data_dir: Path | str, *, keep_log: bool = True, create: bool = True) -> None:
         self.dir = Path(data_dir)
         self.path = self.dir / DB_NAME
         self.keep_log = keep_log
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA page_size=1024")  # new files only
+            if not self.path.exists():
+                if not create:
+                    raise StoreError(self.path, f"missing; {_LOST}")
+                self.dir.mkdir(parents=True, exist_ok=True)
+                _create(self.path)
+            elif self.path.stat().st_size == 0:
+                raise StoreError(self.path, f"empty (0 bytes); {_LOST}")
+            # mode=rw: SQLite must never make a file here, only open the one that is.
+            uri = f"file:{urllib.parse.quote(str(self.path))}?mode=rw"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            if not self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone():
+                raise StoreError(self.path, "not a bfs-smr store (no schema)")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            elif row[0] == 1:
+                raise StoreError(self.path, "not a bfs-smr store (no schema version)")
+            if row[0] == 1:
                 self._migrate_from_1()
             elif row[0] != SCHEMA_VERSION:
                 raise StoreError(self.path, f"schema version {row[0]!r}, expected {SCHEMA_VERSION}")
@@ -492,6 +512,37 @@ class _Rows:
         if wrote:
             self.refs.append((channel.next_ref, channel.last_peer_ref, key))
             self.written = True
+
+
+_LOST = "the channels kept in it are not watched without it: restore it from a backup"
+
+
+def _create(path: Path) -> None:
+    """Make a new, empty store at ``path`` atomically: a crash leaves no file or a whole
+    store, never a half-made one that the next open would refuse."""
+    tmp = path.with_name(path.name + ".new")
+    for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA page_size=1024")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+    finally:
+        db.close()  # the last connection: checkpoints and removes the -wal file
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _explain(exc: sqlite3.Error) -> str:
