@@ -775,7 +775,8 @@ class Channel:
         u = msg.update
         committed = self._committed
         if committed is not None and u.seq <= committed.seq:
-            if u.seq == committed.seq and u == committed.update:
+            # Compared as bytes: Python calls some different encodings equal (1 == True).
+            if u.seq == committed.seq and u.body() == committed.update.body():
                 # A retransmission of what this party already signed: same answer again.
                 sig = committed.signatures[self.index]
                 assert sig is not None
@@ -849,7 +850,14 @@ class Channel:
                 if consumed >= len(self._requests):
                     raise self._violation(f"seq {u.seq} has a command this party never issued")
                 ref, command = self._requests[consumed]
-                if command is _CLOSE or entry.ref != ref or entry.command != command:
+                # Canonical bytes, not Python equality: 1 == True and 0 == False, so a
+                # sequencer could swap a command for another that encodes (and may
+                # execute, on L1 too) differently, and this party would sign it as its own.
+                if (
+                    command is _CLOSE
+                    or entry.ref != ref
+                    or encode(entry.command) != encode(command)
+                ):
                     raise self._violation(
                         f"seq {u.seq} has a command this party never issued (ref {entry.ref})"
                     )
