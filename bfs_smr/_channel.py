@@ -245,6 +245,7 @@ class Channel:
         # force moves: the update the next one builds on, once a dispute has begun
         self._dispute_base: tuple[SignedUpdate, Any] | None = None
         self._serving: tuple[int, int] | None = None
+        self._served_upto = -1  # newest entry served to the peer since the last resync
         self._retransmit_upto = -1
         self._awaiting_hello = False
         # follower

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bfs_smr import Channel, LocalError, Phase, RemoteViolation, SignedUpdate, verify_log
+from bfs_smr._messages import Entries, Hello, encode_message, parse_message
 from bfs_smr.runtime import memory_pair
 from bfs_smr.runtime.store import Store, StoreError
 
@@ -230,6 +231,84 @@ def test_resync_detects_a_fork_at_the_same_height(durable):
     )
     with pytest.raises(RemoteViolation, match="fork"):
         pair.bob.chan.receive(data)
+
+
+def _restore_backup(pair, party, backup):
+    """``party``'s machine is rebuilt from an older copy of its data directory."""
+    party.store.close()
+    shutil.rmtree(party.store.dir)
+    shutil.copytree(backup, party.store.dir)
+    party.store = Store(party.store.dir)
+    party.inbox.clear()
+    party.channel = party.store.load(
+        pair.params.channel_id, pair.app, party.l1.format, party.signer, **pair.options
+    )
+
+
+@pytest.mark.parametrize("who", ["alice", "bob"])
+def test_a_party_restored_from_an_old_backup_goes_on_issuing(durable, tmp_path, who):
+    # Defect: the restored follower adopted its newer requests from the sequencer's log,
+    # but its ref counter stayed where the backup left it, so the sequencer denied every
+    # request it sent from then on as "already handled".
+    _, pair = durable()
+    pay(pair, 2, "bob")
+    pay(pair, 2, "alice")
+    pair.pump()
+    party = getattr(pair, who)
+    pair.restart(party)  # closes the store, so the copy has everything durable so far
+    backup = tmp_path / "backup"
+    shutil.copytree(party.store.dir, backup)
+    pay(pair, 5, "bob")
+    pay(pair, 3, "alice")
+    pair.pump()
+    assert both_equal(pair) == 12
+    _restore_backup(pair, party, backup)
+    assert party.chan.seq == 4
+    pair.resync()
+    assert both_equal(pair) == 12
+    assert pair.bob.chan.state == (1_000 - 5 + 7, 500 + 5 - 7)
+    failed_before = len(pair.bob.failed)
+    refs = pay(pair, 3, "bob", 10) + pay(pair, 1, "alice", 10)
+    pair.pump()
+    assert len(pair.bob.failed) == failed_before, pair.bob.failed  # none "already handled"
+    assert both_equal(pair) == 16
+    assert pair.bob.chan.state == (1_000 - 5 + 7 + 20, 500 + 5 - 7 - 20)
+    # Every party's new refs are fresh: none repeats a ref of its own in the log.
+    log = party.store.log_range(pair.params.channel_id, 0, 16)
+    own = [e.ref for u in log for e in u.update.commands if e.actor == (who == "bob")]
+    assert len(own) == len(set(own)) and len(refs) == 4
+
+
+def test_a_repeated_hello_does_not_make_a_party_serve_its_log_again(durable):
+    # Defect 9: each HELLO with next_seq 0 made a party re-serve its whole log; a peer
+    # could repeat it to make the node read and send its log over and over.
+    _, pair = durable()
+    pay(pair, 40)
+    pair.pump()
+    pair.resync()
+
+    def served_by_alice(next_seq, hellos):
+        """Entries Alice sends for ``hellos`` HELLOs from Bob saying ``next_seq``."""
+        hello = Hello(channel_id=pair.params.channel_id, next_seq=next_seq, head_hash=bytes(32))
+        pair.bob.inbox.clear()
+        for _ in range(hellos):
+            pair.alice.chan.receive(encode_message(hello))
+            pair.drain(pair.alice)
+        messages = [parse_message(m) for m in pair.bob.inbox]
+        pair.bob.inbox.clear()
+        return sum(len(m.entries) for m in messages if isinstance(m, Entries))
+
+    assert served_by_alice(0, 100) == 41  # once, not 100 times
+    assert served_by_alice(0, 100) == 0
+    pair.alice.chan.resync()  # a new link: a peer that lost its store can restore again
+    pair.drain(pair.alice)
+    assert served_by_alice(0, 100) == 41
+    # A peer that is merely behind gets what it lacks, once a link.
+    pair.alice.chan.resync()
+    pair.drain(pair.alice)
+    assert served_by_alice(30, 1) == 11
+    assert served_by_alice(30, 100) == 0
+    assert served_by_alice(0, 100) == 0
 
 
 # -- a damaged store ------------------------------------------------------------------
