@@ -144,6 +144,30 @@ TRANSITIONS: dict[tuple[Role, Phase, Input], str] = {
     (_F, _CLOSING, Input.RECV_DENIED): "_fol_on_denied",
     (_F, _CLOSED, Input.RECV_PROPOSE): "_fol_on_propose",
     (_F, _CLOSED, Input.RECV_DENIED): "_fol_on_denied",
+    # Between honest parties these arrive after a restart next to a channel that is over
+    # or not open yet (a request re-sent by resync, an answer to one, a retransmission):
+    # each gets a defined answer, never a violation. The sequencer denies what it cannot
+    # sequence now; it takes a late counter-signature of the final update; the follower
+    # takes any denial; in a dispute the follower ignores proposals (it signs nothing
+    # off-chain any more, I1) and the answers go through L1.
+    (_S, _OPENING, Input.RECV_REQUEST): "_seq_on_request",
+    (_S, _OPENING, Input.RECV_CLOSE_REQUEST): "_seq_on_close_request",
+    (_S, _CLOSED, Input.RECV_ACCEPT): "_seq_on_accept",
+    (_S, _CLOSED, Input.RECV_REQUEST): "_seq_on_request",
+    (_S, _CLOSED, Input.RECV_CLOSE_REQUEST): "_seq_on_close_request",
+    (_S, _DISPUTE, Input.RECV_REQUEST): "_seq_on_request",
+    (_S, _DISPUTE, Input.RECV_CLOSE_REQUEST): "_seq_on_close_request",
+    (_F, _OPENING, Input.RECV_DENIED): "_fol_on_denied",
+    (_F, _DISPUTE, Input.RECV_DENIED): "_fol_on_denied",
+    (_F, _DISPUTE, Input.RECV_PROPOSE): "_ignore",
+}
+
+#: Why the sequencer denies a request in each phase but OPEN.
+_NOT_SEQUENCING = {
+    _OPENING: "the channel is not open yet",
+    _CLOSING: "channel is closing",
+    _CLOSED: "the channel is closed",
+    _DISPUTE: "the channel is in dispute on L1",
 }
 
 # Resynchronisation is possible in every phase, for both roles (see _recovery.py).
@@ -467,6 +491,8 @@ class Channel:
                 chan._dispute_base = (signed, pstate)
                 chan._set_phase(Phase.DISPUTE)
         for ref, command, is_close in requests or []:
+            if chan._phase is Phase.CLOSED:
+                break  # the final update answered them all (a store may still list some)
             chan._requests.append((ref, _CLOSE if is_close else command))
             if is_close and chan._phase is Phase.OPEN:
                 chan._set_phase(Phase.CLOSING)
@@ -510,6 +536,10 @@ class Channel:
         self._out.append(SendMessage(data=encode_message(msg)))
 
     def _noop(self, _: Any) -> None:
+        return None
+
+    def _ignore(self, _: Message) -> None:
+        """A message that needs no answer in this phase (see TRANSITIONS)."""
         return None
 
     def _apply_peer_command(self, state: Any, command: Any, actor: int) -> Any:
@@ -689,7 +719,7 @@ class Channel:
             return
         self._last_peer_ref = msg.ref
         if self._phase is not Phase.OPEN:
-            self._deny(msg.ref, "channel is closing")
+            self._deny(msg.ref, _NOT_SEQUENCING[self._phase])
             return
         if self._queued >= self.max_queue:
             self._deny(msg.ref, "busy")
@@ -716,6 +746,9 @@ class Channel:
         self._last_peer_ref = msg.ref
         if self._phase is Phase.CLOSING:
             return  # the final update is already coming; it answers this request too
+        if self._phase is not Phase.OPEN:
+            self._deny(msg.ref, _NOT_SEQUENCING[self._phase])
+            return
         if not self.app.may_close(self._tip_state):
             reason = f"{self.app.name} does not allow a cooperative close in this state"
             self._deny(msg.ref, reason)

@@ -279,6 +279,25 @@ def test_a_party_restored_from_an_old_backup_goes_on_issuing(durable, tmp_path, 
     assert len(own) == len(set(own)) and len(refs) == 4
 
 
+def test_a_follower_restarted_after_a_close_it_asked_for_sends_nothing(durable):
+    # Defect: the close request stayed in the follower's store after the final update
+    # answered it; after a restart the follower re-sent it, and the sequencer (closed)
+    # called that a violation and dropped the link on every reconnect.
+    _, pair = durable()
+    pay(pair, 2)
+    pair.bob.chan.close()
+    pair.pump()
+    assert pair.alice.chan.phase is pair.bob.chan.phase is Phase.CLOSED
+    pair.restart(pair.bob)
+    pair.restart(pair.alice)
+    assert pair.bob.chan.pending == 0
+    pair.bob.chan.resync()
+    sent = [parse_message(e.data) for e in pair.bob.chan.effects() if hasattr(e, "data")]
+    assert [type(m) for m in sent] == [Hello]
+    pair.resync()
+    assert both_equal(pair) == 3
+
+
 def test_a_repeated_hello_does_not_make_a_party_serve_its_log_again(durable):
     # Defect 9: each HELLO with next_seq 0 made a party re-serve its whole log; a peer
     # could repeat it to make the node read and send its log over and over.
