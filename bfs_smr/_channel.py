@@ -268,7 +268,9 @@ class Channel:
         self._handled_peer_ref = 0  # newest peer request proposed or denied: durable ones
         # force moves: the update the next one builds on, once a dispute has begun
         self._dispute_base: tuple[SignedUpdate, Any] | None = None
-        self._serving: tuple[int, int] | None = None
+        # Log ranges asked for by ServeLog effects not yet answered, oldest first: one
+        # step may emit two (a HELLO, commits, another HELLO in one read).
+        self._serving: deque[tuple[int, int]] = deque()
         self._served_upto = -1  # newest entry served to the peer since the last resync
         self._retransmit_upto = -1
         self._awaiting_hello = False
@@ -412,7 +414,8 @@ class Channel:
         self._dispatch(Input.RESYNC)
 
     def serve_log(self, entries: list[SignedUpdate]) -> None:
-        """Answer a :class:`ServeLog` effect with exactly the entries it named.
+        """Answer the oldest unanswered :class:`ServeLog` effect with exactly the entries
+        it named (effects are carried out in order, so that is the one at hand).
 
         Raises:
             LocalError: nothing was asked for, or not exactly that range.

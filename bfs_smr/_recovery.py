@@ -79,7 +79,7 @@ def on_hello(chan: Channel, msg: Hello) -> None:
         # with next_seq 0 must not make this party re-serve its whole log each time.
         first = max(msg.next_seq, chan._served_upto + 1)
         if first < mine:
-            chan._serving = (first, chan.seq)
+            chan._serving.append((first, chan.seq))
             chan._served_upto = chan.seq
             chan._out.append(ServeLog(first_seq=first, last_seq=chan.seq))
     elif msg.next_seq == mine and msg.head_hash != _head_hash(chan):
@@ -97,12 +97,12 @@ def _resume(chan: Channel) -> None:
 
 
 def serve_log(chan: Channel, entries: list[SignedUpdate]) -> None:
-    if chan._serving is None:
+    if not chan._serving:
         raise LocalError("no log range was asked for")
-    first, last = chan._serving
+    first, last = chan._serving[0]
     if [e.seq for e in entries] != list(range(first, last + 1)):
         raise LocalError(f"serve_log needs exactly the entries {first}..{last}")
-    chan._serving = None
+    chan._serving.popleft()
     # Chunks of at most MAX_ENTRIES entries and half a message of bytes: a log of big
     # batched updates must not become an ENTRIES message the peer refuses as oversized
     # (each update alone is far smaller: its commands are bounded by MAX_UPDATE_COMMANDS).

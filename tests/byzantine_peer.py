@@ -55,6 +55,10 @@ Attacks (``--attacks`` picks some; the default runs all, in this order):
     the second over the same link (``second_channel_signed``: the node counter-signed),
     and the first one's genuine proposal (``first_channel_answered_after``); ``link_up``
     says whether the node kept the link all along.
+``hello_flood`` (only when named)
+    with ``--l1-domain``: opens a channel with the node, commits 30 updates on it, then
+    sends 50 HELLOs saying it has nothing; ``entries_served`` and ``bytes_served`` count
+    the log the node sent back (``log_entries`` long).
 ``slowloris``
     ``--slowloris`` connections that never finish the handshake (silent, a partial hello,
     or a hello trickled a byte at a time). Once they are all open it writes
@@ -83,7 +87,7 @@ import nacl.bindings as sodium
 
 from adapters.memory import MemoryFormat
 from bfs_smr import Channel, ChannelParams, Ed25519, SendMessage, Signer, decode, encode
-from bfs_smr._messages import Accept, Propose, encode_message, parse_message
+from bfs_smr._messages import Accept, Entries, Hello, Propose, encode_message, parse_message
 from bfs_smr.runtime import load_app
 from bfs_smr.runtime import transport as t
 from bfs_smr.runtime._logging import configure_logging
@@ -410,37 +414,46 @@ class Attacker:
         result["channel"] = params.channel_id.hex()
         return result
 
+    async def _channels(self, count: int, result: Result) -> tuple[_Frames, list[Channel]]:
+        """A link on which this peer opened ``count`` channels with the node (the counter
+        app, nothing deposited), each with its opening update doubly signed; fewer if the
+        node refused (``result`` says why)."""
+        assert self.l1_domain is not None
+        fmt = MemoryFormat(self.l1_domain)  # a local L1 signs as the in-memory one does
+        reader, writer, _ = await self.connect()
+        link = _Frames(reader, writer, await self.handshake(reader, writer))
+        result["established"] = True
+        await link.send(NODE_FRAME + encode(["account", self.l1_domain, self.identity.public_key]))
+        chans: list[Channel] = []
+        for _ in range(count):
+            params = dataclasses.replace(
+                self._params((self.identity.public_key, self.victim)), app="counter"
+            )
+            await link.send(NODE_FRAME + encode(["open", params.to_value()]))
+            reply = await link.expect(lambda f: f[:1] == NODE_FRAME and b"open-reply" in f)
+            if reply is None or decode(reply[1:], canonical=False)[2] is not None:
+                result["open_refused"] = None if reply is None else reply.hex()
+                break
+            chan = Channel(params, load_app("counter"), fmt, self.identity)
+            chan.start()
+            if not await link.exchange(chan):
+                result["not_opened"] = params.channel_id.hex()
+                break
+            chans.append(chan)
+        result["channels"] = [c.channel_id.hex() for c in chans]
+        return link, chans
+
     async def one_bad_channel(self) -> Result:
         """Open two channels with the node, break the protocol on the first, then use the
         second over the same link; see whether the node still answers on each."""
         if self.l1_domain is None:
             return {"skipped": "no --l1-domain given"}
-        fmt = MemoryFormat(self.l1_domain)  # a local L1 signs as the in-memory one does
-        reader, writer, result = await self.connect()
-        link = _Frames(reader, writer, await self.handshake(reader, writer))
-        result["established"] = True
+        result: Result = {}
+        link, chans = await self._channels(2, result)
         try:
-            await link.send(
-                NODE_FRAME + encode(["account", self.l1_domain, self.identity.public_key])
-            )
-            chans = []
-            for _ in range(2):
-                params = dataclasses.replace(
-                    self._params((self.identity.public_key, self.victim)), app="counter"
-                )
-                await link.send(NODE_FRAME + encode(["open", params.to_value()]))
-                reply = await link.expect(lambda f: f[:1] == NODE_FRAME and b"open-reply" in f)
-                if reply is None or decode(reply[1:], canonical=False)[2] is not None:
-                    result["open_refused"] = None if reply is None else reply.hex()
-                    return result
-                chan = Channel(params, load_app("counter"), fmt, self.identity)
-                chan.start()
-                if not await link.exchange(chan):
-                    result["not_opened"] = params.channel_id.hex()
-                    return result
-                chans.append(chan)
+            if len(chans) < 2:
+                return result
             first, second = chans
-            result["channels"] = [c.channel_id.hex() for c in chans]
             # The first channel: a proposal whose signature is not the sequencer's.
             first.issue({"inc": 1})
             genuine = _sent(first)[0]
@@ -455,12 +468,46 @@ class Attacker:
             answer = await link.expect(lambda f: f[1:33] == first.channel_id, timeout=2.0)
             result["first_channel_answered_after"] = answer is not None
             result["link_up"] = not link.ended and link.session.peer_close_reason is None
-            writer.write(link.session.close("byzantine peer done"))
-            await writer.drain()
+            await link.close()
             return result
         finally:
             result["close_reason"] = link.session.peer_close_reason
-            self.done(writer)
+            self.done(link.writer)
+
+    async def hello_flood(self) -> Result:
+        """Open a channel, commit ``HELLO_FLOOD_UPDATES`` updates on it, then send
+        ``HELLO_FLOOD`` HELLOs saying this peer has nothing (next_seq 0); count the log
+        entries (``entries_served``) and bytes (``bytes_served``) the node sends back."""
+        if self.l1_domain is None:
+            return {"skipped": "no --l1-domain given"}
+        result: Result = {"hellos": HELLO_FLOOD}
+        link, chans = await self._channels(1, result)
+        try:
+            if not chans:
+                return result
+            chan = chans[0]
+            for _ in range(HELLO_FLOOD_UPDATES):
+                chan.issue({"inc": 1})
+                if not await link.exchange(chan):
+                    result["not_signed"] = chan.seq + 1
+                    return result
+            hello = Hello(channel_id=chan.channel_id, next_seq=0, head_hash=bytes(32))
+            frame = CHANNEL_FRAME + chan.channel_id + encode_message(hello)
+            for _ in range(HELLO_FLOOD):  # apart, so the node reads them one at a time
+                await link.send(frame)
+                await asyncio.sleep(0.01)
+            served = entries = 0
+            while (got := await link.expect(lambda f: True, timeout=3.0)) is not None:
+                message = parse_message(got[33:]) if got[:1] == CHANNEL_FRAME else None
+                if isinstance(message, Entries):
+                    served += len(got)
+                    entries += len(message.entries)
+            result.update(entries_served=entries, bytes_served=served, log_entries=chan.seq + 1)
+            result["link_up"] = not link.ended and link.session.peer_close_reason is None
+            await link.close()
+            return result
+        finally:
+            self.done(link.writer)
 
     async def slowloris(self) -> Result:
         count = self.slowloris_count
@@ -551,6 +598,10 @@ class _Frames:
                     self.inbox += self.session.receive_data(data)
         return None
 
+    async def close(self) -> None:
+        self.writer.write(self.session.close("byzantine peer done"))
+        await self.writer.drain()
+
     async def exchange(self, chan: Channel) -> bool:
         """Send ``chan``'s proposal and take the node's counter-signature; whether the
         proposal got one."""
@@ -589,7 +640,9 @@ ATTACKS = [
     "slowloris",
 ]
 #: Run only when named in ``--attacks``.
-MORE_ATTACKS = ["one_bad_channel"]
+MORE_ATTACKS = ["one_bad_channel", "hello_flood"]
+HELLO_FLOOD = 50
+HELLO_FLOOD_UPDATES = 30
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:

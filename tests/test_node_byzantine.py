@@ -326,3 +326,24 @@ def test_a_violation_on_one_channel_leaves_the_link_to_the_others(
     # The node kept what was doubly signed on each: the opening, and seq 1 of the second.
     assert victim.call("show", channel=first)["seq"] == 0
     assert victim.call("show", channel=second)["seq"] == 1
+
+
+def test_repeated_hellos_get_the_log_served_once(
+    nodes: list[NodeProc], l1: str, tmp_path: Path
+) -> None:
+    # Defect 9: every HELLO saying "I have nothing" made the node read and send its whole
+    # log again; fifty of them, a few kilobytes, got the log fifty times.
+    victim = nodes[1].start()
+    outdir = tmp_path / "attack"
+    proc = _attack(victim, outdir, "--attacks", "hello_flood", "--l1-domain", _l1_domain(l1))
+    try:
+        report = _report(proc, outdir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    result = report["attacks"]["hello_flood"]
+    assert "error" not in result and result.get("log_entries") == 31, result
+    assert result["hellos"] == 50 and result["link_up"] is True, result
+    assert result["entries_served"] == 31, result  # the log once, not 50 times
+    assert result["bytes_served"] < 31 * 1_000, result

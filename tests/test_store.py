@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bfs_smr import Channel, LocalError, Phase, RemoteViolation, SignedUpdate, verify_log
-from bfs_smr._messages import Entries, Hello, encode_message, parse_message
+from bfs_smr._messages import Entries, Hello, Propose, encode_message, parse_message
 from bfs_smr.runtime import memory_pair
 from bfs_smr.runtime.store import Store, StoreError
 
@@ -328,6 +328,30 @@ def test_a_repeated_hello_does_not_make_a_party_serve_its_log_again(durable):
     assert served_by_alice(30, 1) == 11
     assert served_by_alice(30, 100) == 0
     assert served_by_alice(0, 100) == 0
+
+
+def test_two_log_ranges_asked_for_in_one_step_are_both_served(durable):
+    # A HELLO, a commit and another HELLO handled before the driver carries out the
+    # first ServeLog: the channel remembered only the newest range, so answering the
+    # first raised LocalError (a node closed the link on it).
+    _, pair = durable()
+    pay(pair, 40)
+    pair.pump()
+    pair.resync()
+    cid, alice = pair.params.channel_id, pair.alice.chan
+    alice.receive(encode_message(Hello(channel_id=cid, next_seq=35, head_hash=bytes(32))))
+    alice.issue({"pay": 1})  # proposed; Bob counter-signs it below
+    (signed,) = alice.in_flight()
+    proposal = Propose(channel_id=cid, update=signed.update, signature=signed.signatures[0])
+    pair.bob.chan.receive(encode_message(proposal))
+    pair.drain(pair.bob)
+    alice.receive(pair.alice.inbox.popleft())  # seq 41 is doubly signed
+    alice.receive(encode_message(Hello(channel_id=cid, next_seq=0, head_hash=bytes(32))))
+    pair.bob.inbox.clear()
+    pair.drain(pair.alice)
+    served = [parse_message(m) for m in pair.bob.inbox]
+    seqs = [e.seq for m in served if isinstance(m, Entries) for e in m.entries]
+    assert seqs == list(range(35, 42))
 
 
 # -- a damaged store ------------------------------------------------------------------
