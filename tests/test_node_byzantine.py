@@ -6,7 +6,9 @@ victim) over TCP: garbage, replayed and forged handshakes, tampered frames, mess
 has no business sending, half-open connections. Each attack's outcome, as the attacker
 saw it, is in its report; the victim's view is in its JSON log. The test checks that the
 victim refused or closed every attack with a logged reason, stayed up, created no channel
-for the attacker, and that the honest channel still works from both sides.
+for the attacker, and that the honest channel still works from both sides. Two more
+attacks run as a channel's opener: a violation on one of its channels must leave the
+link to its other channel up, and a flood of HELLOs must get the log served once.
 """
 
 from __future__ import annotations

@@ -475,6 +475,12 @@ class Node:
             reason=reason,
             seq=c.chan.seq,
         )
+        # Tell whoever waits why, rather than let them time out on a peer that is up.
+        _fail_all(
+            c,
+            f"the peer broke this channel's protocol ({reason[:200]}); pending commands may "
+            "still complete after a reconnect, or close the channel with --unilateral",
+        )
 
     def _on_node_message(self, link: transport.Link, data: bytes) -> None:
         try:
