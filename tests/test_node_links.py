@@ -165,3 +165,33 @@ def test_a_node_restored_without_a_channel_keeps_the_link_for_the_others(
     ignored = _events(bob, since[1], "ignored a message for a channel this peer is not in")
     assert ignored and {e["channel"] for e in ignored} == {second[:16]}, ignored
     _assert_link_holds(alice, bob, since)
+
+
+def test_a_follower_restored_from_an_old_backup_pays_again(
+    nodes: tuple[NodeProc, NodeProc], l1: str, tmp_path: Path
+) -> None:
+    # Defect 6: the restored follower resynced its balance, but every payment it made
+    # afterwards was denied "already handled": its request counter stayed where the
+    # backup left it, behind its own requests in the log it adopted.
+    alice, bob = (node.start() for node in nodes)
+    channel = _open(alice, bob, deposit=100)
+    alice.call("pay", channel=channel, amount=50)
+    bob.call("pay", channel=channel, amount=1)
+    bob.stop()
+    backup = tmp_path / "bob-backup"
+    shutil.copytree(bob.dir, backup)
+    bob.start()
+    _wait_for(lambda: bob.call("show", channel=channel)["l1"] == "open", "a look at L1")
+    for _ in range(3):
+        bob.call("pay", channel=channel, amount=2)
+    bob.stop()
+    shutil.rmtree(bob.dir)
+    shutil.copytree(backup, bob.dir)
+    bob.start()
+    _wait_for(lambda: bob.call("show", channel=channel)["seq"] == 5, "the resync of the log")
+    _wait_for(lambda: bob.call("show", channel=channel)["l1"] == "open", "a look at L1")
+    assert bob.call("show", channel=channel)["outcome"][bob.node_id] == 50 - 1 - 6
+    paid = bob.call("pay", channel=channel, amount=3)
+    assert paid["seq"] == 6, paid
+    shown = alice.call("show", channel=channel)
+    assert shown["seq"] == 6 and shown["outcome"][bob.node_id] == 50 - 1 - 6 - 3, shown
