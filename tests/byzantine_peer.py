@@ -431,7 +431,7 @@ class Attacker:
             )
             await link.send(NODE_FRAME + encode(["open", params.to_value()]))
             reply = await link.expect(lambda f: f[:1] == NODE_FRAME and b"open-reply" in f)
-            if reply is None or decode(reply[1:], canonical=False)[2] is not None:
+            if reply is None or decode(reply[1:])[2] is not None:
                 result["open_refused"] = None if reply is None else reply.hex()
                 break
             chan = Channel(params, load_app("counter"), fmt, self.identity)
