@@ -149,6 +149,30 @@ TRANSITIONS: dict[tuple[Role, Phase, Input], str] = {
     (_F, _CLOSING, Input.RECV_DENIED): "_fol_on_denied",
     (_F, _CLOSED, Input.RECV_PROPOSE): "_fol_on_propose",
     (_F, _CLOSED, Input.RECV_DENIED): "_fol_on_denied",
+    # Between honest parties these arrive after a restart next to a channel that is over
+    # or not open yet (a request re-sent by resync, an answer to one, a retransmission):
+    # each gets a defined answer, never a violation. The sequencer denies what it cannot
+    # sequence now; it takes a late counter-signature of the final update; the follower
+    # takes any denial; in a dispute the follower ignores proposals (it signs nothing
+    # off-chain any more, I1) and the answers go through L1.
+    (_S, _OPENING, Input.RECV_REQUEST): "_seq_on_request",
+    (_S, _OPENING, Input.RECV_CLOSE_REQUEST): "_seq_on_close_request",
+    (_S, _CLOSED, Input.RECV_ACCEPT): "_seq_on_accept",
+    (_S, _CLOSED, Input.RECV_REQUEST): "_seq_on_request",
+    (_S, _CLOSED, Input.RECV_CLOSE_REQUEST): "_seq_on_close_request",
+    (_S, _DISPUTE, Input.RECV_REQUEST): "_seq_on_request",
+    (_S, _DISPUTE, Input.RECV_CLOSE_REQUEST): "_seq_on_close_request",
+    (_F, _OPENING, Input.RECV_DENIED): "_fol_on_denied",
+    (_F, _DISPUTE, Input.RECV_DENIED): "_fol_on_denied",
+    (_F, _DISPUTE, Input.RECV_PROPOSE): "_ignore",
+}
+
+#: Why the sequencer denies a request in each phase but OPEN.
+_NOT_SEQUENCING = {
+    _OPENING: "the channel is not open yet",
+    _CLOSING: "channel is closing",
+    _CLOSED: "the channel is closed",
+    _DISPUTE: "the channel is in dispute on L1",
 }
 
 # Resynchronisation is possible in every phase, for both roles (see _recovery.py).
@@ -249,7 +273,10 @@ class Channel:
         self._handled_peer_ref = 0  # newest peer request proposed or denied: durable ones
         # force moves: the update the next one builds on, once a dispute has begun
         self._dispute_base: tuple[SignedUpdate, Any] | None = None
-        self._serving: tuple[int, int] | None = None
+        # Log ranges asked for by ServeLog effects not yet answered, oldest first: one
+        # step may emit two (a HELLO, commits, another HELLO in one read).
+        self._serving: deque[tuple[int, int]] = deque()
+        self._served_upto = -1  # newest entry served to the peer since the last resync
         self._retransmit_upto = -1
         self._awaiting_hello = False
         # follower
@@ -392,7 +419,8 @@ class Channel:
         self._dispatch(Input.RESYNC)
 
     def serve_log(self, entries: list[SignedUpdate]) -> None:
-        """Answer a :class:`ServeLog` effect with exactly the entries it named.
+        """Answer the oldest unanswered :class:`ServeLog` effect with exactly the entries
+        it named (effects are carried out in order, so that is the one at hand).
 
         Raises:
             LocalError: nothing was asked for, or not exactly that range.
@@ -471,6 +499,8 @@ class Channel:
                 chan._dispute_base = (signed, pstate)
                 chan._set_phase(Phase.DISPUTE)
         for ref, command, is_close in requests or []:
+            if chan._phase is Phase.CLOSED:
+                break  # the final update answered them all (a store may still list some)
             chan._requests.append((ref, _CLOSE if is_close else command))
             if is_close and chan._phase is Phase.OPEN:
                 chan._set_phase(Phase.CLOSING)
@@ -514,6 +544,10 @@ class Channel:
         self._out.append(SendMessage(data=encode_message(msg)))
 
     def _noop(self, _: Any) -> None:
+        return None
+
+    def _ignore(self, _: Message) -> None:
+        """A message that needs no answer in this phase (see TRANSITIONS)."""
         return None
 
     def _apply_peer_command(self, state: Any, command: Any, actor: int) -> Any:
@@ -693,7 +727,7 @@ class Channel:
             return
         self._last_peer_ref = msg.ref
         if self._phase is not Phase.OPEN:
-            self._deny(msg.ref, "channel is closing")
+            self._deny(msg.ref, _NOT_SEQUENCING[self._phase])
             return
         if self._queued >= self.max_queue:
             self._deny(msg.ref, "busy")
@@ -720,6 +754,9 @@ class Channel:
         self._last_peer_ref = msg.ref
         if self._phase is Phase.CLOSING:
             return  # the final update is already coming; it answers this request too
+        if self._phase is not Phase.OPEN:
+            self._deny(msg.ref, _NOT_SEQUENCING[self._phase])
+            return
         if not self.app.may_close(self._tip_state):
             reason = f"{self.app.name} does not allow a cooperative close in this state"
             self._deny(msg.ref, reason)
@@ -780,7 +817,8 @@ class Channel:
         u = msg.update
         committed = self._committed
         if committed is not None and u.seq <= committed.seq:
-            if u.seq == committed.seq and u == committed.update:
+            # Compared as bytes: Python calls some different encodings equal (1 == True).
+            if u.seq == committed.seq and u.body() == committed.update.body():
                 # A retransmission of what this party already signed: same answer again.
                 sig = committed.signatures[self.index]
                 assert sig is not None
@@ -854,7 +892,14 @@ class Channel:
                 if consumed >= len(self._requests):
                     raise self._violation(f"seq {u.seq} has a command this party never issued")
                 ref, command = self._requests[consumed]
-                if command is _CLOSE or entry.ref != ref or entry.command != command:
+                # Canonical bytes, not Python equality: 1 == True and 0 == False, so a
+                # sequencer could swap a command for another that encodes (and may
+                # execute, on L1 too) differently, and this party would sign it as its own.
+                if (
+                    command is _CLOSE
+                    or entry.ref != ref
+                    or encode(entry.command) != encode(command)
+                ):
                     raise self._violation(
                         f"seq {u.seq} has a command this party never issued (ref {entry.ref})"
                     )

@@ -64,6 +64,8 @@ def resync(chan: Channel) -> None:
     # New proposals wait until the older ones are re-sent, or the follower would get a
     # gap in its sequence (they go out in order on one link).
     chan._awaiting_hello = True
+    # A new round: the peer may lack any part of the log again (after a restore, say).
+    chan._served_upto = -1
     chan._send(Hello(channel_id=chan.channel_id, next_seq=chan.seq + 1, head_hash=_head_hash(chan)))
     # The follower re-sends what it asked for and has not seen answered; the sequencer
     # ignores or denies what it already handled, so nothing runs twice.
@@ -77,8 +79,13 @@ def resync(chan: Channel) -> None:
 def on_hello(chan: Channel, msg: Hello) -> None:
     mine = chan.seq + 1
     if msg.next_seq < mine:
-        chan._serving = (msg.next_seq, chan.seq)
-        chan._out.append(ServeLog(first_seq=msg.next_seq, last_seq=chan.seq))
+        # Each entry goes out at most once per round (resync): a peer repeating HELLO
+        # with next_seq 0 must not make this party re-serve its whole log each time.
+        first = max(msg.next_seq, chan._served_upto + 1)
+        if first < mine:
+            chan._serving.append((first, chan.seq))
+            chan._served_upto = chan.seq
+            chan._out.append(ServeLog(first_seq=first, last_seq=chan.seq))
     elif msg.next_seq == mine and msg.head_hash != _head_hash(chan):
         raise chan._violation(f"the peer's log ends at seq {mine - 1} with another update (fork)")
     if msg.next_seq <= mine:
@@ -94,12 +101,12 @@ def _resume(chan: Channel) -> None:
 
 
 def serve_log(chan: Channel, entries: list[SignedUpdate]) -> None:
-    if chan._serving is None:
+    if not chan._serving:
         raise LocalError("no log range was asked for")
-    first, last = chan._serving
+    first, last = chan._serving[0]
     if [e.seq for e in entries] != list(range(first, last + 1)):
         raise LocalError(f"serve_log needs exactly the entries {first}..{last}")
-    chan._serving = None
+    chan._serving.popleft()
     # Chunks of at most MAX_ENTRIES entries and _CHUNK_BYTES, or one entry alone: a log
     # of big batched updates must not become an ENTRIES message the peer refuses as too
     # large or as holding too many items (an update alone is within both: its commands
@@ -182,6 +189,7 @@ def adopt(chan: Channel, signed: SignedUpdate) -> None:
         chan._head_seq = u.seq
         chan._head_hash = u.entry_hash()
     chan._commit(signed, state)
+    _count_refs(chan, signed)
     # Our own commands in it are done; after a final update nothing else can be.
     done = {e.ref for e in u.commands if e.actor == chan.index}
     if done or u.final:
@@ -192,6 +200,23 @@ def adopt(chan: Channel, signed: SignedUpdate) -> None:
                 chan._out.append(CommandFailed(ref=ref, reason="channel closed"))
             else:
                 chan._requests.append((ref, what))
+
+
+def _count_refs(chan: Channel, signed: SignedUpdate) -> None:
+    """Move both ref counters past the refs of an adopted entry.
+
+    A party restored from an old backup learns here of commands it issued after that
+    backup: its next ref must not repeat theirs, or the sequencer denies every new request
+    as "already handled" (refs never repeat). The sequencer likewise learns of requests it
+    sequenced after its backup, so a replay of one is never run twice.
+    """
+    for entry in signed.update.commands:
+        if entry.actor == chan.index:
+            if entry.ref >= chan._next_ref:
+                chan._next_ref = entry.ref + 1
+        elif entry.ref > chan._handled_peer_ref:
+            chan._handled_peer_ref = entry.ref
+            chan._last_peer_ref = max(chan._last_peer_ref, entry.ref)
 
 
 def repeated_request(chan: Channel, ref: int) -> bool:

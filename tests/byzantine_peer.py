@@ -34,11 +34,14 @@ Attacks (``--attacks`` picks some; the default runs all, in this order):
 ``oversized_length``, ``tampered_frame``, ``reordered_frames``
     after a genuine handshake: a length prefix of 0xFFFFFFFF; a frame with one ciphertext
     byte flipped; two frames in the wrong order.
-``undecodable_node_message``, ``unknown_frame_kind``, ``empty_frame``, ``foreign_channel``,
-``big_junk``
+``undecodable_node_message``, ``unknown_frame_kind``, ``empty_frame``, ``big_junk``
     after a genuine handshake, one well-encrypted frame the node must close the link on:
-    bytes that are not CBOR; an unknown frame kind; an empty frame; a channel message for
-    ``--channel`` (a channel between two other nodes); ``max_frame`` bytes of junk.
+    bytes that are not CBOR; an unknown frame kind; an empty frame; ``max_frame`` bytes
+    of junk.
+``foreign_channel``
+    after a genuine handshake, a channel message for ``--channel`` (a channel between two
+    other nodes), which the node must ignore, then an unknown frame kind: the node closes
+    on the second, so the first left the link up.
 ``bad_open``, ``malformed_open``, ``poison_open``
     after a genuine handshake, an "open" the node must refuse (it answers, and may keep
     the link): participants ``--impersonate`` and the node; participants that are not two
@@ -46,6 +49,16 @@ Attacks (``--attacks`` picks some; the default runs all, in this order):
     float in the app options, which a node must not store (its store refuses non-plain
     data when it reads the channel back). ``open_reply`` holds the node's answer and
     ``link_open_after_reply`` whether the node kept the link until this end closed it.
+``one_bad_channel`` (only when named)
+    with ``--l1-domain``: opens two channels with the node (the counter app, nothing
+    deposited), sends a proposal with a forged signature on the first, then proposes on
+    the second over the same link (``second_channel_signed``: the node counter-signed),
+    and the first one's genuine proposal (``first_channel_answered_after``); ``link_up``
+    says whether the node kept the link all along.
+``hello_flood`` (only when named)
+    with ``--l1-domain``: opens a channel with the node, commits 30 updates on it, then
+    sends 50 HELLOs saying it has nothing; ``entries_served`` and ``bytes_served`` count
+    the log the node sent back (``log_entries`` long).
 ``slowloris``
     ``--slowloris`` connections that never finish the handshake (silent, a partial hello,
     or a hello trickled a byte at a time). Once they are all open it writes
@@ -61,6 +74,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -71,7 +85,10 @@ from typing import Any
 
 import nacl.bindings as sodium
 
-from bfs_smr import ChannelParams, Ed25519, Signer, decode, encode
+from adapters.memory import MemoryFormat
+from bfs_smr import Channel, ChannelParams, Ed25519, SendMessage, Signer, decode, encode
+from bfs_smr._messages import Accept, Entries, Hello, Propose, encode_message, parse_message
+from bfs_smr.runtime import load_app
 from bfs_smr.runtime import transport as t
 from bfs_smr.runtime._logging import configure_logging
 
@@ -312,7 +329,10 @@ class Attacker:
         return await self.frame(b"")
 
     async def foreign_channel(self) -> Result:
-        return await self.frame(CHANNEL_FRAME + self.channel + encode(["update", 1, b"x"]))
+        # The node ignores it (the link carries other channels); the unknown frame kind
+        # after it shows the link was still up to close on that instead.
+        foreign = CHANNEL_FRAME + self.channel + encode(["update", 1, b"x"])
+        return await self.after_handshake(lambda s: s.send(foreign) + s.send(b"\x07probe"))
 
     async def big_junk(self) -> Result:
         junk = NODE_FRAME + os.urandom(t.MAX_FRAME - 1)
@@ -403,6 +423,101 @@ class Attacker:
         result["channel"] = params.channel_id.hex()
         return result
 
+    async def _channels(self, count: int, result: Result) -> tuple[_Frames, list[Channel]]:
+        """A link on which this peer opened ``count`` channels with the node (the counter
+        app, nothing deposited), each with its opening update doubly signed; fewer if the
+        node refused (``result`` says why)."""
+        assert self.l1_domain is not None
+        fmt = MemoryFormat(self.l1_domain)  # a local L1 signs as the in-memory one does
+        reader, writer, _ = await self.connect()
+        link = _Frames(reader, writer, await self.handshake(reader, writer))
+        result["established"] = True
+        await link.send(NODE_FRAME + encode(["account", self.l1_domain, self.identity.public_key]))
+        chans: list[Channel] = []
+        for _ in range(count):
+            params = dataclasses.replace(
+                self._params((self.identity.public_key, self.victim)), app="counter"
+            )
+            await link.send(NODE_FRAME + encode(["open", params.to_value()]))
+            reply = await link.expect(lambda f: f[:1] == NODE_FRAME and b"open-reply" in f)
+            if reply is None or decode(reply[1:])[2] is not None:
+                result["open_refused"] = None if reply is None else reply.hex()
+                break
+            chan = Channel(params, load_app("counter"), fmt, self.identity)
+            chan.start()
+            if not await link.exchange(chan):
+                result["not_opened"] = params.channel_id.hex()
+                break
+            chans.append(chan)
+        result["channels"] = [c.channel_id.hex() for c in chans]
+        return link, chans
+
+    async def one_bad_channel(self) -> Result:
+        """Open two channels with the node, break the protocol on the first, then use the
+        second over the same link; see whether the node still answers on each."""
+        if self.l1_domain is None:
+            return {"skipped": "no --l1-domain given"}
+        result: Result = {}
+        link, chans = await self._channels(2, result)
+        try:
+            if len(chans) < 2:
+                return result
+            first, second = chans
+            # The first channel: a proposal whose signature is not the sequencer's.
+            first.issue({"inc": 1})
+            genuine = _sent(first)[0]
+            update = parse_message(genuine).update
+            forged = Propose(channel_id=first.channel_id, update=update, signature=bytes(64))
+            await link.send(CHANNEL_FRAME + first.channel_id + encode_message(forged))
+            # The second channel goes on over the same link.
+            second.issue({"inc": 2})
+            result["second_channel_signed"] = await link.exchange(second)
+            # The first one's genuine proposal now goes unanswered on this link.
+            await link.send(CHANNEL_FRAME + first.channel_id + genuine)
+            answer = await link.expect(lambda f: f[1:33] == first.channel_id, timeout=2.0)
+            result["first_channel_answered_after"] = answer is not None
+            result["link_up"] = not link.ended and link.session.peer_close_reason is None
+            await link.close()
+            return result
+        finally:
+            result["close_reason"] = link.session.peer_close_reason
+            self.done(link.writer)
+
+    async def hello_flood(self) -> Result:
+        """Open a channel, commit ``HELLO_FLOOD_UPDATES`` updates on it, then send
+        ``HELLO_FLOOD`` HELLOs saying this peer has nothing (next_seq 0); count the log
+        entries (``entries_served``) and bytes (``bytes_served``) the node sends back."""
+        if self.l1_domain is None:
+            return {"skipped": "no --l1-domain given"}
+        result: Result = {"hellos": HELLO_FLOOD}
+        link, chans = await self._channels(1, result)
+        try:
+            if not chans:
+                return result
+            chan = chans[0]
+            for _ in range(HELLO_FLOOD_UPDATES):
+                chan.issue({"inc": 1})
+                if not await link.exchange(chan):
+                    result["not_signed"] = chan.seq + 1
+                    return result
+            hello = Hello(channel_id=chan.channel_id, next_seq=0, head_hash=bytes(32))
+            frame = CHANNEL_FRAME + chan.channel_id + encode_message(hello)
+            for _ in range(HELLO_FLOOD):  # apart, so the node reads them one at a time
+                await link.send(frame)
+                await asyncio.sleep(0.01)
+            served = entries = 0
+            while (got := await link.expect(lambda f: True, timeout=3.0)) is not None:
+                message = parse_message(got[33:]) if got[:1] == CHANNEL_FRAME else None
+                if isinstance(message, Entries):
+                    served += len(got)
+                    entries += len(message.entries)
+            result.update(entries_served=entries, bytes_served=served, log_entries=chan.seq + 1)
+            result["link_up"] = not link.ended and link.session.peer_close_reason is None
+            await link.close()
+            return result
+        finally:
+            self.done(link.writer)
+
     async def slowloris(self) -> Result:
         count = self.slowloris_count
         conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, Result]] = []
@@ -475,6 +590,64 @@ def colliding_key_map(count: int) -> bytes:
     return head + b"".join(items)
 
 
+def _sent(chan: Channel) -> list[bytes]:
+    return [e.data for e in chan.effects() if isinstance(e, SendMessage)]
+
+
+class _Frames:
+    """Frames to and from the node over one established session."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handshake: tuple[t.SecureSession, bytes],
+    ) -> None:
+        self.reader, self.writer = reader, writer
+        self.session = handshake[0]
+        self.inbox: list[bytes] = []
+        self.ended = False
+
+    async def send(self, *frames: bytes) -> None:
+        self.writer.write(b"".join(self.session.send(f) for f in frames))
+        await self.writer.drain()
+
+    async def expect(self, wanted: Any, timeout: float = 10.0) -> bytes | None:
+        """The first frame from the node that ``wanted`` accepts (others are kept), or
+        None if none came within ``timeout`` or the node ended the connection."""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(timeout):
+                while True:
+                    for i, frame in enumerate(self.inbox):
+                        if wanted(frame):
+                            return self.inbox.pop(i)
+                    data = await self.reader.read(1 << 16)
+                    if not data:
+                        self.ended = True
+                        return None
+                    self.inbox += self.session.receive_data(data)
+        return None
+
+    async def close(self) -> None:
+        self.writer.write(self.session.close("byzantine peer done"))
+        await self.writer.drain()
+
+    async def exchange(self, chan: Channel) -> bool:
+        """Send ``chan``'s proposal and take the node's counter-signature; whether the
+        proposal got one."""
+        seq = chan.seq
+        prefix = CHANNEL_FRAME + chan.channel_id
+        await self.send(*(prefix + data for data in _sent(chan)))
+        answer = await self.expect(
+            lambda f: f.startswith(prefix) and isinstance(parse_message(f[33:]), Accept)
+        )
+        if answer is None:
+            return False
+        chan.receive(answer[33:])
+        chan.effects()
+        return chan.seq == seq + 1
+
+
 ATTACKS = [
     "genuine",
     "garbage",
@@ -498,13 +671,17 @@ ATTACKS = [
     "poison_open",
     "slowloris",
 ]
+#: Run only when named in ``--attacks``.
+MORE_ATTACKS = ["one_bad_channel", "hello_flood"]
+HELLO_FLOOD = 50
+HELLO_FLOOD_UPDATES = 30
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     host, _, port = args.target.rpartition(":")
     attacker = Attacker(host, int(port), bytes.fromhex(args.victim_id), args)
     names = args.attacks.split(",") if args.attacks else ATTACKS
-    unknown = set(names) - set(ATTACKS)
+    unknown = set(names) - set(ATTACKS + MORE_ATTACKS)
     if unknown:
         raise SystemExit(f"unknown attacks: {sorted(unknown)}")
     report: dict[str, Any] = {

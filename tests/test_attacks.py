@@ -115,7 +115,7 @@ class Duo:
 
 
 def make_duo(
-    app: str = "payments",
+    app: str | StateMachine[Any] = "payments",
     deposits: tuple[int, int] = (1_000, 0),
     *,
     chain: MemoryL1 | None = None,
@@ -132,7 +132,7 @@ def make_duo(
     if mint:
         chain.mint(a.public_key, deposits[0])
         chain.mint(b.public_key, deposits[1])
-    machine = load_app(app)
+    machine = load_app(app) if isinstance(app, str) else app
     params = ChannelParams(
         l1=chain.format.domain,
         participants=(a.public_key, b.public_key),
@@ -153,7 +153,9 @@ def make_duo(
     )
 
 
-def opened(app: str = "payments", deposits: tuple[int, int] = (1_000, 0), **kw: Any) -> Duo:
+def opened(
+    app: str | StateMachine[Any] = "payments", deposits: tuple[int, int] = (1_000, 0), **kw: Any
+) -> Duo:
     """A duo whose opening update is doubly signed and whose deposits are locked on L1."""
     duo = make_duo(app, deposits, **kw)
     duo.alice.start()
@@ -551,6 +553,41 @@ def test_sequencer_cannot_alter_the_followers_requests(tamper):
     duo.pump()
     assert duo.bob.state == duo.alice.state
     assert duo.bob.state == (112, 88)
+
+
+class Notes(StateMachine[tuple[int, int, tuple[Any, ...]]]):
+    """A lenient app: every plain value is a note, kept as it came (with the deposits)."""
+
+    name = "notes"
+    version = 1
+
+    def initial_state(self, params: ChannelParams) -> tuple[int, int, tuple[Any, ...]]:
+        return (params.deposits[0], params.deposits[1], ())
+
+    def apply(self, state: Any, command: Any, actor: int) -> tuple[int, int, tuple[Any, ...]]:
+        return (state[0], state[1], (*state[2], (actor, command)))
+
+    def outcome(self, state: Any) -> tuple[int, int]:
+        return (state[0], state[1])
+
+
+@pytest.mark.parametrize(
+    ("asked", "swapped"),
+    [(1, True), (0, False), ([1, 0], [True, False]), ({"n": 1}, {"n": True})],
+)
+def test_sequencer_cannot_swap_a_request_for_one_python_calls_equal(asked, swapped):
+    # 1 == True in Python, but they encode differently: an update with the swapped
+    # command is another update (another state on L1), which Bob never asked for.
+    duo = opened(Notes(), (100, 100))
+    assert asked == swapped and encode(asked) != encode(swapped)
+    duo.bob.issue(asked)
+    request = only(duo.drain(1), Request)
+    update = craft(duo, (CommandEntry(1, request.ref, swapped),))
+    assert_refused(duo.bob, propose(duo, update), "never issued")
+    # Alice sequences the real request; Bob signs that.
+    deliver(duo, 0, [encode_message(request)])
+    assert duo.bob.seq == 1 and duo.alice.committed == duo.bob.committed
+    assert encode(duo.bob.state) == encode((100, 100, ((1, asked),)))
 
 
 # == 4. replay across channels ================================================================

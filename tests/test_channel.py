@@ -17,7 +17,16 @@ from bfs_smr import (
     SendMessage,
     decode,
 )
-from bfs_smr._messages import MessageKind
+from bfs_smr._messages import (
+    Accept,
+    CloseRequest,
+    Denied,
+    MessageKind,
+    Propose,
+    Request,
+    encode_message,
+    parse_message,
+)
 
 
 def opened(app="payments", deposits=(1_000, 1_000), **kw):
@@ -360,7 +369,7 @@ def test_the_largest_batches_decode_on_the_peer_and_in_a_resync():
     pair.pump()
     assert pair.bob.chan.seq == 4 and pair.bob.chan.state == (10**9 - 30_100, 30_100)
     # Serving the log in a resync: big updates go alone, and each message decodes.
-    pair.alice.chan._serving = (1, 4)
+    pair.alice.chan._serving.append((1, 4))
     pair.alice.chan.serve_log(pair.alice.log[1:5])
     sent = [e.data for e in pair.alice.chan.effects() if isinstance(e, SendMessage)]
     served = [parse_message(data) for data in sent]
@@ -368,3 +377,70 @@ def test_the_largest_batches_decode_on_the_peer_and_in_a_resync():
     assert [e.seq for m in served for e in m.entries] == [1, 2, 3, 4]
     assert len(served) == 4  # a message holds several entries only within _CHUNK_BYTES
     assert 70_000 <= MAX_UPDATE_ITEMS < MAX_ITEMS
+
+
+def _delivered(chan, message):
+    """Effects of ``chan`` receiving ``message``: messages parsed, the rest as they are."""
+    chan.receive(encode_message(message))
+    return [parse_message(e.data) if isinstance(e, SendMessage) else e for e in chan.effects()]
+
+
+def test_messages_about_a_closed_channel_get_an_answer_not_a_violation():
+    # Defect 8: after a restart next to a closed channel, a re-sent request, close
+    # request or counter-signature made the sequencer call a violation (and the node drop
+    # the link, on every reconnect).
+    _, pair = opened()
+    pair.bob.chan.close()
+    pair.pump()
+    alice, bob = pair.alice.chan, pair.bob.chan
+    assert alice.phase is bob.phase is Phase.CLOSED
+    cid, final = alice.channel_id, alice.committed
+    for message in (
+        Request(channel_id=cid, ref=7, command={"pay": 1}),
+        CloseRequest(channel_id=cid, ref=8),
+    ):
+        answer = _delivered(alice, message)
+        assert answer == [Denied(channel_id=cid, ref=message.ref, reason="the channel is closed")]
+    late = Accept(channel_id=cid, seq=final.seq, signature=final.signatures[1])
+    assert _delivered(alice, late) == []
+    resent = Propose(channel_id=cid, update=final.update, signature=final.signatures[0])
+    assert _delivered(bob, resent) == [late]  # the same counter-signature again
+    assert _delivered(bob, Denied(channel_id=cid, ref=1, reason="x")) == []
+    assert alice.phase is bob.phase is Phase.CLOSED and alice.committed == bob.committed
+
+
+def test_messages_during_a_dispute_get_an_answer_not_a_violation():
+    # Defect 8: the follower forced its move on L1 while its request was pending; the
+    # sequencer, restarted, sequenced the re-sent request and the follower called the
+    # proposal a violation. In a dispute the follower ignores proposals (it signs nothing
+    # off-chain any more), and the sequencer denies requests.
+    _, pair = opened("tictactoe", (5, 5))
+    pair.alice.chan.issue({"cell": 0})
+    pair.pump()
+    alice, bob = pair.alice.chan, pair.bob.chan
+    cid = alice.channel_id
+    ref = bob.issue({"cell": 4})
+    bob.effects()  # the request is lost with the sequencer's crash
+    forced = bob.force_move({"cell": 4})
+    bob.effects()
+    assert bob.phase is Phase.DISPUTE
+    alice.receive(encode_message(Request(channel_id=cid, ref=ref, command={"cell": 4})))
+    proposal = [e.data for e in alice.effects() if isinstance(e, SendMessage)]
+    assert [type(parse_message(p)) for p in proposal] == [Propose]
+    bob.receive(proposal[0])
+    assert bob.effects() == []  # ignored: no signature, no error
+    failed = _delivered(bob, Denied(channel_id=cid, ref=ref, reason="no"))
+    assert failed == [CommandFailed(ref=ref, reason="no")]
+    assert bob.phase is Phase.DISPUTE
+    # A sequencer in a dispute denies what it is asked.
+    alice.adopt_forced_move(forced)
+    alice.effects()
+    for message in (
+        Request(channel_id=cid, ref=ref + 1, command={"cell": 5}),
+        CloseRequest(channel_id=cid, ref=ref + 2),
+    ):
+        reason = "the channel is in dispute on L1"
+        assert _delivered(alice, message) == [
+            Denied(channel_id=cid, ref=message.ref, reason=reason)
+        ]
+    assert alice.phase is Phase.DISPUTE

@@ -6,7 +6,9 @@ victim) over TCP: garbage, replayed and forged handshakes, tampered frames, mess
 has no business sending, half-open connections. Each attack's outcome, as the attacker
 saw it, is in its report; the victim's view is in its JSON log. The test checks that the
 victim refused or closed every attack with a logged reason, stayed up, created no channel
-for the attacker, and that the honest channel still works from both sides.
+for the attacker, and that the honest channel still works from both sides. Two more
+attacks run as a channel's opener: a violation on one of its channels must leave the
+link to its other channel up, and a flood of HELLOs must get the log served once.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ CLOSED = {
     "undecodable_node_message": "malformed node message: malformed CBOR",
     "unknown_frame_kind": "unknown frame kind 7",
     "empty_frame": "unknown frame kind -1",
-    "foreign_channel": "a message for a channel this peer is not in",
+    # ignored (the link carries other channels): the probe after it closes the link
+    "foreign_channel": "unknown frame kind 7",
     "big_junk": "malformed node message: 4194303 bytes is over the limit of 65536",
     # issue 11, defects 1 and 2: refused by the decoder in linear time, not walked
     "shared_refs": "malformed node message: unsupported CBOR item: a tag",
@@ -217,6 +220,8 @@ def test_a_byzantine_peer_is_dropped_and_the_channel_lives_on(
     assert [e["level"] for e in broke] == ["warning"] * len(PROTOCOL), broke
     for name, event in zip(PROTOCOL, broke, strict=True):
         assert CLOSED[name] in event["reason"], (name, event)
+    ignored = logged("ignored a message for a channel this peer is not in", peer=attacker[:16])
+    assert [e["channel"] for e in ignored] == [channel[:16]], ignored
 
     # "open"s the victim refuses, with a reason, creating nothing.
     for name, reason in OPEN_REFUSED.items():
@@ -297,3 +302,59 @@ def test_an_allow_list_refuses_the_attacker_but_not_the_honest_peer(
     assert bob.alive()
     ok("channel", "pay", "--data-dir", str(bob.dir), channel, "4")
     _agree(alice, bob, channel)
+
+
+def test_a_violation_on_one_channel_leaves_the_link_to_the_others(
+    nodes: list[NodeProc], l1: str, tmp_path: Path
+) -> None:
+    # Build 3: a peer that breaks one channel's protocol loses that channel's trust on
+    # the link (its messages are dropped until the next link), not the link: its other
+    # channel goes on. Before, the node closed the link on any channel violation.
+    # (The attacker's channels run the counter app, which a node accepts only when told.)
+    nodes[1].extra += ("--accept-app", "payments", "--accept-app", "counter")
+    victim = nodes[1].start()
+    outdir = tmp_path / "attack"
+    proc = _attack(victim, outdir, "--attacks", "one_bad_channel", "--l1-domain", _l1_domain(l1))
+    try:
+        report = _report(proc, outdir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    result = report["attacks"]["one_bad_channel"]
+    assert "error" not in result and len(result.get("channels", [])) == 2, result
+    first, second = result["channels"]
+    assert result["second_channel_signed"] is True, result
+    assert result["first_channel_answered_after"] is False, result
+    assert result["link_up"] is True and result["close_reason"] is None, result
+    events = victim.log_events()
+    broke = [e for e in events if e.get("event") == "peer broke the protocol on a channel"]
+    assert len(broke) == 1, broke
+    assert broke[0]["channel"] == first[:16] and broke[0]["peer"] == report["attacker_id"][:16]
+    assert "invalid or missing proposer signature" in broke[0]["reason"], broke
+    assert not [e for e in events if e.get("event") == "peer broke the protocol"]
+    # The node kept what was doubly signed on each: the opening, and seq 1 of the second.
+    assert victim.call("show", channel=first)["seq"] == 0
+    assert victim.call("show", channel=second)["seq"] == 1
+
+
+def test_repeated_hellos_get_the_log_served_once(
+    nodes: list[NodeProc], l1: str, tmp_path: Path
+) -> None:
+    # Defect 9: every HELLO saying "I have nothing" made the node read and send its whole
+    # log again; fifty of them, a few kilobytes, got the log fifty times.
+    nodes[1].extra += ("--accept-app", "payments", "--accept-app", "counter")
+    victim = nodes[1].start()
+    outdir = tmp_path / "attack"
+    proc = _attack(victim, outdir, "--attacks", "hello_flood", "--l1-domain", _l1_domain(l1))
+    try:
+        report = _report(proc, outdir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    result = report["attacks"]["hello_flood"]
+    assert "error" not in result and result.get("log_entries") == 31, result
+    assert result["hellos"] == 50 and result["link_up"] is True, result
+    assert result["entries_served"] == 31, result  # the log once, not 50 times
+    assert result["bytes_served"] < 31 * 1_000, result

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bfs_smr import Channel, LocalError, Phase, RemoteViolation, SignedUpdate, verify_log
+from bfs_smr._messages import Entries, Hello, Propose, encode_message, parse_message
 from bfs_smr.runtime import memory_pair
 from bfs_smr.runtime.store import Store, StoreError
 
@@ -230,6 +231,127 @@ def test_resync_detects_a_fork_at_the_same_height(durable):
     )
     with pytest.raises(RemoteViolation, match="fork"):
         pair.bob.chan.receive(data)
+
+
+def _restore_backup(pair, party, backup):
+    """``party``'s machine is rebuilt from an older copy of its data directory."""
+    party.store.close()
+    shutil.rmtree(party.store.dir)
+    shutil.copytree(backup, party.store.dir)
+    party.store = Store(party.store.dir)
+    party.inbox.clear()
+    party.channel = party.store.load(
+        pair.params.channel_id, pair.app, party.l1.format, party.signer, **pair.options
+    )
+
+
+@pytest.mark.parametrize("who", ["alice", "bob"])
+def test_a_party_restored_from_an_old_backup_goes_on_issuing(durable, tmp_path, who):
+    # Defect: the restored follower adopted its newer requests from the sequencer's log,
+    # but its ref counter stayed where the backup left it, so the sequencer denied every
+    # request it sent from then on as "already handled".
+    _, pair = durable()
+    pay(pair, 2, "bob")
+    pay(pair, 2, "alice")
+    pair.pump()
+    party = getattr(pair, who)
+    pair.restart(party)  # closes the store, so the copy has everything durable so far
+    backup = tmp_path / "backup"
+    shutil.copytree(party.store.dir, backup)
+    pay(pair, 5, "bob")
+    pay(pair, 3, "alice")
+    pair.pump()
+    assert both_equal(pair) == 12
+    _restore_backup(pair, party, backup)
+    assert party.chan.seq == 4
+    pair.resync()
+    assert both_equal(pair) == 12
+    assert pair.bob.chan.state == (1_000 - 5 + 7, 500 + 5 - 7)
+    failed_before = len(pair.bob.failed)
+    refs = pay(pair, 3, "bob", 10) + pay(pair, 1, "alice", 10)
+    pair.pump()
+    assert len(pair.bob.failed) == failed_before, pair.bob.failed  # none "already handled"
+    assert both_equal(pair) == 16
+    assert pair.bob.chan.state == (1_000 - 5 + 7 + 20, 500 + 5 - 7 - 20)
+    # Every party's new refs are fresh: none repeats a ref of its own in the log.
+    log = party.store.log_range(pair.params.channel_id, 0, 16)
+    own = [e.ref for u in log for e in u.update.commands if e.actor == (who == "bob")]
+    assert len(own) == len(set(own)) and len(refs) == 4
+
+
+def test_a_follower_restarted_after_a_close_it_asked_for_sends_nothing(durable):
+    # Defect: the close request stayed in the follower's store after the final update
+    # answered it; after a restart the follower re-sent it, and the sequencer (closed)
+    # called that a violation and dropped the link on every reconnect.
+    _, pair = durable()
+    pay(pair, 2)
+    pair.bob.chan.close()
+    pair.pump()
+    assert pair.alice.chan.phase is pair.bob.chan.phase is Phase.CLOSED
+    pair.restart(pair.bob)
+    pair.restart(pair.alice)
+    assert pair.bob.chan.pending == 0
+    pair.bob.chan.resync()
+    sent = [parse_message(e.data) for e in pair.bob.chan.effects() if hasattr(e, "data")]
+    assert [type(m) for m in sent] == [Hello]
+    pair.resync()
+    assert both_equal(pair) == 3
+
+
+def test_a_repeated_hello_does_not_make_a_party_serve_its_log_again(durable):
+    # Defect 9: each HELLO with next_seq 0 made a party re-serve its whole log; a peer
+    # could repeat it to make the node read and send its log over and over.
+    _, pair = durable()
+    pay(pair, 40)
+    pair.pump()
+    pair.resync()
+
+    def served_by_alice(next_seq, hellos):
+        """Entries Alice sends for ``hellos`` HELLOs from Bob saying ``next_seq``."""
+        hello = Hello(channel_id=pair.params.channel_id, next_seq=next_seq, head_hash=bytes(32))
+        pair.bob.inbox.clear()
+        for _ in range(hellos):
+            pair.alice.chan.receive(encode_message(hello))
+            pair.drain(pair.alice)
+        messages = [parse_message(m) for m in pair.bob.inbox]
+        pair.bob.inbox.clear()
+        return sum(len(m.entries) for m in messages if isinstance(m, Entries))
+
+    assert served_by_alice(0, 100) == 41  # once, not 100 times
+    assert served_by_alice(0, 100) == 0
+    pair.alice.chan.resync()  # a new link: a peer that lost its store can restore again
+    pair.drain(pair.alice)
+    assert served_by_alice(0, 100) == 41
+    # A peer that is merely behind gets what it lacks, once a link.
+    pair.alice.chan.resync()
+    pair.drain(pair.alice)
+    assert served_by_alice(30, 1) == 11
+    assert served_by_alice(30, 100) == 0
+    assert served_by_alice(0, 100) == 0
+
+
+def test_two_log_ranges_asked_for_in_one_step_are_both_served(durable):
+    # A HELLO, a commit and another HELLO handled before the driver carries out the
+    # first ServeLog: the channel remembered only the newest range, so answering the
+    # first raised LocalError (a node closed the link on it).
+    _, pair = durable()
+    pay(pair, 40)
+    pair.pump()
+    pair.resync()
+    cid, alice = pair.params.channel_id, pair.alice.chan
+    alice.receive(encode_message(Hello(channel_id=cid, next_seq=35, head_hash=bytes(32))))
+    alice.issue({"pay": 1})  # proposed; Bob counter-signs it below
+    (signed,) = alice.in_flight()
+    proposal = Propose(channel_id=cid, update=signed.update, signature=signed.signatures[0])
+    pair.bob.chan.receive(encode_message(proposal))
+    pair.drain(pair.bob)
+    alice.receive(pair.alice.inbox.popleft())  # seq 41 is doubly signed
+    alice.receive(encode_message(Hello(channel_id=cid, next_seq=0, head_hash=bytes(32))))
+    pair.bob.inbox.clear()
+    pair.drain(pair.alice)
+    served = [parse_message(m) for m in pair.bob.inbox]
+    seqs = [e.seq for m in served if isinstance(m, Entries) for e in m.entries]
+    assert seqs == list(range(35, 42))
 
 
 # -- a damaged store ------------------------------------------------------------------

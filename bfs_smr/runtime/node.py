@@ -19,9 +19,12 @@ happen in order.
 Frames on a link (inside the transport's encryption): ``0x01 ‖ channel id ‖ message``
 for a channel message, ``0x02 ‖ CBOR`` for a node message: ``["account", l1, key]`` (sent
 first on every link: the key this node signs channel updates with on its L1), ``["open",
-params]`` and ``["open-reply", channel, reason]``. A peer may
-speak only for channels it is a participant of; anything malformed or out of place closes
-that link with a logged reason and touches no other channel.
+params]`` and ``["open-reply", channel, reason]``. A malformed frame or node message
+closes that link with a logged reason. Faults inside a channel stay in that channel: a
+channel message the channel refuses (a ``RemoteViolation``) makes the node drop that
+channel's messages on this link until the next one, with a logged reason, while the
+link's other channels go on; a message for a channel the peer is not in, or for one
+settled on L1, is ignored.
 """
 
 from __future__ import annotations
@@ -117,6 +120,11 @@ MAX_STRANGER_LINKS = 64
 STRANGER_IDLE = 60.0
 
 _log = get_logger("bfs_smr.node")
+
+
+#: Marks, among a link's distrusted channel ids, that a message for a channel the peer is
+#: not in was already logged.
+_FOREIGN = b""
 
 
 class _Misbehaviour(Exception):
@@ -261,6 +269,8 @@ class Node:
         self.chans: dict[bytes, _Chan] = {}
         self.links: dict[bytes, transport.Link] = {}
         self._dialed_by: dict[transport.Link, bytes] = {}
+        # Per link: the channels whose messages it no longer delivers (see _on_frames).
+        self._distrusted: dict[transport.Link, set[bytes]] = {}
         self._addresses: dict[bytes, str] = {}
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._dialing: dict[bytes, asyncio.Task[transport.Link]] = {}
@@ -467,13 +477,14 @@ class Node:
         # would be forgotten (our resync waits for a HELLO that came already: a stall).
         link.send(bytes([NODE_FRAME]) + encode(["account", self._domain, self.account]))
         for c in self.chans.values():
-            if c.peer == peer:
+            if c.peer == peer and c.payouts is None:  # a settled channel has nothing to sync
                 c.chan.resync()
                 self._flush(c)
         link.set_receiver(self._on_frames)
 
     def _on_closed(self, link: transport.Link, fut: asyncio.Future[str]) -> None:
         self._dialed_by.pop(link, None)
+        self._distrusted.pop(link, None)
         peer = link.peer_id
         reason = fut.result() if not fut.cancelled() else "cancelled"
         if self.links.get(peer) is link:
@@ -529,18 +540,21 @@ class Node:
     def _on_frames(self, link: transport.Link, frames: list[bytes]) -> None:
         touched: dict[bytes, _Chan] = {}
         handled = 0
+        # Channel frames still arriving on a link that a newer one replaced are dropped, as
+        # if that link had been cut: the new link's resync covers them.
+        current = self.links.get(link.peer_id) is link
         try:
             for data in frames:
                 kind = data[0] if data else -1
                 if kind == CHANNEL_FRAME:
-                    c = self.chans.get(bytes(data[1:33]))
-                    if c is None or c.peer != link.peer_id:
-                        raise _Misbehaviour("a message for a channel this peer is not in")
+                    c = self._channel_for(link, bytes(data[1:33])) if current else None
+                    if c is None:
+                        continue
                     try:
                         c.chan.receive(bytes(data[33:]))
                     except RemoteViolation as exc:
-                        raise _Misbehaviour(f"channel {c.cid.hex()[:16]}: {exc.reason}") from None
-                    touched[c.cid] = c
+                        self._distrust(link, c, exc.reason)
+                    touched[c.cid] = c  # a refused ENTRIES may have adopted some entries
                     handled += 1
                     if handled % FLUSH_EVERY == 0:
                         # Hand the peer work while this side goes on: without this the two
@@ -561,6 +575,49 @@ class Node:
             self._flush_many(touched.values())  # one fsync for the rest of the read
         except StoreError as exc:
             self._store_failed(exc)
+
+    def _channel_for(self, link: transport.Link, cid: bytes) -> _Chan | None:
+        """The channel a frame on ``link`` is for, or None if the node ignores it.
+
+        Ignored, never a reason to close the link (the link carries other channels): a
+        channel the peer is not in (a node restored without it, or a stranger probing),
+        one settled on L1 (nothing is left to say about it), and one whose messages this
+        link no longer delivers after the peer broke its protocol.
+        """
+        c = self.chans.get(cid)
+        seen = self._distrusted.setdefault(link, set())
+        if c is None or c.peer != link.peer_id:
+            if _FOREIGN not in seen:  # warn once per link: a stream of these costs no log
+                seen.add(_FOREIGN)
+                _log.warning(
+                    "ignored a message for a channel this peer is not in",
+                    peer=link.peer_id.hex()[:16],
+                    channel=cid.hex()[:16],
+                )
+            return None
+        if c.payouts is not None or cid in seen:
+            return None
+        return c
+
+    def _distrust(self, link: transport.Link, c: _Chan, reason: str) -> None:
+        """The peer broke the channel's protocol: stop taking this channel's messages on
+        this link. The channel keeps its newest doubly-signed update (the recourse on L1);
+        the next link resyncs it from there, which gives a peer that was merely confused
+        (a bug, a restore) another chance. The link's other channels go on."""
+        self._distrusted.setdefault(link, set()).add(c.cid)
+        _log.warning(
+            "peer broke the protocol on a channel",
+            peer=link.peer_id.hex()[:16],
+            channel=c.cid.hex()[:16],
+            reason=reason,
+            seq=c.chan.seq,
+        )
+        # Tell whoever waits why, rather than let them time out on a peer that is up.
+        _fail_all(
+            c,
+            f"the peer broke this channel's protocol ({reason[:200]}); pending commands may "
+            "still complete after a reconnect, or close the channel with --unilateral",
+        )
 
     def _on_node_message(self, link: transport.Link, data: bytes) -> None:
         try:

@@ -397,6 +397,8 @@ class Store:
                     )
                 if rows.answered:
                     db.executemany("DELETE FROM requests WHERE channel=? AND ref=?", rows.answered)
+                if rows.cleared:
+                    db.executemany("DELETE FROM requests WHERE channel=?", rows.cleared)
                 db.executemany(
                     "UPDATE channels SET next_ref=?, last_peer_ref=? WHERE key=?", rows.refs
                 )
@@ -464,7 +466,7 @@ def from_log_row(
 class _Rows:
     """The rows one or more channels' effects write."""
 
-    __slots__ = ("answered", "heads", "log", "proposals", "refs", "requests", "written")
+    __slots__ = ("answered", "cleared", "heads", "log", "proposals", "refs", "requests", "written")
 
     def __init__(self) -> None:
         self.heads: dict[int, tuple[bytes, bytes, int]] = {}
@@ -472,6 +474,7 @@ class _Rows:
         self.proposals: list[tuple[Any, ...]] = []
         self.requests: list[tuple[Any, ...]] = []
         self.answered: list[tuple[int, int]] = []
+        self.cleared: list[tuple[int]] = []
         self.refs: list[tuple[int, int, int]] = []
         self.written = False
 
@@ -491,6 +494,10 @@ class _Rows:
                     self.heads[key] = (data, app.encode_state(effect.state), seq)
                     if keep_log:
                         self.log.append((key, seq, log_row(effect.update)))
+                    if follower and effect.update.update.final:
+                        # The final update answers every request, the close request
+                        # included (which no other effect names): none is re-sent.
+                        self.cleared.append((key,))
                 else:
                     self.proposals.append((key, seq, data, app.encode_state(effect.state)))
                 wrote = True
