@@ -250,10 +250,13 @@ def test_errors_are_one_line_and_exit_2(nodes: list[NodeProc], l1: str, tmp_path
             "5",
         ),  # nothing funded
         ("channel", "send", "--data-dir", str(alice.dir), "abcd", "{not json"),
+        # a float is not plain data: refused before it goes to the node
+        ("channel", "send", "--data-dir", str(alice.dir), "abcd", '{"cell": 1.5}'),
     ]:
         result = cli(*args, "--json", "--timeout", "3")
         assert result.code == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "unsupported item of type float" in result.stderr
 
 
 def test_the_control_endpoint_needs_the_secret(nodes: list[NodeProc], l1: str) -> None:
@@ -261,8 +264,10 @@ def test_the_control_endpoint_needs_the_secret(nodes: list[NodeProc], l1: str) -
 
     alice = nodes[0].start()
     info = json.loads((alice.dir / "control.json").read_text())
+    from bfs_smr.runtime._control import encode_request
+
     with socket.create_connection(("127.0.0.1", info["port"]), timeout=5) as s:
-        s.sendall(json.dumps({"secret": "0" * 64, "op": "status", "args": {}}).encode() + b"\n")
+        s.sendall(encode_request("0" * 64, "status", {}))
         reply = json.loads(s.makefile().readline())
     assert reply == {"ok": False, "error": "wrong control secret"}
     assert alice.call("status")["node_id"] == alice.node_id

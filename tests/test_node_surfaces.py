@@ -243,16 +243,29 @@ def test_idle_control_connections_cannot_lock_the_owner_out(nodes: list[NodeProc
         assert alice.call("status", timeout=20)["node_id"] == alice.node_id
         # … and the node holds at most the cap of them.
         assert _fds(alice) <= before + 50 + 10  # (+ what the L1 and store open briefly)
-        # A client that sends part of a line gets a reason once its time is up.
+        # A client that sends part of a request gets a reason once its time is up.
         with socket.create_connection(("127.0.0.1", port), timeout=60) as slow:
-            slow.sendall(b'{"secret": ')
+            slow.sendall(bytes([0, 0, 1, 0]) + b"\xa3")
             reply = json.loads(slow.makefile().readline())
         assert reply == {"ok": False, "error": "no whole request within 5 s"}
-        # A line over the bound is refused without being read to its end.
+        # A request over the bound is refused from its length alone.
         with socket.create_connection(("127.0.0.1", port), timeout=60) as long:
-            long.sendall(b"x" * (200 * 1024))
+            long.sendall((200 * 1024).to_bytes(4, "big") + b"x" * 1024)
             reply = json.loads(long.makefile().readline())
-        assert reply == {"ok": False, "error": "bad control request (LimitOverrunError)"}
+        assert reply == {
+            "ok": False,
+            "error": "a request of 204800 bytes is over the limit of 65536",
+        }
+        # A request goes through the hardened decoder, secret or not (issue 11, defect 1:
+        # shared references), and is refused at once.
+        bomb = bytes([0x98, 40]) + bytes.fromhex("d81c820000")
+        for i in range(39):
+            ref = bytes.fromhex("d81d") + bytes([i] if i < 24 else [0x18, i])
+            bomb += bytes.fromhex("d81c82") + ref + ref
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as dag:
+            dag.sendall(len(bomb).to_bytes(4, "big") + bomb)
+            reply = json.loads(dag.makefile().readline())
+        assert reply == {"ok": False, "error": "bad control request: unsupported CBOR item: a tag"}
     finally:
         for s in idle:
             s.close()

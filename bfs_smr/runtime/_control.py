@@ -1,12 +1,14 @@
-"""The node's control endpoint: one JSON request and one JSON reply per connection.
+"""The node's control endpoint: one request and one JSON reply line per connection.
 
 It listens on 127.0.0.1 only, and every request must carry the secret kept (0600) in the
-node's data directory, compared in constant time. A request is one line
-``{"secret", "op", "args"}``; the reply is one line ``{"ok": true, "result": {...}}`` or
-``{"ok": false, "error": "one line"}``. Lines are bounded (:data:`MAX_LINE`), a client
-has :data:`REQUEST_TIMEOUT` seconds to send its request, and connections are capped
-(:func:`serve_control`): any local user can connect, secret or not, and must not be able to
-hold the node's sockets or memory.
+node's data directory, compared in constant time. A request is a 4-byte big-endian length
+and that many bytes of canonical CBOR, ``{"args": {...}, "op": ..., "secret": ...}``,
+read with the same hardened decoder as every other untrusted input (plain data only, so a
+timeout travels as integer milliseconds, ``timeout_ms``); the reply is one JSON line
+``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "one line"}``. Requests
+are bounded (:data:`MAX_LINE` bytes), a client has :data:`REQUEST_TIMEOUT` seconds to send
+its request, and connections are capped (:func:`serve_control`): any local user can
+connect, secret or not, and must not be able to hold the node's sockets or memory.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .._errors import BfsSmrError, LocalError
+from .._codec import check_plain, decode, encode
+from .._errors import BfsSmrError, CodecError, LocalError
 from ._datadir import DataDir
 from ._logging import get_logger
 
@@ -29,11 +32,14 @@ __all__ = [
     "REQUEST_TIMEOUT",
     "ControlError",
     "call",
+    "encode_request",
     "serve_control",
 ]
 
-#: The longest request line, in bytes.
+#: The longest request, in bytes.
 MAX_LINE = 1 << 16
+#: Most CBOR items in one request (a command given to ``channel send`` included).
+MAX_ITEMS = 1 << 14
 #: Seconds a client has, from connecting, to send its whole request line.
 REQUEST_TIMEOUT = 5.0
 #: Seconds a client has to take its reply; one that does not read it is cut off.
@@ -112,17 +118,21 @@ async def serve_control(
 
 
 async def _read_request(reader: asyncio.StreamReader, secret: str) -> tuple[str, dict[str, Any]]:
-    """One request line, checked; or raise :class:`_BadRequest` with the reason."""
+    """One request, checked; or raise :class:`_BadRequest` with the reason."""
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT):
-            line = await reader.readuntil(b"\n")
-        request = json.loads(line)
+            size = int.from_bytes(await reader.readexactly(4), "big")
+            if size > MAX_LINE:
+                raise _BadRequest(f"a request of {size} bytes is over the limit of {MAX_LINE}")
+            request = decode(await reader.readexactly(size), max_size=MAX_LINE, max_items=MAX_ITEMS)
     except TimeoutError:
         raise _BadRequest(f"no whole request within {REQUEST_TIMEOUT:g} s") from None
-    except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, ValueError, OSError) as exc:
+    except CodecError as exc:
+        raise _BadRequest(f"bad control request: {exc.reason}") from None
+    except (asyncio.IncompleteReadError, OSError) as exc:
         raise _BadRequest(f"bad control request ({type(exc).__name__})") from None
     if type(request) is not dict:
-        raise _BadRequest("a request is a JSON object")
+        raise _BadRequest("a request is a map")
     given = request.get("secret")
     if type(given) is not str or not hmac.compare_digest(
         given.encode("utf-8", "surrogatepass"), secret.encode()
@@ -130,8 +140,33 @@ async def _read_request(reader: asyncio.StreamReader, secret: str) -> tuple[str,
         raise _BadRequest("wrong control secret")
     op, args = request.get("op"), request.get("args", {})
     if type(op) is not str or type(args) is not dict:
-        raise _BadRequest("a request names an op and gives args as an object")
+        raise _BadRequest("a request names an op and gives args as a map")
+    if "timeout_ms" in args:
+        ms = args.pop("timeout_ms")
+        if type(ms) is not int or ms <= 0:
+            raise _BadRequest("timeout_ms must be a positive integer")
+        args["timeout"] = ms / 1000
     return op, args
+
+
+def encode_request(secret: str, op: str, args: dict[str, Any]) -> bytes:
+    """The bytes of one request, as :func:`call` sends it: a float ``timeout`` (seconds)
+    goes as ``timeout_ms``.
+
+    Raises:
+        LocalError: an argument is not plain data (a float other than the timeout, …).
+    """
+    args = dict(args)
+    if "timeout" in args:
+        args["timeout_ms"] = max(1, round(float(args.pop("timeout")) * 1000))
+    try:
+        check_plain(args, max_items=MAX_ITEMS)
+    except CodecError as exc:
+        raise LocalError(f"cannot send {op!r} to the node: {exc.reason}") from None
+    body = encode({"args": args, "op": op, "secret": secret})
+    if len(body) > MAX_LINE:
+        raise LocalError(f"the {op!r} request is {len(body):,} bytes, over {MAX_LINE:,}")
+    return len(body).to_bytes(4, "big") + body
 
 
 async def _run(handler: Handler, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +209,7 @@ def call(
     dd = DataDir(data_dir)
     info = dd.control()
     secret = dd.secret()
-    request = json.dumps({"secret": secret, "op": op, "args": args or {}}).encode() + b"\n"
+    request = encode_request(secret, op, args or {})
     try:
         with socket.create_connection(("127.0.0.1", int(info["port"])), timeout=timeout) as s:
             s.sendall(request)
