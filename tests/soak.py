@@ -1,0 +1,1217 @@
+"""Soak test: real node processes under kill -9, SIGSTOP, L1 outages and closes of every kind.
+
+Several ``bfs-smr node`` processes (tests/nodeproc.py) open channels with each other and a
+driver does random things to them, from one seeded generator: payments from either side,
+tic-tac-toe moves, cooperative and unilateral closes from either side, forced moves (the
+peer paused while a player closes with its move pending), ``kill -9`` and restart, SIGSTOP
+and SIGCONT, and, on the EVM, outages of a node's RPC endpoint (each node reaches anvil
+through its own TCP proxy on loopback, which the driver cuts and restores). After every
+restart the restarted node opens a new channel. At the end every channel is closed and the
+run is checked. Invariants:
+
+* **settlement**: every channel settles (or is cancelled) on L1, paying the newest outcome
+  either node ever reported as committed (``channel list``), or the newest move forced on
+  L1 if that is newer; no node's committed seq ever goes back; no two outcomes at one seq;
+* **conservation**: no value is created or lost on L1 (local: balances + locked, sampled
+  throughout; EVM: the contract's balance + the nodes' balances + the fees they paid);
+* **links**: after every restart the restarted node is linked again, within
+  :data:`LINK_DEADLINE`, with every peer it shares an unsettled channel with, and a new
+  channel opens; between honest nodes no log reports ``peer broke the protocol``;
+* **control**: every running node's control endpoint answers ``status`` within one second,
+  probed from a thread throughout (the worst latency is reported);
+* **liveness**: payments, moves and opens between two nodes that were undisturbed for
+  :data:`QUIET` seconds succeed; no node exits on its own; no background task dies.
+
+Run it by command, any length::
+
+    python -m tests.soak --minutes 30 --seed 7 --l1 local
+    python -m tests.soak --seconds 90 --seed 7 --l1 evm
+
+It prints a summary, and on a violation the seed, the violations and a compact event log
+(the same seed replays the same choices; timings differ). Exit code 1 on a violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.nodeproc import NodeProc, ok
+
+QUIET = 6.0
+"""Seconds two nodes must be undisturbed before a failed command between them counts as a
+violation (a lost link is re-dialled with a backoff of up to 5 s)."""
+LINK_DEADLINE = 15.0
+"""Seconds a restarted node has to be linked again with its peers."""
+CONTROL_LIMIT = 1.0
+"""The most a control request may take, in seconds."""
+BENIGN = (
+    "not your turn",
+    "is taken",
+    "the game is over",
+    "takes no commands",
+    "overdraft",
+    "insufficient",
+    "more than",
+    "exceeds",
+)
+"""Refusals that are a right answer to a command made on a stale view, not a fault."""
+
+
+# -- a cuttable TCP proxy ------------------------------------------------------------------
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close ``sock`` at once (RST), waking any thread blocked on it."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class Proxy:
+    """Forwards TCP connections from a loopback port to ``target``; :meth:`cut` makes an
+    outage: ``"reset"`` drops every connection and resets new ones, ``"hang"`` drops them
+    and holds new ones unanswered until :meth:`restore` (then drops those too)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.mode: str | None = None
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="soak-proxy")
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self.mode == "reset":
+                    _reset(client)
+                    continue
+                if self.mode == "hang":
+                    self._held.append(client)
+                    continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _reset(client)
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._open.discard(src)
+                self._open.discard(dst)
+            _reset(src)
+            _reset(dst)
+
+    def cut(self, mode: str) -> None:
+        with self._lock:
+            self.mode = mode
+            dropped, self._open = self._open, set()
+        for sock in dropped:
+            _reset(sock)
+
+    def restore(self) -> None:
+        with self._lock:
+            self.mode = None
+            held, self._held = self._held, []
+        for sock in held:
+            _reset(sock)
+
+    def close(self) -> None:
+        self.cut("reset")
+        self.restore()
+        _reset(self._listener)
+
+
+# -- the L1, read directly by the harness ----------------------------------------------------
+
+
+class LocalView:
+    """The harness's own reader of a ``local:PATH`` L1."""
+
+    kind = "local"
+
+    def __init__(self, path: Path, window: int) -> None:
+        from adapters.local import LocalL1
+
+        self.spec = f"local:{path}"
+        ok("l1", "init", "--l1", self.spec, "--window", str(window))
+        self.chain = LocalL1(path)
+        self.supports_force = True
+
+    def fund(self, node: NodeProc, amount: int) -> str:
+        self.chain.mint(bytes.fromhex(node.node_id), amount)
+        return node.node_id
+
+    def value(self, accounts: list[str]) -> int:
+        """All value on the L1: balances plus what is locked in unsettled channels."""
+        return int(self.chain.total_supply())
+
+    def balance(self, account: str) -> int:
+        return int(self.chain.balance(bytes.fromhex(account)))
+
+    def channel(self, cid: str) -> dict[str, Any] | None:
+        from bfs_smr import L1Error
+
+        try:
+            info = self.chain.channel(bytes.fromhex(cid))
+        except L1Error:
+            return None
+        forced = info.forced
+        return {
+            "status": info.status.value,
+            "registered_seq": info.registered_seq,
+            "payouts": info.payouts,
+            "forced": None if forced is None else (forced.seq, tuple(forced.update.outcome)),
+        }
+
+    def close(self) -> None:
+        self.chain.close()
+
+
+class EvmView:
+    """The harness's own reader of the adjudicator on anvil (straight, not through a proxy)."""
+
+    kind = "evm"
+
+    def __init__(self, url: str) -> None:
+        from adapters.evm import EvmAdapter, adjudicator_address, connect
+
+        self.spec = f"evm:{url}"
+        ok("l1", "init", "--l1", self.spec)
+        self.w3 = connect(url)
+        self.address = adjudicator_address()
+        self.reader = EvmAdapter(self.w3, self.address, os.urandom(32))  # reads only
+        self.supports_force = False
+        self.first_block = 0
+
+    def fund(self, node: NodeProc, amount: int) -> str:
+        from eth_utils.address import to_checksum_address
+
+        from adapters.evm import Secp256k1
+
+        key = bytes.fromhex((node.dir / "l1.key").read_text())
+        address = "0x" + Secp256k1().public_key(key).hex()
+        # As `bfs-smr l1 fund` does: from the RPC node's first unlocked account.
+        tx = self.w3.eth.send_transaction(
+            {"from": self.w3.eth.accounts[0], "to": to_checksum_address(address), "value": amount}
+        )
+        self.w3.eth.wait_for_transaction_receipt(tx, timeout=30)
+        return address
+
+    def start(self) -> None:
+        self.first_block = int(self.w3.eth.block_number) + 1
+
+    def balance(self, account: str) -> int:
+        from eth_utils.address import to_checksum_address
+
+        return int(self.w3.eth.get_balance(to_checksum_address(account)))
+
+    def value(self, accounts: list[str]) -> int:
+        """The contract's balance, the accounts' balances and the fees the accounts paid
+        since :meth:`start`: constant unless value is created or lost."""
+        total = self.balance("0x" + self.address.hex()) + sum(self.balance(a) for a in accounts)
+        ours = {a.lower() for a in accounts}
+        for number in range(self.first_block, int(self.w3.eth.block_number) + 1):
+            block = self.w3.eth.get_block(number, full_transactions=True)
+            for tx in block["transactions"]:
+                if not isinstance(tx, bytes | str) and str(tx["from"]).lower() in ours:
+                    receipt = self.w3.eth.get_transaction_receipt(tx["hash"])
+                    total += int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+        return total
+
+    def channel(self, cid: str) -> dict[str, Any] | None:
+        from bfs_smr import L1EventKind
+
+        last = None
+        seq = None
+        for event in self.reader.events():
+            if event.channel_id.hex() == cid:
+                last = event
+                if event.seq is not None:
+                    seq = event.seq
+        if last is None:
+            return None
+        status = {
+            L1EventKind.SETTLED: "settled",
+            L1EventKind.CANCELLED: "cancelled",
+            L1EventKind.CLOSING_STARTED: "closing",
+            L1EventKind.REFUTED: "closing",
+        }.get(last.kind, "open")
+        return {"status": status, "registered_seq": seq, "payouts": last.payouts, "forced": None}
+
+    def close(self) -> None:
+        pass
+
+
+L1View = LocalView | EvmView
+
+
+# -- nodes and channels as the harness sees them ---------------------------------------------
+
+
+@dataclass
+class Node:
+    """One node process and what the harness knows of it."""
+
+    index: int
+    proc: NodeProc
+    account: str = ""
+    proxy: Proxy | None = None
+    state: str = "down"  # up, stopped (SIGSTOP), down
+    gen: int = 0  # bumped on every change of state: a probe across one is discarded
+    disturbed: float = 0.0  # monotonic time of the last disturbance (kill, stop, outage)
+    busy: bool = False  # a disturbance is in progress (at most one per node)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def id(self) -> str:
+        return self.proc.node_id
+
+    def mark(self, state: str | None = None, *, busy: bool | None = None) -> None:
+        with self.lock:
+            if state is not None:
+                self.state = state
+            if busy is not None:
+                self.busy = busy
+            self.gen += 1
+            self.disturbed = time.monotonic()
+
+
+@dataclass
+class Chan:
+    """One channel: who opened it, and every committed state the nodes reported."""
+
+    cid: str
+    app: str
+    opener: Node
+    peer: Node
+    outcomes: dict[int, tuple[int, int]] = field(default_factory=dict)  # seq -> (p0, p1)
+    seqs: dict[int, int] = field(default_factory=dict)  # node index -> newest seq seen
+    max_seq: int = -1  # the newest seq any node ever reported as committed
+    forced: tuple[int, tuple[int, int]] | None = None  # the newest move forced on L1
+    closes: list[str] = field(default_factory=list)  # "coop by 1", "unilateral by 0", …
+    l1: str | None = None  # newest L1 status a node reported
+    settled: tuple[int, int] | None = None
+    view: dict[int, dict[str, Any]] = field(default_factory=dict)  # node index -> show
+
+    def nodes(self) -> tuple[Node, Node]:
+        return self.opener, self.peer
+
+    def pair(self, by_node: dict[str, int]) -> tuple[int, int]:
+        return by_node[self.opener.id], by_node[self.peer.id]
+
+    @property
+    def short(self) -> str:
+        return self.cid[:10]
+
+
+@dataclass
+class Report:
+    seed: int
+    l1: str
+    seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    worst_control_s: float = 0.0
+    violations: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        head = (
+            f"soak seed={self.seed} l1={self.l1}: {self.seconds:.0f} s, {counts}; "
+            f"worst control latency {self.worst_control_s * 1000:.0f} ms; "
+            f"{len(self.violations)} violation(s)"
+        )
+        if not self.violations:
+            return head
+        lines = [head, "violations:"]
+        lines += [f"  {v}" for v in self.violations]
+        lines.append(f"event log (replay: python -m tests.soak --seed {self.seed} --l1 {self.l1}):")
+        lines += [f"  {e}" for e in self.events]
+        return "\n".join(lines)
+
+
+# -- the soak ----------------------------------------------------------------------------------
+
+
+class Soak:
+    """One run: ``Soak(config).run()`` returns a :class:`Report`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        seed: int,
+        seconds: float,
+        l1: str,
+        nodes: int = 3,
+        window: int | None = None,
+        max_channels: int = 8,
+        anvil_url: str | None = None,
+    ) -> None:
+        self.dir = workdir
+        self.rng = random.Random(seed)
+        self.seconds = seconds
+        self.l1_kind = l1
+        self.n_nodes = nodes
+        self.window = window or (5 if l1 == "local" else 8)
+        self.max_channels = max_channels
+        self.anvil_url = anvil_url
+        self.report = Report(seed=seed, l1=l1)
+        self.nodes: list[Node] = []
+        self.chans: dict[str, Chan] = {}
+        self.t0 = time.monotonic()
+        self.wall0 = time.time()
+        self._stop = threading.Event()
+        self._lock = threading.RLock()  # chans, report
+        self._seen_violations: set[str] = set()
+        self._timers: list[threading.Timer] = []
+        self._closers = ThreadPoolExecutor(8, thread_name_prefix="soak-close")
+        self._closing: list[Future[None]] = []
+        self._link_checks: list[tuple[float, Node]] = []
+        self.l1: L1View
+        self.initial_value = 0
+        self.funding = 0
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def log(self, text: str) -> None:
+        with self._lock:
+            self.report.events.append(f"{self.now():7.2f} {text}")
+
+    def violation(self, key: str, text: str) -> None:
+        """Record a violation once per ``key``."""
+        with self._lock:
+            if key in self._seen_violations:
+                return
+            self._seen_violations.add(key)
+            self.report.violations.append(f"[{self.now():.1f} s] {text}")
+        self.log(f"VIOLATION {text}")
+
+    def quiet(self, *nodes: Node, since: float | None = None) -> bool:
+        """All ``nodes`` are up and were undisturbed for QUIET seconds (before ``since``)."""
+        moment = time.monotonic() if since is None else since
+        return all(n.state == "up" and moment - n.disturbed > QUIET for n in nodes)
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _extra(self) -> tuple[str, ...]:
+        extra = ["--log-level", "info"]  # the last --log-level wins: less to write
+        if self.l1_kind == "evm":
+            extra += ["--window", str(self.window)]
+        # A node with an inbound-deposit policy (issue 11) must accept this run's deposits.
+        from tests.nodeproc import cli
+
+        help_text = cli("node", "--help").stdout
+        if "--max-inbound-deposit" in help_text:
+            extra += ["--max-inbound-deposit", str(10**30)]
+        if "--max-window" in help_text:
+            extra += ["--max-window", str(self.window)]
+        return tuple(extra)
+
+    def setup(self) -> None:
+        if self.l1_kind == "local":
+            self.l1 = LocalView(self.dir / "l1.sqlite3", self.window)
+            self.funding = 10**6
+        else:
+            assert self.anvil_url is not None
+            self.l1 = EvmView(self.anvil_url)
+            self.funding = 10**18
+        extra = self._extra()
+        self.log(f"L1 ready ({self.l1.spec})")
+
+        def make(i: int) -> Node:
+            proxy = None
+            spec = self.l1.spec
+            if isinstance(self.l1, EvmView):
+                assert self.anvil_url is not None
+                proxy = Proxy(int(self.anvil_url.rsplit(":", 1)[1]))
+                spec = f"evm:{proxy.url}"
+            from bfs_smr.runtime._datadir import DataDir
+
+            DataDir(self.dir / f"node{i}").init()  # what `bfs-smr init` does, minus a process
+            proc = NodeProc(self.dir / f"node{i}", spec, extra=extra)
+            return Node(index=i, proc=proc, proxy=proxy)
+
+        with ThreadPoolExecutor(self.n_nodes) as pool:
+            self.nodes = list(pool.map(make, range(self.n_nodes)))
+        for node in self.nodes:
+            node.account = self.l1.fund(node.proc, self.funding)
+        self.log("nodes initialised and funded")
+        if isinstance(self.l1, EvmView):
+            self.l1.start()
+        self.initial_value = self.l1.value([n.account for n in self.nodes])
+        with ThreadPoolExecutor(self.n_nodes) as pool:
+            list(pool.map(self._start, self.nodes))
+        self.log(f"{self.n_nodes} nodes up, window {self.window} s, value {self.initial_value}")
+
+    def _start(self, node: Node) -> bool:
+        error = ""
+        for _ in range(3):
+            try:
+                node.proc.start()
+            except (AssertionError, OSError, ValueError) as exc:
+                node.proc.proc = None
+                lines = [line for line in str(exc).splitlines() if "error" in line]
+                error = (lines or [str(exc)])[-1][-300:]
+                time.sleep(1)
+                continue
+            node.mark("up")
+            return True
+        self.violation(f"start-{node.index}", f"n{node.index} does not start again: {error}")
+        node.mark("broken", busy=True)  # left out of the rest of the run
+        return False
+
+    # -- background threads -------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Ask every running node for its status, twice a second; keep the worst latency."""
+        from bfs_smr.runtime._control import call
+
+        while not self._stop.wait(0.5):
+            for node in self.nodes:
+                with node.lock:
+                    if node.state != "up":
+                        continue
+                    gen = node.gen
+                start = time.perf_counter()
+                error: str | None = None
+                try:
+                    call(node.proc.dir, "status", timeout=CONTROL_LIMIT * 2)
+                except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                    error = str(exc)
+                took = time.perf_counter() - start
+                with node.lock:
+                    if node.gen != gen or node.state != "up":
+                        continue  # stopped or killed meanwhile: not the node's fault
+                with self._lock:
+                    self.report.worst_control_s = max(self.report.worst_control_s, took)
+                if error is not None or took > CONTROL_LIMIT:
+                    self.violation(
+                        f"control-{node.index}-{int(self.now() // 10)}",
+                        f"control: n{node.index} answered status in {took:.2f} s"
+                        + (f" ({error})" if error else ""),
+                    )
+
+    def _monitor(self) -> None:
+        """Watch the L1 (value, forced moves) and the node processes."""
+        while not self._stop.wait(0.4):
+            try:
+                if isinstance(self.l1, LocalView):
+                    value = self.l1.value([])
+                    if value != self.initial_value:
+                        self.violation(
+                            f"value-{value}",
+                            f"conservation: L1 holds {value}, not {self.initial_value}",
+                        )
+                    with self._lock:
+                        watched = [c for c in self.chans.values() if c.settled is None]
+                    for c in watched:
+                        if c.closes or c.l1 == "closing":
+                            self._look(c)
+            except Exception as exc:  # noqa: BLE001 - the L1 file is busy: look again later
+                self.log(f"monitor: {exc}")
+            for node in self.nodes:
+                with node.lock:
+                    died = node.state == "up" and not node.proc.alive()
+                if died:
+                    code = node.proc.proc.returncode if node.proc.proc else None
+                    tail = node.proc.log.read_text()[-400:].replace("\n", " | ")
+                    self.violation(
+                        f"died-{node.index}-{int(self.now())}",
+                        f"n{node.index} exited on its own (code {code}): {tail}",
+                    )
+                    node.proc.proc = None
+                    node.mark("down")
+
+    def _look(self, c: Chan) -> None:
+        info = self.l1.channel(c.cid)
+        if info is None:
+            return
+        forced = info["forced"]
+        if forced is not None and (c.forced is None or forced[0] > c.forced[0]):
+            c.forced = forced
+            self.log(f"{c.short} forced on L1 at seq {forced[0]}, outcome {forced[1]}")
+        if info["status"] in ("settled", "cancelled") and c.settled is None:
+            c.settled = tuple(info["payouts"] or (0, 0))  # type: ignore[assignment]
+            self.log(f"{c.short} {info['status']} on L1: {c.settled}")
+
+    # -- observing ----------------------------------------------------------------------------
+
+    def observe(self, node: Node) -> None:
+        """Record every channel ``node`` lists: its committed seq and outcome."""
+        if node.state != "up":
+            return
+        try:
+            listed = node.proc.call("list", timeout=5)["channels"]
+        except Exception as exc:  # noqa: BLE001 - down meanwhile, or slow: the probe judges
+            self.log(f"n{node.index} list failed: {exc}")
+            return
+        for shown in listed:
+            with self._lock:
+                c = self.chans.get(shown["channel"])
+                if c is None:
+                    c = self._adopt(node, shown)
+                self._record(c, node, shown)
+
+    def _adopt(self, node: Node, shown: dict[str, Any]) -> Chan:
+        """A channel the harness did not see open (its open call failed or timed out)."""
+        peer = next(n for n in self.nodes if n.id == shown["peer"])
+        # The opener is participant 0; the node's outcome lists both, in that order.
+        ids = list(shown["outcome"] or {})
+        first = ids[0] if ids else node.id
+        opener, other = (node, peer) if first == node.id else (peer, node)
+        c = Chan(cid=shown["channel"], app=shown["app"], opener=opener, peer=other)
+        self.chans[c.cid] = c
+        self.log(f"{c.short} found on n{node.index} ({c.app}, n{opener.index}->n{other.index})")
+        return c
+
+    def _record(self, c: Chan, node: Node, shown: dict[str, Any]) -> None:
+        seq = int(shown["seq"])
+        before = c.seqs.get(node.index, -1)
+        if seq < before:
+            self.violation(
+                f"back-{c.cid}-{node.index}",
+                f"durability: {c.short} on n{node.index} went back from committed seq "
+                f"{before} to {seq}",
+            )
+        c.seqs[node.index] = max(seq, before)
+        if shown["outcome"] is not None and seq >= 0:
+            pair = c.pair(shown["outcome"])
+            known = c.outcomes.get(seq)
+            if known is not None and known != pair:
+                self.violation(
+                    f"fork-{c.cid}-{seq}",
+                    f"fork: {c.short} has outcomes {known} and {pair} at {seq}",
+                )
+            c.outcomes[seq] = pair
+            c.max_seq = max(c.max_seq, seq)
+        c.l1 = shown["l1"] or c.l1
+        c.view[node.index] = shown
+        if shown["payouts"] is not None and c.settled is None:
+            c.settled = c.pair(shown["payouts"])
+
+    def committed(self, c: Chan, node: Node, seq: int) -> None:
+        """``node`` reported seq ``seq`` of ``c`` committed (a command's answer)."""
+        with self._lock:
+            c.max_seq = max(c.max_seq, seq)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _live(self, app: str | None = None) -> list[Chan]:
+        with self._lock:
+            return [
+                c
+                for c in self.chans.values()
+                if c.settled is None
+                and not c.closes
+                and (app is None or c.app == app)
+                and c.l1 == "open"
+            ]
+
+    def _up(self) -> list[Node]:
+        return [n for n in self.nodes if n.state == "up" and not n.busy]
+
+    def _failed(self, what: str, nodes: tuple[Node, ...], since: float, exc: Exception) -> None:
+        text = str(exc)
+        if any(b in text for b in BENIGN):
+            self.log(f"{what}: refused: {text}")
+            return
+        if self.quiet(*nodes, since=since) and self.quiet(*nodes):
+            self.violation(
+                f"{what}-{text[:40]}", f"liveness: {what} failed between quiet nodes: {text}"
+            )
+        else:
+            self.log(f"{what}: failed (disturbed): {text[:200]}")
+
+    def act_open(self, opener: Node | None = None, why: str = "") -> Chan | None:
+        up = self._up()
+        if opener is None:
+            with self._lock:
+                live = sum(1 for c in self.chans.values() if c.settled is None)
+            if live >= self.max_channels or len(up) < 2:
+                return None
+            opener = self.rng.choice(up)
+        peers = [n for n in up if n is not opener]
+        if not peers:
+            return None
+        peer = self.rng.choice(peers)
+        game = self.rng.random() < 0.35
+        deposit = self.rng.randint(5, 50)
+        peer_deposit = deposit if game else self.rng.choice([0, 0, self.rng.randint(1, 30)])
+        args: dict[str, Any] = {
+            "peer": peer.proc.address,
+            "peer_id": peer.id,
+            "app": "tictactoe" if game else "payments",
+            "deposit": deposit,
+            "peer_deposit": peer_deposit,
+        }
+        what = f"open n{opener.index}->n{peer.index} {args['app']} {deposit}/{peer_deposit}{why}"
+        since = time.monotonic()
+        try:
+            shown = opener.proc.call("open", timeout=20, **args)
+        except Exception as exc:  # noqa: BLE001 - judged by _failed
+            self._failed(what, (opener, peer), since, exc)
+            if why:  # the open after a restart must work once the peer is quiet
+                self._failed(f"new channel after restart ({what})", (peer,), since, exc)
+            return None
+        c = Chan(cid=shown["channel"], app=args["app"], opener=opener, peer=peer)
+        with self._lock:
+            self.chans[c.cid] = c
+            self._record(c, opener, shown)
+            self.report.count("channels")
+        self.log(f"{what}: {c.short}")
+        return c
+
+    def act_pay(self) -> None:
+        live = self._live("payments")
+        if not live:
+            return
+        c = self.rng.choice(live)
+        payer = self.rng.choice(c.nodes())
+        other = c.peer if payer is c.opener else c.opener
+        shown = c.view.get(payer.index) or c.view.get(other.index)
+        if shown is None or shown["outcome"] is None or payer.state != "up":
+            return
+        have = int(shown["outcome"][payer.id])
+        if have <= 0:
+            return
+        amount = self.rng.randint(1, max(1, min(have // 4, 5)))
+        since = time.monotonic()
+        try:
+            done = payer.proc.call("pay", timeout=5, channel=c.cid, amount=amount)
+        except Exception as exc:  # noqa: BLE001 - judged by _failed
+            self._failed(f"pay {amount} on {c.short} by n{payer.index}", c.nodes(), since, exc)
+            return
+        self.committed(c, payer, int(done["seq"]))
+        self.report.count("payments")
+        if self.rng.random() < 0.3:
+            self.observe(payer)
+
+    def act_move(self) -> None:
+        """A tic-tac-toe move by whoever is to move; during a dispute it is forced on L1."""
+        with self._lock:
+            games = [c for c in self.chans.values() if c.app == "tictactoe" and c.settled is None]
+        if not games:
+            return
+        c = self.rng.choice(games)
+        player = self.rng.choice(c.nodes())
+        if player.state != "up" or player.busy:
+            return
+        try:
+            shown = player.proc.call("show", timeout=5, channel=c.cid)
+        except Exception as exc:  # noqa: BLE001 - down meanwhile
+            self.log(f"show {c.short} on n{player.index}: {exc}")
+            return
+        with self._lock:
+            self._record(c, player, shown)
+        if shown["to_move"] != player.id or shown["state"] is None:
+            return
+        if shown["l1"] != "open" and not (shown["l1"] == "closing" and self.l1.supports_force):
+            return
+        board = shown["state"][0]
+        cell = self.rng.choice([i for i, v in enumerate(board) if v == 0])
+        since = time.monotonic()
+        try:
+            done = player.proc.call("send", timeout=5, channel=c.cid, command={"cell": cell})
+        except Exception as exc:  # noqa: BLE001 - judged by _failed
+            self._failed(f"move {cell} on {c.short} by n{player.index}", c.nodes(), since, exc)
+            return
+        if done.get("forced"):
+            deadline = done.get("deadline")
+            self.log(
+                f"{c.short}: n{player.index} forced cell {cell} at seq {done['seq']}, {deadline=}"
+            )
+            self.report.count("forced moves")
+        else:
+            self.committed(c, player, int(done["seq"]))
+        self.report.count("moves")
+
+    def close(self, c: Chan, node: Node, unilateral: bool, timeout: float) -> None:
+        kind = f"{'unilateral' if unilateral else 'coop'} by n{node.index}"
+        with self._lock:
+            c.closes.append(kind)
+            self.report.count("closes " + kind.split(maxsplit=1)[0])
+        self.log(f"close {c.short} {kind} at seq {c.max_seq}")
+
+        def run() -> None:
+            try:
+                done = node.proc.call(
+                    "close", timeout=timeout, channel=c.cid, unilateral=unilateral
+                )
+                self.log(f"close {c.short} {kind}: paid {c.pair(done['payouts'])}")
+            except Exception as exc:  # noqa: BLE001 - the settlement check at the end judges
+                self.log(f"close {c.short} {kind}: {str(exc)[:200]}")
+
+        self._closing.append(self._closers.submit(run))
+
+    def act_close(self) -> None:
+        live = self._live()
+        if not live:
+            return
+        c = self.rng.choice(live)
+        node = self.rng.choice(c.nodes())
+        if node.state != "up":
+            return
+        game_on = c.app == "tictactoe" and (c.view.get(node.index) or {}).get("to_move")
+        unilateral = bool(game_on) or self.rng.random() < 0.5
+        self.close(c, node, unilateral, timeout=self.window * 4 + 20)
+
+    def act_force(self) -> None:
+        """A player closes with its move pending while the peer is paused: its node forces
+        the move on L1, and the peer, back, adopts it (and may answer in turn)."""
+        if not self.l1.supports_force:
+            return
+        games = self._live("tictactoe")
+        if not games:
+            return
+        c = self.rng.choice(games)
+        shown = c.view.get(c.opener.index) or c.view.get(c.peer.index)
+        if shown is None or shown["to_move"] is None:
+            return
+        player = c.opener if shown["to_move"] == c.opener.id else c.peer
+        other = c.peer if player is c.opener else c.opener
+        if player not in self._up() or other not in self._up() or self._disturbed() >= 2:
+            return
+        board = shown["state"][0]
+        cell = self.rng.choice([i for i, v in enumerate(board) if v == 0])
+        pause = self.rng.uniform(1.5, self.window * 0.5)
+        self.log(f"force scenario on {c.short}: n{other.index} paused {pause:.1f} s")
+        self.report.count("stops")
+        other.mark("stopped", busy=True)
+        assert other.proc.proc is not None
+        other.proc.proc.send_signal(signal.SIGSTOP)
+        self._later(pause, lambda: self._cont(other))
+        try:
+            player.proc.call("send", timeout=1, channel=c.cid, command={"cell": cell})
+        except Exception as exc:  # noqa: BLE001 - pending, as expected
+            self.log(f"{c.short}: n{player.index} move {cell}: {str(exc)[:80]}")
+        self.close(c, player, True, timeout=self.window * 4 + 20)
+
+    def _disturbed(self) -> int:
+        return sum(1 for n in self.nodes if n.busy)
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        timer = threading.Timer(delay, fn)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _cont(self, node: Node) -> None:
+        with node.lock:
+            proc = node.proc.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+        node.mark("up", busy=False)
+        self.log(f"n{node.index} continued")
+
+    def act_stop(self) -> None:
+        up = self._up()
+        if not up or self._disturbed() >= 2:
+            return
+        node = self.rng.choice(up)
+        pause = self.rng.uniform(0.3, min(2.5, self.window * 0.4))
+        node.mark("stopped", busy=True)
+        assert node.proc.proc is not None
+        node.proc.proc.send_signal(signal.SIGSTOP)
+        self.report.count("stops")
+        self.log(f"n{node.index} stopped for {pause:.1f} s")
+        self._later(pause, lambda: self._cont(node))
+
+    def act_outage(self) -> None:
+        up = [n for n in self._up() if n.proxy is not None]
+        if not up or self._disturbed() >= 2:
+            return
+        node = self.rng.choice(up)
+        assert node.proxy is not None
+        mode = self.rng.choice(["reset", "hang"])
+        length = self.rng.uniform(1.0, min(4.0, self.window * 0.5))
+        node.mark(busy=True)
+        node.proxy.cut(mode)
+        self.report.count("L1 outages")
+        self.log(f"n{node.index} L1 cut ({mode}) for {length:.1f} s")
+        proxy = node.proxy
+
+        def restore() -> None:
+            proxy.restore()
+            node.mark(busy=False)
+            self.log(f"n{node.index} L1 restored")
+
+        self._later(length, restore)
+
+    def act_kill(self) -> None:
+        up = self._up()
+        if not up or self._disturbed() >= 2:
+            return
+        node = self.rng.choice(up)
+        node.mark("down", busy=True)
+        node.proc.kill()
+        self.report.count("kills")
+        self.log(f"n{node.index} killed (-9)")
+        time.sleep(self.rng.uniform(0, 0.5))
+        self.restart(node)
+
+    def restart(self, node: Node) -> None:
+        if not self._start(node):
+            return
+        node.mark(busy=False)
+        self.report.count("restarts")
+        self.log(f"n{node.index} restarted")
+        with self._lock:
+            self._link_checks.append((time.monotonic() + LINK_DEADLINE, node))
+        self.act_open(opener=node, why=" after restart")
+
+    # -- checks during the run ----------------------------------------------------------------
+
+    def check_links(self, final: bool = False) -> None:
+        """A restarted node is linked again with every peer of an unsettled channel."""
+        now = time.monotonic()
+        keep: list[tuple[float, Node]] = []
+        for deadline, node in self._link_checks:
+            missing = self._missing_links(node)
+            if not missing:
+                continue
+            peers = [self.nodes[i] for i in missing]
+            if any(n.state != "up" for n in [node, *peers]) or any(
+                now - n.disturbed < LINK_DEADLINE for n in peers
+            ):
+                keep.append((max(deadline, now + LINK_DEADLINE), node))  # not its fault yet
+            elif now < deadline and not final:
+                keep.append((deadline, node))
+            else:
+                names = ", ".join(f"n{i}" for i in missing)
+                self.violation(
+                    f"link-{node.index}-{missing}-{int(deadline)}",
+                    f"links: n{node.index} not linked with {names} {LINK_DEADLINE:g} s after "
+                    f"its restart, though they share unsettled channels",
+                )
+        self._link_checks = keep
+
+    def _missing_links(self, node: Node) -> list[int]:
+        with self._lock:
+            peers = {
+                (c.peer if c.opener is node else c.opener).index
+                for c in self.chans.values()
+                if c.settled is None and node in c.nodes() and c.l1 not in (None, "settled")
+            }
+        missing = []
+        for i in sorted(peers):
+            other = self.nodes[i]
+            try:
+                mine = node.proc.call("status", timeout=3)["links"]
+                theirs = other.proc.call("status", timeout=3)["links"]
+            except Exception:  # noqa: BLE001 - not up: judged when it is
+                missing.append(i)
+                continue
+            if other.id not in mine or node.id not in theirs:
+                missing.append(i)
+        return missing
+
+    def tick(self, last: list[float]) -> None:
+        """Between actions: look at every node now and then; restart a node that died."""
+        for node in self.nodes:
+            if node.state == "down" and not node.busy:
+                node.mark(busy=True)
+                self.restart(node)
+        if time.monotonic() - last[0] > 1.5:
+            last[0] = time.monotonic()
+            for node in self.nodes:
+                self.observe(node)
+            self.check_links()
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def chaos(self) -> None:
+        evm = self.l1_kind == "evm"  # slower L1 and restarts: fewer opens and kills
+        actions: list[tuple[Callable[[], Any], float]] = [
+            (self.act_open, 1.5 if evm else 2.0),
+            (self.act_pay, 6.0),
+            (self.act_move, 3.0),
+            (self.act_close, 1.2),
+            (self.act_force, 0.8 if self.l1.supports_force else 0.0),
+            (self.act_kill, 0.5 if evm else 0.8),
+            (self.act_stop, 0.8),
+            (self.act_outage, 1.5 if evm else 0.0),
+        ]
+        fns = [a for a, _ in actions]
+        weights = [w for _, w in actions]
+        end = time.monotonic() + self.seconds
+        last = [0.0]
+        # A few channels first, so the faults have something to hit.
+        for _ in range(min(3, self.max_channels)):
+            self.act_open()
+        while time.monotonic() < end:
+            self.tick(last)
+            self.rng.choices(fns, weights)[0]()
+            time.sleep(self.rng.uniform(0.05, 0.25))
+
+    def drain(self) -> None:
+        """Undo every fault, close every channel that is still open, wait for L1."""
+        for timer in self._timers:
+            timer.join()
+        for node in self.nodes:
+            if node.state == "down":
+                node.mark(busy=True)
+                self.restart(node)
+        self.log("drain: every node up")
+        time.sleep(min(QUIET, 3.0))
+        for node in self.nodes:
+            self.observe(node)
+        with self._lock:
+            open_ = [c for c in self.chans.values() if c.settled is None and not c.closes]
+        for c in open_:
+            node = self.rng.choice([n for n in c.nodes() if n.state == "up"] or [c.opener])
+            game_on = c.app == "tictactoe" and (c.view.get(node.index) or {}).get("to_move")
+            alone = any(n.state != "up" for n in c.nodes())  # the peer does not start
+            unilateral = alone or bool(game_on) or self.rng.random() < 0.3
+            self.close(c, node, unilateral, self.window * 3 + 20)
+        deadline = time.monotonic() + self.window * 1.5 + 8
+        while time.monotonic() < deadline:
+            with self._lock:
+                waiting = [c for c in self.chans.values() if c.settled is None]
+            for c in waiting:
+                self._look(c)
+            if not waiting:
+                break
+            for node in self.nodes:
+                self.observe(node)
+            self.check_links()
+            time.sleep(1.0)
+        for fut in self._closing:
+            with contextlib.suppress(Exception):
+                fut.result(timeout=max(0.1, deadline - time.monotonic()))
+        for node in self.nodes:
+            self.observe(node)
+        self.check_links(final=True)
+
+    def verify(self) -> None:
+        """The invariants over the whole run."""
+        for c in self.chans.values():
+            self._verify_channel(c)
+        value = self.l1.value([n.account for n in self.nodes])
+        if value != self.initial_value:
+            self.violation(
+                "value-end",
+                f"conservation: L1 value {value} at the end, {self.initial_value} at the start "
+                f"({value - self.initial_value:+d})",
+            )
+        for node in self.nodes:
+            self._verify_log(node)
+
+    def _verify_channel(self, c: Chan) -> None:
+        info = self.l1.channel(c.cid)
+        where = (
+            f"{c.short} ({c.app}, n{c.opener.index}->n{c.peer.index}, closes: "
+            f"{', '.join(c.closes) or 'none'})"
+        )
+        if info is None:
+            if c.max_seq > 0:
+                self.violation(
+                    f"never-{c.cid}", f"settlement: {where} never reached L1 at seq {c.max_seq}"
+                )
+            else:
+                self.log(f"{where}: never on L1 (nothing was locked)")
+            return
+        if info["status"] == "cancelled":
+            self.log(f"{where}: cancelled")
+            return
+        if info["status"] != "settled":
+            phases = {f"n{i}": (v["phase"], v["l1"], v["seq"]) for i, v in c.view.items()}
+            self.violation(
+                f"unsettled-{c.cid}",
+                f"settlement: {where} is {info['status']} on L1 at the end "
+                f"(registered seq {info['registered_seq']}, newest committed {c.max_seq}, "
+                f"nodes: {phases})",
+            )
+            return
+        paid = tuple(info["payouts"])
+        expect = c.outcomes.get(c.max_seq)
+        source = f"committed seq {c.max_seq}"
+        if c.forced is not None and c.forced[0] > c.max_seq:
+            expect, source = c.forced[1], f"forced seq {c.forced[0]}"
+        if expect is None:
+            self.violation(
+                f"unknown-{c.cid}", f"settlement: {where} seq {c.max_seq} outcome never seen"
+            )
+        elif paid != expect:
+            self.violation(
+                f"payout-{c.cid}",
+                f"settlement: {where} paid {paid}, but the newest outcome is {expect} ({source})",
+            )
+        self.report.count("settled")
+
+    def _verify_log(self, node: Node) -> None:
+        downs = 0
+        for line in node.proc.log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                if "Traceback" in line or "never retrieved" in line:
+                    self.violation(f"tb-{node.index}", f"log: n{node.index}: {line[:200]}")
+                continue
+            event = str(entry.get("event", ""))
+            if event == "link down":
+                downs += 1
+            elif event == "peer broke the protocol":
+                self.violation(
+                    f"proto-{node.index}-{str(entry.get('reason'))[:30]}",
+                    f"links: n{node.index} says an honest peer broke the protocol: "
+                    f"{entry.get('reason')} (first at {self._when(entry)})",
+                )
+            elif event == "background task failed" or "never retrieved" in event:
+                self.violation(
+                    f"task-{node.index}-{str(entry.get('error'))[:30]}",
+                    f"log: n{node.index}: {event}: {entry.get('error', '')} "
+                    f"(first at {self._when(entry)})",
+                )
+        self.report.count("link drops", downs)
+
+    def _when(self, entry: dict[str, Any]) -> str:
+        """A log entry's time as seconds into the run (as in the event log)."""
+        from datetime import datetime
+
+        try:
+            at = datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return "?"
+        return f"{at.timestamp() - self.wall0:.1f} s"
+
+    def run(self) -> Report:
+        self.wall0 = time.time()
+        self.t0 = time.monotonic()
+        threads = [
+            threading.Thread(target=self._probe, daemon=True, name="soak-probe"),
+            threading.Thread(target=self._monitor, daemon=True, name="soak-monitor"),
+        ]
+        try:
+            self.setup()
+            for thread in threads:
+                thread.start()
+            self.chaos()
+            self.drain()
+            self.verify()
+        finally:
+            self._stop.set()
+            for thread in threads:
+                if thread.is_alive():
+                    thread.join(10)
+            self.teardown()
+        self.report.seconds = self.now()
+        self.report.count("nodes", self.n_nodes)
+        return self.report
+
+    def teardown(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for node in self.nodes:
+            proc = node.proc.proc
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                node.proc.kill()
+            if node.proxy is not None:
+                node.proxy.close()
+        self._closers.shutdown(wait=False, cancel_futures=True)
+        self.l1.close()
+
+
+@contextlib.contextmanager
+def anvil_node() -> Iterator[str]:
+    """An anvil node mining a block a second (block time follows the clock)."""
+    from adapters.evm import Anvil, install_anvil
+
+    with Anvil(install_anvil(), block_time=1) as node:
+        yield node.url
+
+
+def run(
+    *, seed: int, seconds: float, l1: str, workdir: Path | None = None, **options: Any
+) -> Report:
+    """One soak run in ``workdir`` (default: a temporary directory, removed after)."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
+        if l1 == "evm" and "anvil_url" not in options:
+            options["anvil_url"] = stack.enter_context(anvil_node())
+        return Soak(workdir, seed=seed, seconds=seconds, l1=l1, **options).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.soak", description=__doc__.split("\n")[0]
+    )
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float, help="length of the faulty phase")
+    length.add_argument("--seconds", type=float, help="the same, in seconds (default 60)")
+    parser.add_argument("--seed", type=int, default=None, help="default: random (printed)")
+    parser.add_argument("--l1", choices=["local", "evm"], default="local")
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--window", type=int, default=None, help="challenge window, seconds")
+    parser.add_argument("--max-channels", type=int, default=8, help="unsettled at once")
+    parser.add_argument("--keep", type=Path, default=None, help="keep node dirs and logs here")
+    args = parser.parse_args(argv)
+    seconds = args.minutes * 60 if args.minutes is not None else args.seconds or 60.0
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=False)
+    report = run(
+        seed=seed,
+        seconds=seconds,
+        l1=args.l1,
+        workdir=args.keep,
+        nodes=args.nodes,
+        window=args.window,
+        max_channels=args.max_channels,
+    )
+    print(report.summary())
+    return 1 if report.violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
