@@ -392,8 +392,10 @@ class Soak:
         window: int | None = None,
         max_channels: int = 8,
         anvil_url: str | None = None,
+        skip: tuple[str, ...] = (),
     ) -> None:
         self.dir = workdir
+        self.skip = set(skip)
         self.rng = random.Random(seed)
         self.seconds = seconds
         self.l1_kind = l1
@@ -892,7 +894,10 @@ class Soak:
             return
         node = self.rng.choice(up)
         node.mark("down", busy=True)
-        node.proc.kill()
+        if node.proc.alive():
+            node.proc.kill()
+        else:
+            node.proc.proc = None  # it died on its own just now: the monitor reports that
         self.report.count("kills")
         self.log(f"n{node.index} killed (-9)")
         time.sleep(self.rng.uniform(0, 0.5))
@@ -915,15 +920,17 @@ class Soak:
         now = time.monotonic()
         keep: list[tuple[float, Node]] = []
         for deadline, node in self._link_checks:
-            missing = self._missing_links(node)
-            if not missing:
-                continue
-            peers = [self.nodes[i] for i in missing]
+            peers = [self.nodes[i] for i in self._peers_of(node)]
             if any(n.state != "up" for n in [node, *peers]) or any(
                 now - n.disturbed < LINK_DEADLINE for n in peers
             ):
-                keep.append((max(deadline, now + LINK_DEADLINE), node))  # not its fault yet
-            elif now < deadline and not final:
+                if not final:  # a peer is down or was just disturbed: not its fault yet
+                    keep.append((max(deadline, now + LINK_DEADLINE), node))
+                continue
+            missing = self._missing_links(node, peers)
+            if not missing:
+                continue
+            if now < deadline and not final:
                 keep.append((deadline, node))
             else:
                 names = ", ".join(f"n{i}" for i in missing)
@@ -934,16 +941,21 @@ class Soak:
                 )
         self._link_checks = keep
 
-    def _missing_links(self, node: Node) -> list[int]:
+    def _peers_of(self, node: Node) -> list[int]:
+        """The nodes ``node`` shares an unsettled channel with."""
         with self._lock:
-            peers = {
-                (c.peer if c.opener is node else c.opener).index
-                for c in self.chans.values()
-                if c.settled is None and node in c.nodes() and c.l1 not in (None, "settled")
-            }
+            return sorted(
+                {
+                    (c.peer if c.opener is node else c.opener).index
+                    for c in self.chans.values()
+                    if c.settled is None and node in c.nodes() and c.l1 not in (None, "settled")
+                }
+            )
+
+    def _missing_links(self, node: Node, peers: list[Node]) -> list[int]:
         missing = []
-        for i in sorted(peers):
-            other = self.nodes[i]
+        for other in peers:
+            i = other.index
             try:
                 mine = node.proc.call("status", timeout=3)["links"]
                 theirs = other.proc.call("status", timeout=3)["links"]
@@ -980,6 +992,7 @@ class Soak:
             (self.act_stop, 0.8),
             (self.act_outage, 1.5 if evm else 0.0),
         ]
+        actions = [(a, w) for a, w in actions if a.__name__.removeprefix("act_") not in self.skip]
         fns = [a for a, _ in actions]
         weights = [w for _, w in actions]
         end = time.monotonic() + self.seconds
@@ -1195,6 +1208,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=None, help="challenge window, seconds")
     parser.add_argument("--max-channels", type=int, default=8, help="unsettled at once")
     parser.add_argument("--keep", type=Path, default=None, help="keep node dirs and logs here")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=[name.removeprefix("act_") for name in dir(Soak) if name.startswith("act_")],
+        help="leave this fault or command out (repeatable), to isolate a finding",
+    )
     args = parser.parse_args(argv)
     seconds = args.minutes * 60 if args.minutes is not None else args.seconds or 60.0
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
@@ -1208,6 +1228,7 @@ def main(argv: list[str] | None = None) -> int:
         nodes=args.nodes,
         window=args.window,
         max_channels=args.max_channels,
+        skip=tuple(args.skip),
     )
     print(report.summary())
     return 1 if report.violations else 0
