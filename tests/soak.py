@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.nodeproc import NodeProc, ok
+from tests.nodeproc import NodeProc
 
 QUIET = 6.0
 """Seconds two nodes must be undisturbed before a failed command between them counts as a
@@ -175,8 +175,7 @@ class LocalView:
         from adapters.local import LocalL1
 
         self.spec = f"local:{path}"
-        ok("l1", "init", "--l1", self.spec, "--window", str(window))
-        self.chain = LocalL1(path)
+        self.chain = LocalL1.create(path, window=window)  # what `bfs-smr l1 init` does
         self.supports_force = True
 
     def fund(self, node: NodeProc, amount: int) -> str:
@@ -215,15 +214,15 @@ class EvmView:
     kind = "evm"
 
     def __init__(self, url: str) -> None:
-        from adapters.evm import EvmAdapter, adjudicator_address, connect
+        from adapters.evm import EvmAdapter, connect, deploy_adjudicator
 
         self.spec = f"evm:{url}"
-        ok("l1", "init", "--l1", self.spec)
         self.w3 = connect(url)
-        self.address = adjudicator_address()
+        self.address, _ = deploy_adjudicator(self.w3)  # what `bfs-smr l1 init` does
         self.reader = EvmAdapter(self.w3, self.address, os.urandom(32))  # reads only
         self.supports_force = False
         self.first_block = 0
+        self._lock = threading.Lock()  # the reader's event list is not thread-safe
 
     def fund(self, node: NodeProc, amount: int) -> str:
         from eth_utils.address import to_checksum_address
@@ -265,7 +264,9 @@ class EvmView:
 
         last = None
         seq = None
-        for event in self.reader.events():
+        with self._lock:
+            events = self.reader.events()
+        for event in events:
             if event.channel_id.hex() == cid:
                 last = event
                 if event.seq is not None:
@@ -331,6 +332,7 @@ class Chan:
     max_seq: int = -1  # the newest seq any node ever reported as committed
     forced: tuple[int, tuple[int, int]] | None = None  # the newest move forced on L1
     closes: list[str] = field(default_factory=list)  # "coop by 1", "unilateral by 0", …
+    in_close: int = 0  # close commands still waiting for their answer
     l1: str | None = None  # newest L1 status a node reported
     settled: tuple[int, int] | None = None
     view: dict[int, dict[str, Any]] = field(default_factory=dict)  # node index -> show
@@ -663,6 +665,9 @@ class Soak:
 
     def _failed(self, what: str, nodes: tuple[Node, ...], since: float, exc: Exception) -> None:
         text = str(exc)
+        if "internal error" in text:  # the control endpoint's answer to an exception
+            self.violation(f"internal-{text[:60]}", f"control: {what} gave {text[:300]}")
+            return
         if any(b in text for b in BENIGN):
             self.log(f"{what}: refused: {text}")
             return
@@ -700,9 +705,10 @@ class Soak:
         try:
             shown = opener.proc.call("open", timeout=20, **args)
         except Exception as exc:  # noqa: BLE001 - judged by _failed
-            self._failed(what, (opener, peer), since, exc)
-            if why:  # the open after a restart must work once the peer is quiet
+            if why:  # the open after a restart must work if the peer is quiet
                 self._failed(f"new channel after restart ({what})", (peer,), since, exc)
+            else:
+                self._failed(what, (opener, peer), since, exc)
             return None
         c = Chan(cid=shown["channel"], app=args["app"], opener=opener, peer=peer)
         with self._lock:
@@ -780,19 +786,46 @@ class Soak:
         kind = f"{'unilateral' if unilateral else 'coop'} by n{node.index}"
         with self._lock:
             c.closes.append(kind)
+            c.in_close += 1
             self.report.count("closes " + kind.split(maxsplit=1)[0])
         self.log(f"close {c.short} {kind} at seq {c.max_seq}")
+        involved = (node,) if unilateral else c.nodes()
 
         def run() -> None:
+            since = time.monotonic()
             try:
                 done = node.proc.call(
                     "close", timeout=timeout, channel=c.cid, unilateral=unilateral
                 )
                 self.log(f"close {c.short} {kind}: paid {c.pair(done['payouts'])}")
-            except Exception as exc:  # noqa: BLE001 - the settlement check at the end judges
+            except Exception as exc:  # noqa: BLE001 - judged here and at the end
                 self.log(f"close {c.short} {kind}: {str(exc)[:200]}")
+                self._close_failed(c, kind, involved, since, exc)
+            finally:
+                with self._lock:
+                    c.in_close -= 1
 
         self._closing.append(self._closers.submit(run))
+
+    def _close_failed(
+        self, c: Chan, kind: str, involved: tuple[Node, ...], since: float, exc: Exception
+    ) -> None:
+        """A close command failed: a fault if it left nothing on L1 between quiet nodes."""
+        text = str(exc)
+        if self._stop.is_set():
+            return  # the run is over and its nodes were stopped under the command
+        if "internal error" in text:
+            self.violation(f"internal-{text[:60]}", f"control: close {c.short} gave {text[:300]}")
+        if not all(n.state == "up" and n.disturbed < since for n in involved):
+            return  # killed, paused or cut off during the close: not judged here
+        info = self.l1.channel(c.cid)
+        status = None if info is None else info["status"]
+        if status in (None, "open", "funding"):
+            self.violation(
+                f"close-{c.cid}-{kind}",
+                f"close: {kind} of {c.short} ({c.app}, seq {c.max_seq}) failed and left it "
+                f"{status or 'absent'} on L1, undisturbed during the close: {text[:200]}",
+            )
 
     def act_close(self) -> None:
         live = self._live()
@@ -1017,15 +1050,17 @@ class Soak:
         time.sleep(min(QUIET, 3.0))
         for node in self.nodes:
             self.observe(node)
-        with self._lock:
-            open_ = [c for c in self.chans.values() if c.settled is None and not c.closes]
+        with self._lock:  # not yet closed, or closes that failed: close (again)
+            open_ = [c for c in self.chans.values() if c.settled is None and not c.in_close]
         for c in open_:
             node = self.rng.choice([n for n in c.nodes() if n.state == "up"] or [c.opener])
             game_on = c.app == "tictactoe" and (c.view.get(node.index) or {}).get("to_move")
             alone = any(n.state != "up" for n in c.nodes())  # the peer does not start
             unilateral = alone or bool(game_on) or self.rng.random() < 0.3
             self.close(c, node, unilateral, self.window * 3 + 20)
-        deadline = time.monotonic() + self.window * 1.5 + 8
+        # A unilateral close settles after a window; a game's pending move forced in the
+        # drain (local L1) takes one more. A channel not settled by then is stuck.
+        deadline = time.monotonic() + self.window * (1.5 if self.l1.supports_force else 1) + 8
         while time.monotonic() < deadline:
             with self._lock:
                 waiting = [c for c in self.chans.values() if c.settled is None]
@@ -1164,6 +1199,7 @@ class Soak:
         for timer in self._timers:
             timer.cancel()
         for node in self.nodes:
+            node.mark("down")
             proc = node.proc.proc
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
