@@ -232,8 +232,11 @@ class EvmView:
         key = bytes.fromhex((node.dir / "l1.key").read_text())
         address = "0x" + Secp256k1().public_key(key).hex()
         # As `bfs-smr l1 fund` does: from the RPC node's first unlocked account.
+        from web3.types import Wei
+
+        to = to_checksum_address(address)
         tx = self.w3.eth.send_transaction(
-            {"from": self.w3.eth.accounts[0], "to": to_checksum_address(address), "value": amount}
+            {"from": self.w3.eth.accounts[0], "to": to, "value": Wei(amount)}
         )
         self.w3.eth.wait_for_transaction_receipt(tx, timeout=30)
         return address
@@ -303,6 +306,8 @@ class Node:
     gen: int = 0  # bumped on every change of state: a probe across one is discarded
     disturbed: float = 0.0  # monotonic time of the last disturbance (kill, stop, outage)
     busy: bool = False  # a disturbance is in progress (at most one per node)
+    down_since: float | None = None  # killed at (monotonic), until it runs again
+    longest_down: float = 0.0  # the longest time from a kill to running again, seconds
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -508,6 +513,9 @@ class Soak:
                 time.sleep(1)
                 continue
             node.mark("up")
+            if node.down_since is not None:
+                node.longest_down = max(node.longest_down, time.monotonic() - node.down_since)
+                node.down_since = None
             return True
         self.violation(f"start-{node.index}", f"n{node.index} does not start again: {error}")
         node.mark("broken", busy=True)  # left out of the rest of the run
@@ -584,7 +592,8 @@ class Soak:
             c.forced = forced
             self.log(f"{c.short} forced on L1 at seq {forced[0]}, outcome {forced[1]}")
         if info["status"] in ("settled", "cancelled") and c.settled is None:
-            c.settled = tuple(info["payouts"] or (0, 0))  # type: ignore[assignment]
+            first, second = info["payouts"] or (0, 0)
+            c.settled = (int(first), int(second))
             self.log(f"{c.short} {info['status']} on L1: {c.settled}")
 
     # -- observing ----------------------------------------------------------------------------
@@ -927,6 +936,7 @@ class Soak:
             return
         node = self.rng.choice(up)
         node.mark("down", busy=True)
+        node.down_since = time.monotonic()
         if node.proc.alive():
             node.proc.kill()
         else:
@@ -1129,9 +1139,14 @@ class Soak:
                 f"unknown-{c.cid}", f"settlement: {where} seq {c.max_seq} outcome never seen"
             )
         elif paid != expect:
+            down = max(c.opener.longest_down, c.peer.longest_down)
+            excuse = ""
+            if down >= self.window:  # a node that is down for a window cannot answer on L1
+                excuse = f"; but a node was down {down:.1f} s, a window or more: maybe no fault"
             self.violation(
                 f"payout-{c.cid}",
-                f"settlement: {where} paid {paid}, but the newest outcome is {expect} ({source})",
+                f"settlement: {where} paid {paid}, but the newest outcome is {expect} "
+                f"({source}){excuse}",
             )
         self.report.count("settled")
 
@@ -1193,6 +1208,8 @@ class Soak:
             self.teardown()
         self.report.seconds = self.now()
         self.report.count("nodes", self.n_nodes)
+        longest = max((n.longest_down for n in self.nodes), default=0.0)
+        self.report.counts["longest restart ms"] = int(longest * 1000)
         return self.report
 
     def teardown(self) -> None:
