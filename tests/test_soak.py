@@ -1,4 +1,4 @@
-"""The soak test's short run (tests/soak.py): real node processes, faults, every close.
+"""The soak test's short run (tests/soak/): real node processes, faults, every close.
 
 Two rounds inside the suite's budget: the local L1 with three nodes, and the EVM (anvil)
 with each node behind a proxy that the run cuts. Any length by command::
