@@ -381,6 +381,9 @@ class Soak:
             self._record(c, opener, shown)
             self.report.count("channels")
         self.log(f"{what}: {c.short}")
+        if not why and "close" not in self.skip and self.rng.random() < 0.1:
+            # The peer closes the moment the channel is open, as a follower sees it then.
+            self.close(c, peer, True, timeout=self.window * 4 + 20)
         return c
 
     def act_pay(self) -> None:
@@ -610,6 +613,10 @@ class Soak:
         self.log(f"n{node.index} restarted")
         with self._lock:
             self._link_checks.append((time.monotonic() + LINK_DEADLINE, node))
+            mine = [c for c in self._live() if node in c.nodes()]
+        if mine and "close" not in self.skip and self.rng.random() < 0.3:
+            # Closing at once after a restart: the node must act on L1 as it is now.
+            self.close(self.rng.choice(mine), node, True, timeout=self.window * 4 + 20)
         self.act_open(opener=node, why=" after restart")
 
     # -- checks during the run ----------------------------------------------------------------
