@@ -163,7 +163,7 @@ class Soak:
             try:
                 node.proc.start()
             except (AssertionError, OSError, ValueError) as exc:
-                node.proc.proc = None
+                _drop(node)
                 lines = [line for line in str(exc).splitlines() if "error" in line]
                 error = (lines or [str(exc)])[-1][-300:]
                 time.sleep(1)
@@ -236,7 +236,7 @@ class Soak:
                         f"died-{node.index}-{int(self.now())}",
                         f"n{node.index} exited on its own (code {code}): {tail}",
                     )
-                    node.proc.proc = None
+                    _drop(node)
                     node.mark("down")
 
     def _look(self, c: Chan) -> None:
@@ -599,7 +599,7 @@ class Soak:
         if node.proc.alive():
             node.proc.kill()
         else:
-            node.proc.proc = None  # it died on its own just now: the monitor reports that
+            _drop(node)  # it died on its own just now: the monitor reports that
         self.report.count("kills")
         self.log(f"n{node.index} killed (-9)")
         time.sleep(self.rng.uniform(0, 0.5))
@@ -888,3 +888,14 @@ class Soak:
                 node.proxy.close()
         self._closers.shutdown(wait=False, cancel_futures=True)
         self.l1.close()
+
+
+def _drop(node: Node) -> None:
+    """Forget a node process that has exited (closing its pipe; no zombie left)."""
+    proc = node.proc.proc
+    node.proc.proc = None
+    if proc is not None:
+        with contextlib.suppress(Exception):
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
