@@ -20,7 +20,9 @@ run is checked. Invariants:
 * **control**: every running node's control endpoint answers ``status`` within one second,
   probed from a thread throughout (the worst latency is reported);
 * **liveness**: payments, moves and opens between two nodes that were undisturbed for
-  :data:`QUIET` seconds succeed; no node exits on its own; no background task dies.
+  :data:`QUIET` seconds succeed; a unilateral close shows on L1 within
+  :data:`REGISTER_DEADLINE` if its node is undisturbed; no node exits on its own; no
+  background task dies; no control command answers ``internal error``.
 
 Run it by command, any length::
 

@@ -19,13 +19,15 @@ from .l1 import EvmView, L1View, LocalView
 from .model import Chan, Node, Report
 from .proxy import Proxy
 
-__all__ = ["BENIGN", "CONTROL_LIMIT", "LINK_DEADLINE", "QUIET", "Soak"]
+__all__ = ["BENIGN", "CONTROL_LIMIT", "LINK_DEADLINE", "QUIET", "REGISTER_DEADLINE", "Soak"]
 
 QUIET = 6.0
 """Seconds two nodes must be undisturbed before a failed command between them counts as a
 violation (a lost link is re-dialled with a backoff of up to 5 s)."""
 LINK_DEADLINE = 15.0
 """Seconds a restarted node has to be linked again with its peers."""
+REGISTER_DEADLINE = 4.0
+"""Seconds within which a unilateral close must show on L1 (a transaction or two)."""
 CONTROL_LIMIT = 1.0
 """The most a control request may take, in seconds."""
 BENIGN = (
@@ -474,6 +476,27 @@ class Soak:
                     c.in_close -= 1
 
         self._closing.append(self._closers.submit(run))
+        if unilateral:
+            asked = time.monotonic()
+            self._later(REGISTER_DEADLINE, lambda: self._check_registered(c, node, kind, asked))
+
+    def _check_registered(self, c: Chan, node: Node, kind: str, asked: float) -> None:
+        """A unilateral close puts the channel on L1 at once (closing, settled, or cancelled
+        if still funding), unless its node was disturbed meanwhile."""
+        if self._stop.is_set() or node.state != "up" or node.disturbed >= asked:
+            return
+        try:
+            info = self.l1.channel(c.cid)
+        except Exception as exc:  # noqa: BLE001 - the L1 file is busy: not judged
+            self.log(f"check {c.short}: {exc}")
+            return
+        status = None if info is None else info["status"]
+        if status in (None, "open", "funding"):
+            self.violation(
+                f"register-{c.cid}-{kind}",
+                f"close: {kind} of {c.short} ({c.app}, seq {c.max_seq}) left it "
+                f"{status or 'absent'} on L1 {REGISTER_DEADLINE:g} s later, its node undisturbed",
+            )
 
     def _close_failed(
         self, c: Chan, kind: str, involved: tuple[Node, ...], since: float, exc: Exception
