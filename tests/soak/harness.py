@@ -747,9 +747,15 @@ class Soak:
         for node in self.nodes:
             self.observe(node)
         with self._lock:  # not yet closed, or closes that failed: close (again)
-            open_ = [c for c in self.chans.values() if c.settled is None and not c.in_close]
+            open_ = [
+                c
+                for c in self.chans.values()
+                if c.settled is None and not c.in_close and c.max_seq >= 0  # seq 0 signed
+            ]
         for c in open_:
-            node = self.rng.choice([n for n in c.nodes() if n.state == "up"] or [c.opener])
+            # A node that lists the channel (an open the peer refused is only the opener's).
+            holders = [n for n in c.nodes() if n.state == "up" and n.index in c.view]
+            node = self.rng.choice(holders or [c.opener])
             game_on = c.app == "tictactoe" and (c.view.get(node.index) or {}).get("to_move")
             alone = any(n.state != "up" for n in c.nodes())  # the peer does not start
             unilateral = alone or bool(game_on) or self.rng.random() < 0.3
