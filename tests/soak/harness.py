@@ -105,7 +105,12 @@ class Soak:
     def quiet(self, *nodes: Node, since: float | None = None) -> bool:
         """All ``nodes`` are up and were undisturbed for QUIET seconds (before ``since``)."""
         moment = time.monotonic() if since is None else since
-        return all(n.state == "up" and moment - n.disturbed > QUIET for n in nodes)
+        return all(n.state == "up" and not n.busy and moment - n.disturbed > QUIET for n in nodes)
+
+    @staticmethod
+    def calm(nodes: tuple[Node, ...], since: float) -> bool:
+        """All ``nodes`` are up, with no fault in progress and none since ``since``."""
+        return all(n.state == "up" and not n.busy and n.disturbed < since for n in nodes)
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -463,6 +468,7 @@ class Soak:
 
         def run() -> None:
             since = time.monotonic()
+            calm = self.calm(involved, since)  # no outage running as it starts
             try:
                 done = node.proc.call(
                     "close", timeout=timeout, channel=c.cid, unilateral=unilateral
@@ -470,20 +476,20 @@ class Soak:
                 self.log(f"close {c.short} {kind}: paid {c.pair(done['payouts'])}")
             except Exception as exc:  # noqa: BLE001 - judged here and at the end
                 self.log(f"close {c.short} {kind}: {str(exc)[:200]}")
-                self._close_failed(c, kind, involved, since, exc)
+                self._close_failed(c, kind, involved if calm else (), since, exc)
             finally:
                 with self._lock:
                     c.in_close -= 1
 
         self._closing.append(self._closers.submit(run))
-        if unilateral:
+        if unilateral and self.calm((node,), time.monotonic()):
             asked = time.monotonic()
             self._later(REGISTER_DEADLINE, lambda: self._check_registered(c, node, kind, asked))
 
     def _check_registered(self, c: Chan, node: Node, kind: str, asked: float) -> None:
         """A unilateral close puts the channel on L1 at once (closing, settled, or cancelled
         if still funding), unless its node was disturbed meanwhile."""
-        if self._stop.is_set() or node.state != "up" or node.disturbed >= asked:
+        if self._stop.is_set() or not self.calm((node,), asked):
             return
         try:
             info = self.l1.channel(c.cid)
@@ -507,8 +513,8 @@ class Soak:
             return  # the run is over and its nodes were stopped under the command
         if "internal error" in text:
             self.violation(f"internal-{text[:60]}", f"control: close {c.short} gave {text[:300]}")
-        if not all(n.state == "up" and n.disturbed < since for n in involved):
-            return  # killed, paused or cut off during the close: not judged here
+        if not involved or not self.calm(involved, since):
+            return  # killed, paused or cut off from L1 around the close: not judged here
         info = self.l1.channel(c.cid)
         status = None if info is None else info["status"]
         if status in (None, "open", "funding"):
