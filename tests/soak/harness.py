@@ -732,9 +732,15 @@ class Soak:
         weights = [w for _, w in actions]
         end = time.monotonic() + self.seconds
         last = [0.0]
-        # A few channels first, so the faults have something to hit.
+        # A few channels first, so the faults have something to hit; then every kind of
+        # fault once (a kill first: it is over when it returns), so a short run has each.
         for _ in range(min(3, self.max_channels)):
             self.act_open()
+        chosen = dict(actions)
+        for fault in (self.act_kill, self.act_outage, self.act_force, self.act_stop):
+            if chosen.get(fault, 0.0) > 0:
+                fault()
+                self.act_pay()
         while time.monotonic() < end:
             self.tick(last)
             self.rng.choices(fns, weights)[0]()
