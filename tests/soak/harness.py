@@ -350,7 +350,9 @@ class Soak:
         else:
             self.log(f"{what}: failed (disturbed): {text[:200]}")
 
-    def act_open(self, opener: Node | None = None, why: str = "") -> Chan | None:
+    def act_open(
+        self, opener: Node | None = None, why: str = "", app: str | None = None
+    ) -> Chan | None:
         up = self._up()
         if opener is None:
             with self._lock:
@@ -362,7 +364,7 @@ class Soak:
         if not peers:
             return None
         peer = self.rng.choice(peers)
-        game = self.rng.random() < 0.35
+        game = self.rng.random() < 0.35 if app is None else app == "tictactoe"
         deposit = self.rng.randint(5, 50)
         peer_deposit = deposit if game else self.rng.choice([0, 0, self.rng.randint(1, 30)])
         args: dict[str, Any] = {
@@ -557,6 +559,7 @@ class Soak:
         pause = self.rng.uniform(1.5, self.window * 0.5)
         self.log(f"force scenario on {c.short}: n{other.index} paused {pause:.1f} s")
         self.report.count("stops")
+        self.report.count("force scenarios")
         other.mark("stopped", busy=True)
         assert other.proc.proc is not None
         other.proc.proc.send_signal(signal.SIGSTOP)
@@ -739,6 +742,8 @@ class Soak:
         chosen = dict(actions)
         for fault in (self.act_kill, self.act_outage, self.act_force, self.act_stop):
             if chosen.get(fault, 0.0) > 0:
+                if fault == self.act_force and not self._live("tictactoe"):
+                    self.act_open(app="tictactoe")  # a game to force a move in
                 fault()
                 self.act_pay()
         while time.monotonic() < end:
