@@ -483,12 +483,24 @@ class Channel:
             chan._set_phase(Phase.CLOSED if u.final else Phase.OPEN)
         for signed, pstate in proposals or []:
             u = signed.update
-            if u.seq != chan._head_seq + 1 or u.prev_hash != chan._head_hash:
-                raise LocalError(f"stored proposal {u.seq} does not extend the stored log")
             if not signed.verify(params, fmt, require=(chan.index,)):
                 raise LocalError(f"stored proposal {u.seq} is not signed by this party")
+            extends = u.seq == chan._head_seq + 1 and u.prev_hash == chan._head_hash
+            # A force move answering the peer's: it builds on the peer's forced move,
+            # which is on L1 and not in this store, so it skips that seq.
+            answers = (
+                u.seq > chan._head_seq + 1
+                and not u.final
+                and len(u.commands) == 1
+                and u.commands[0].actor == chan.index
+            )
+            if not extends and not answers:
+                raise LocalError(f"stored proposal {u.seq} does not extend the stored log")
             chan._head_seq, chan._head_hash = u.seq, u.entry_hash()
-            if chan.role is Role.SEQUENCER:
+            if answers:
+                chan._dispute_base = (signed, pstate)
+                chan._set_phase(Phase.DISPUTE)
+            elif chan.role is Role.SEQUENCER:
                 digest = fmt.digest(u, u.body())
                 chan._in_flight.append((signed, pstate, digest))
                 chan._tip_state = pstate

@@ -429,3 +429,10 @@ def test_a_player_adopts_the_move_forced_on_l1_and_answers(nodes: list[NodeProc]
     # Alice does not answer in her window: to move when it settles, she forfeits the pot.
     assert closed and closed[0]["payouts"] == {alice.node_id: 0, bob.node_id: 20}, closed
     assert ok("l1", "balance", "--l1", l1, bob.node_id)["balance"] == 1_000 - 10 + 20
+    # Both start again (found by the soak test: the node that answered a forced move
+    # called its own store damaged, for good) and show the channel as settled.
+    for node in (alice, bob):
+        assert node.stop() == 0
+        node.start()
+        shown = ok("channel", "show", "--data-dir", str(node.dir), channel)
+        assert shown["payouts"] == {alice.node_id: 0, bob.node_id: 20}, shown

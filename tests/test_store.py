@@ -635,3 +635,39 @@ def test_commands_too_big_for_one_update_are_refused_before_anything_is_issued(d
     pay(pair, 1)
     pair.pump()
     assert both_equal(pair) == 1
+
+
+@pytest.mark.parametrize("answerer", ["alice", "bob"])
+def test_a_party_that_answered_a_forced_move_restarts(durable, answerer):
+    # Found by the soak test (issue 11): a node that answered the peer's forced move with
+    # its own could never start again ("stored proposal N does not extend the stored
+    # log"): the peer's move in between is on L1, not in the store.
+    _, pair = durable("tictactoe", (10, 10))
+    pair.alice.chan.issue({"cell": 0})
+    pair.pump()
+    pair.bob.chan.issue({"cell": 4})
+    pair.pump()
+    mover, other = (pair.bob, pair.alice) if answerer == "alice" else (pair.alice, pair.bob)
+    if answerer == "bob":  # Alice to move at seq 2: Bob answers her move, then she his
+        first = pair.alice.chan.force_move({"cell": 8})
+    else:  # Alice moves, so Bob is to move: he forces, Alice answers
+        pair.alice.chan.issue({"cell": 8})
+        pair.pump()
+        first = pair.bob.chan.force_move({"cell": 2})
+        mover, other = pair.bob, pair.alice
+    pair.drain(mover)
+    other.chan.adopt_forced_move(first)
+    answer = other.chan.force_move({"cell": 6})
+    pair.drain(other)
+    assert answer.seq == first.seq + 1
+    pair.restart(other)
+    chan = other.chan
+    assert chan.phase is Phase.DISPUTE
+    assert chan.force_base[0] == answer  # the dispute goes on from its own answer
+    with pytest.raises(LocalError, match="not this party's move"):
+        chan.force_move({"cell": 7})  # the peer's turn, after its answer
+    # The peer's next forced move, on top of the answer, is taken after the restart.
+    mover.chan.adopt_forced_move(answer)
+    reply = mover.chan.force_move({"cell": 1})
+    chan.adopt_forced_move(reply)
+    assert chan.force_base[0] == reply
