@@ -20,20 +20,9 @@ from tests.soak import Report, Soak
 
 SEED = int(os.environ.get("BFS_SMR_SOAK_SEED", "11"))
 
-# Issue 11 lists node defects this soak runs into (seq-0 settle, unilateral close after a
-# restart, links next to finished channels, the EVM watcher after an RPC outage, deposit
-# retry); until they are fixed a round may fail. It runs and reports either way.
-# Only a reported violation (an AssertionError) is expected: a harness error still fails.
-pending_fixes = pytest.mark.xfail(
-    reason="issue 11: node defects the soak finds are being fixed",
-    raises=AssertionError,
-    strict=False,
-)
-
-
 def _check(report: Report, *faults: str) -> None:
     print(report.summary())
-    # The harness did its part (else the test fails, xfail or not): every fault ran.
+    # The harness did its part: every fault ran.
     for fault in faults:
         if report.counts.get(fault, 0) < 1:
             pytest.fail(f"the round had no {fault}: {report.summary()}")
@@ -43,13 +32,11 @@ def _check(report: Report, *faults: str) -> None:
     assert not report.violations, report.summary()
 
 
-@pending_fixes
 def test_soak_on_the_local_l1(tmp_path: Path) -> None:
     report = Soak(tmp_path, seed=SEED, seconds=15, l1="local", nodes=3, window=5).run()
     _check(report, "kills", "stops", "force scenarios")
 
 
-@pending_fixes
 def test_soak_on_the_evm_behind_a_cut_proxy(tmp_path: Path) -> None:
     pytest.importorskip("web3")
     from conftest import anvil

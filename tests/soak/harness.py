@@ -118,14 +118,10 @@ class Soak:
         extra = ["--log-level", "info"]  # the last --log-level wins: less to write
         if self.l1_kind == "evm":
             extra += ["--window", str(self.window)]
-        # A node with an inbound-deposit policy (issue 11) must accept this run's deposits.
-        from tests.nodeproc import cli
-
-        help_text = cli("node", "--help").stdout
-        if "--max-inbound-deposit" in help_text:
-            extra += ["--max-inbound-deposit", str(10**30)]
-        if "--max-window" in help_text:
-            extra += ["--max-window", str(self.window)]
+        # The nodes' inbound-channel policy must accept this run's channels: the apps it
+        # plays, the deposits it asks of a peer and its window.
+        extra += ["--max-inbound-deposit", str(10**30), "--max-window", str(self.window)]
+        extra += ["--accept-app", "payments", "--accept-app", "tictactoe"]
         return tuple(extra)
 
     def setup(self) -> None:
