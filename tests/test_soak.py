@@ -20,6 +20,7 @@ from tests.soak import Report, Soak
 
 SEED = int(os.environ.get("BFS_SMR_SOAK_SEED", "11"))
 
+
 def _check(report: Report, *faults: str) -> None:
     print(report.summary())
     # The harness did its part: every fault ran.
