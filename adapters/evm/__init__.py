@@ -11,17 +11,54 @@
 Needs the ``evm`` extra: ``pip install 'bfs-smr[evm]'``. See docs/evm.md.
 """
 
-from ._adapter import EvmAdapter, channel_key, decode_slot
-from ._crypto import Secp256k1, address_of
-from ._format import EvmFormat, evm_domain
-from .deploy import (
-    adjudicator_address,
-    check_adjudicator,
-    connect,
-    deploy_adjudicator,
-    deployment_block,
-)
-from .devchain import Anvil, DevChain, find_anvil, install_anvil
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._adapter import EvmAdapter, channel_key, decode_slot
+    from ._crypto import Secp256k1, address_of
+    from ._format import EvmFormat, evm_domain
+    from .deploy import (
+        adjudicator_address,
+        check_adjudicator,
+        connect,
+        deploy_adjudicator,
+        deployment_block,
+    )
+    from .devchain import Anvil, DevChain, find_anvil, install_anvil
+
+# Names load on first use (PEP 562): web3 takes over a second to import, and what needs
+# only a key's address (``bfs-smr init``) or the signature scheme should not wait for it.
+_WHERE = {
+    "EvmAdapter": "_adapter",
+    "channel_key": "_adapter",
+    "decode_slot": "_adapter",
+    "Secp256k1": "_crypto",
+    "address_of": "_crypto",
+    "EvmFormat": "_format",
+    "evm_domain": "_format",
+    "adjudicator_address": "deploy",
+    "check_adjudicator": "deploy",
+    "connect": "deploy",
+    "deploy_adjudicator": "deploy",
+    "deployment_block": "deploy",
+    "Anvil": "devchain",
+    "DevChain": "devchain",
+    "find_anvil": "devchain",
+    "install_anvil": "devchain",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Anvil",
