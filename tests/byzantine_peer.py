@@ -84,6 +84,7 @@ from pathlib import Path
 from typing import Any
 
 import nacl.bindings as sodium
+from hostile import colliding_key_map, shared_reference_bomb
 
 from adapters.memory import MemoryFormat
 from bfs_smr import Channel, ChannelParams, Ed25519, SendMessage, Signer, decode, encode
@@ -567,27 +568,6 @@ class Attacker:
             "local_addresses": [w["local_address"] for w in watched],
             "styles": sorted({w["style"] for w in watched}),
         }
-
-
-def shared_reference_bomb(levels: int) -> bytes:
-    """An array of ``levels`` shareable arrays, each holding two references to the one
-    before it: a few bytes a level, 2**levels paths through the decoded value."""
-    out = [bytes([0x98, levels]), bytes.fromhex("d81c820000")]  # shareable [0, 0]
-    for i in range(levels - 1):
-        ref = bytes.fromhex("d81d") + encode(i)  # a reference to shared value i
-        out.append(bytes.fromhex("d81c82") + ref + ref)
-    return b"".join(out)
-
-
-def colliding_key_map(count: int) -> bytes:
-    """A CBOR map of ``count`` bignum keys that share one Python hash."""
-    modulus = (1 << 61) - 1
-    head = bytes([0xB9]) + count.to_bytes(2, "big")
-    items = []
-    for i in range(1, count + 1):
-        key = (i * modulus).to_bytes(16, "big").lstrip(b"\x00")
-        items.append(bytes([0xC2, 0x40 + len(key)]) + key + b"\x00")
-    return head + b"".join(items)
 
 
 def _sent(chan: Channel) -> list[bytes]:

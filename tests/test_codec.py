@@ -94,19 +94,11 @@ def test_signatures_encode_as_the_encoder_would(sigs):
 # -- the hardened decoder (issue 11): anything encode would not write is refused ---------
 
 from bfs_smr._codec import MAX_DEPTH, check_plain  # noqa: E402
-
-
-def _shared_reference_bomb(levels: int) -> bytes:
-    # shareable [0, 0], then arrays holding two references to the previous one
-    out = [bytes([0x98, levels]), bytes.fromhex("d81c820000")]
-    for i in range(levels - 1):
-        ref = bytes.fromhex("d81d") + encode(i)
-        out.append(bytes.fromhex("d81c82") + ref + ref)
-    return b"".join(out)
+from tests.hostile import shared_reference_bomb  # noqa: E402
 
 
 def test_shared_references_are_refused():
-    bomb = _shared_reference_bomb(40)  # under 400 bytes, 2**40 paths as a tree
+    bomb = shared_reference_bomb(40)  # under 400 bytes, 2**40 paths as a tree
     assert len(bomb) < 400
     shared = cbor2.loads(bomb)
     assert shared[-1][0] is shared[-1][1]  # what cbor2 makes of it: a DAG

@@ -18,6 +18,7 @@ from bfs_smr._messages import parse_message
 from bfs_smr.runtime._nodemsg import parse_node_message
 from tests.fuzz.seeds import seeds
 from tests.fuzz.targets import TARGETS, WorkTooLarge, run_one
+from tests.hostile import shared_reference_bomb
 
 SECONDS = 6  # per target in CI
 
@@ -43,11 +44,7 @@ def test_every_seed_is_genuine_and_cheap(name):
 def test_the_work_bound_catches_a_shared_reference_walk():
     # What froze a node (issue 11, defect 1): cbor2 builds a DAG from ~400 bytes, and a
     # tree walk over it costs 2**levels calls. The harness must call that a finding.
-    out = [bytes([0x98, 30]), bytes.fromhex("d81c820000")]
-    for i in range(29):
-        ref = bytes.fromhex("d81d") + bytes([i]) if i < 24 else bytes.fromhex("d81d18") + bytes([i])
-        out.append(bytes.fromhex("d81c82") + ref + ref)
-    bomb = b"".join(out)
+    bomb = shared_reference_bomb(30)
 
     def walk(value):
         if type(value) is list:

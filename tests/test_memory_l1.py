@@ -3,7 +3,8 @@
 import pytest
 from conftest import make_pair
 
-from bfs_smr import L1ChannelStatus, L1Error, L1EventKind, encode
+from bfs_smr import L1ChannelStatus, L1Error, L1EventKind
+from tests.hostile import shared_reference_bomb
 
 
 def opened(app="payments", deposits=(1_000, 0), **kw):
@@ -177,10 +178,7 @@ def test_force_move_with_a_shared_reference_state_is_refused_at_once():
     _, pair = tictactoe_after([4, 0])
     pair.alice.l1.unilateral_close(pair.alice.chan.committed)
     move = pair.alice.chan.force_move({"cell": 8})
-    bomb = bytes([0x98, 40]) + bytes.fromhex("d81c820000")
-    for i in range(39):
-        ref = bytes.fromhex("d81d") + encode(i)
-        bomb += bytes.fromhex("d81c82") + ref + ref
+    bomb = shared_reference_bomb(40)
     with pytest.raises(L1Error, match="state does not decode: unsupported CBOR item: a tag"):
         pair.alice.l1.force_move(bomb, move)
 

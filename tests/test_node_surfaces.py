@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hostile import shared_reference_bomb
 from tests.nodeproc import NodeProc, cli, ok
 from tests.nodeproc import open_channel as _open
 
@@ -258,10 +259,7 @@ def test_idle_control_connections_cannot_lock_the_owner_out(nodes: list[NodeProc
         }
         # A request goes through the hardened decoder, secret or not (issue 11, defect 1:
         # shared references), and is refused at once.
-        bomb = bytes([0x98, 40]) + bytes.fromhex("d81c820000")
-        for i in range(39):
-            ref = bytes.fromhex("d81d") + bytes([i] if i < 24 else [0x18, i])
-            bomb += bytes.fromhex("d81c82") + ref + ref
+        bomb = shared_reference_bomb(40)
         with socket.create_connection(("127.0.0.1", port), timeout=60) as dag:
             dag.sendall(len(bomb).to_bytes(4, "big") + bomb)
             reply = json.loads(dag.makefile().readline())
