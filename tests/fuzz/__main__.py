@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from tests.fuzz.seeds import write_seeds
-from tests.fuzz.targets import TARGETS, run_one
+from tests.fuzz.targets import TARGETS, best_us_per_kib, run_one
 
 
 def fuzz_with_atheris(name: str, seconds: float, max_len: int, workdir: Path) -> dict:
@@ -71,9 +71,9 @@ def fuzz_with_hypothesis(name: str, seconds: float, max_len: int) -> dict:
         run_one(target, data)
         stats["execs"] += 1
         if len(data) >= 128:
-            start = time.perf_counter()
-            target(data)
-            per_kib = (time.perf_counter() - start) * 1e6 / (len(data) / 1024)
+            per_kib = best_us_per_kib(target, data, 1)
+            if per_kib > stats["worst_us_per_kib"]:
+                per_kib = best_us_per_kib(target, data, 5)
             stats["worst_us_per_kib"] = round(max(stats["worst_us_per_kib"], per_kib), 1)
 
     start = time.monotonic()
@@ -82,6 +82,11 @@ def fuzz_with_hypothesis(name: str, seconds: float, max_len: int) -> dict:
     stats["seconds"] = round(time.monotonic() - start, 1)
     stats["returncode"] = 0
     return stats
+
+
+# Under atheris the code runs with coverage hooks: its times overstate the real cost
+# (python -m tests.fuzz.decode_cost measures that).
+INSTRUMENTED = " (instrumented)"
 
 
 class _Done(Exception):
@@ -117,7 +122,8 @@ def main(argv: list[str]) -> int:
             print(
                 f"{name:11s} {result['engine']:10s} {result.get('execs', 0):>9,} execs "
                 f"in {result['seconds']:>6} s   worst {result.get('worst_us_per_kib', 0):>8} "
-                f"µs/KiB   {'FINDING' if result['returncode'] else 'ok'}",
+                f"µs/KiB{INSTRUMENTED if result['engine'] == 'atheris' else ''}   "
+                f"{'FINDING' if result['returncode'] else 'ok'}",
                 flush=True,
             )
             if result["returncode"]:

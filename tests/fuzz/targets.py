@@ -19,6 +19,7 @@ however fast the machine is.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ from bfs_smr._messages import parse_message
 from bfs_smr.runtime._nodemsg import parse_node_message
 from bfs_smr.runtime.transport import MAGIC, VERSION, SecureSession, TransportError
 
-__all__ = ["TARGETS", "WorkTooLarge", "calls_allowed", "run_one"]
+__all__ = ["TARGETS", "WorkTooLarge", "best_us_per_kib", "calls_allowed", "run_one"]
 
 
 class WorkTooLarge(AssertionError):
@@ -135,3 +136,14 @@ def run_one(target: Callable[[bytes], None], data: bytes) -> int:
     if calls > calls_allowed(len(data)):
         raise WorkTooLarge(f"{calls} calls for {len(data)} bytes")
     return calls
+
+
+def best_us_per_kib(target: Callable[[bytes], None], data: bytes, runs: int) -> float:
+    """The best of ``runs`` wall times of ``target`` on ``data``, in µs per KiB of input:
+    the input's cost, not the machine's other load."""
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        target(data)
+        best = min(best, time.perf_counter() - start)
+    return best * 1e6 / (len(data) / 1024)
