@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from bfs_smr import ChannelParams, Ed25519, Signer, decode, encode
+from bfs_smr.runtime import memory_pair
 from bfs_smr.runtime import transport as t
+from bfs_smr.runtime.store import Store
 from tests.nodeproc import NodeProc, ok
 
 NODE_FRAME = b"\x02"
@@ -144,3 +146,42 @@ def test_strangers_cannot_fill_the_store_with_unfunded_channels(victim: NodeProc
     size = (victim.dir / "channels.sqlite3").stat().st_size
     print(f"accepted {accepted}, stored after restart {stored}, store {size:,} bytes")
     assert stored <= 64
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: a sequencer that answered a forced move while its own proposal at "
+    "that seq was in flight can never restart (restore: 'does not extend the stored log')",
+)
+def test_sequencer_answering_a_forced_move_over_its_proposal_restarts(tmp_path: Path) -> None:
+    """Bob (follower) requests a move; Alice sequences it (her proposal at seq 4, signed,
+    in flight). Bob never counter-signs: he forces another move at seq 4 on L1 instead.
+    Alice adopts it and answers at seq 5. Her store now holds her proposal 4 and her
+    answer 5, whose parent (Bob's forced 4) is not in it. On restart the answer is
+    neither an extension (wrong parent) nor a skip (seq 5 = head 4 + 1): restore refuses
+    the store, so her node cannot start and cannot settle or answer in the window."""
+    stores = (Store(tmp_path / "alice"), Store(tmp_path / "bob"))
+    _, pair = memory_pair("tictactoe", (10, 10), stores=stores)
+    pair.open()
+    pair.alice.chan.issue({"cell": 0})
+    pair.pump()
+    pair.bob.chan.issue({"cell": 4})
+    pair.pump()
+    pair.alice.chan.issue({"cell": 8})
+    pair.pump()
+    assert pair.alice.chan.seq == 3  # Bob to move
+    pair.bob.chan.issue({"cell": 2})  # his request goes to Alice ...
+    pair.drain(pair.bob)
+    while pair.alice.inbox:
+        pair.alice.chan.receive(pair.alice.inbox.popleft())
+    pair.drain(pair.alice)  # ... who signs it as seq 4; Bob never counter-signs
+    pair.bob.inbox.clear()
+    forced = pair.bob.chan.force_move({"cell": 5})
+    pair.drain(pair.bob)
+    assert forced.seq == 4
+    pair.alice.chan.adopt_forced_move(forced)
+    answer = pair.alice.chan.force_move({"cell": 6})
+    pair.drain(pair.alice)
+    assert answer.seq == 5
+    pair.restart(pair.alice)  # raises LocalError today
+    assert pair.alice.chan.force_base[0] == answer
