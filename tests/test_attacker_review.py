@@ -52,6 +52,7 @@ class Stranger:
         self.identity = Signer(Ed25519(), os.urandom(32))
         self.domain = b""
         self.inbox: list[Any] = []
+        self.channel_frames: list[bytes] = []
 
     async def connect(self) -> None:
         host, port = self.victim.address.rsplit(":", 1)
@@ -74,6 +75,8 @@ class Stranger:
         for frame in self.session.receive_data(data):
             if frame[:1] == NODE_FRAME:
                 self.inbox.append(decode(frame[1:]))
+            else:
+                self.channel_frames.append(frame)
 
     async def send(self, *messages: Any) -> None:
         self.writer.write(b"".join(self.session.send(NODE_FRAME + encode(m)) for m in messages))
@@ -264,3 +267,64 @@ def test_opens_that_ask_no_deposit_respect_max_channels_per_peer(tmp_path: Path,
         assert len(node.call("list")["channels"]) == 5
     finally:
         node.stop()
+
+
+async def _run_unfunded_channel(s: Stranger, updates: int, per_update: int) -> int:
+    """Open a payments channel the stranger "deposits" 10**15 into (never on L1), then
+    sequence ``updates`` updates of ``per_update`` payments of 1; the victim's seq."""
+    from adapters.memory import MemoryFormat
+    from bfs_smr import Channel, SendMessage
+    from bfs_smr._messages import Accept, parse_message
+    from bfs_smr.runtime import load_app
+
+    await s.connect()
+    params = s.params(deposits=(10**15, 0))
+    assert await s.open_many(1, deposits=params.deposits, nonce=params.nonce) == 1
+    chan = Channel(params, load_app("payments"), MemoryFormat(s.domain), s.identity)
+    prefix = b"\x01" + params.channel_id
+    accepted = -1
+
+    async def exchange() -> None:
+        nonlocal accepted
+        out = [prefix + e.data for e in chan.effects() if isinstance(e, SendMessage)]
+        s.writer.write(b"".join(s.session.send(f) for f in out))
+        await s.writer.drain()
+        async with asyncio.timeout(30):
+            while True:
+                for frame in s.channel_frames:
+                    if frame.startswith(prefix) and isinstance(parse_message(frame[33:]), Accept):
+                        s.channel_frames.remove(frame)
+                        chan.receive(frame[33:])
+                        chan.effects()
+                        accepted = chan.seq
+                        return
+                s._take(await s.reader.read(1 << 20))
+
+    chan.start()
+    await exchange()
+    for _ in range(updates):
+        chan.issue_batch([{"pay": 1}] * per_update)
+        await exchange()
+    return accepted
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: a stranger's channel that is never funded on L1 takes updates: the "
+    "node counter-signs and stores (fsync) an unbounded log for free",
+)
+def test_an_unfunded_channel_does_not_fill_the_victims_disk(victim: NodeProc) -> None:
+    store = victim.dir / "channels.sqlite3"
+    before = store.stat().st_size
+
+    async def attack() -> int:
+        s = Stranger(victim)
+        try:
+            return await _run_unfunded_channel(s, updates=40, per_update=5_000)
+        finally:
+            s.close()
+
+    seq = _run(attack())
+    grown = store.stat().st_size - before
+    print(f"victim counter-signed up to seq {seq}; its store grew {grown:,} bytes")
+    assert grown < 1_000_000
