@@ -53,6 +53,7 @@ class Stranger:
         self.domain = b""
         self.inbox: list[Any] = []
         self.channel_frames: list[bytes] = []
+        self.channel_id = b""
 
     async def connect(self) -> None:
         host, port = self.victim.address.rsplit(":", 1)
@@ -281,6 +282,7 @@ async def _run_unfunded_channel(s: Stranger, updates: int, per_update: int) -> i
     params = s.params(deposits=(10**15, 0))
     assert await s.open_many(1, deposits=params.deposits, nonce=params.nonce) == 1
     chan = Channel(params, load_app("payments"), MemoryFormat(s.domain), s.identity)
+    s.channel_id = params.channel_id
     prefix = b"\x01" + params.channel_id
     accepted = -1
 
@@ -439,3 +441,44 @@ def test_decode_accepts_only_what_encode_writes_under_mutation() -> None:
         accepted += 1
         assert encode(decoded) == bytes(data), data.hex()
     assert accepted > 1_000
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: every reconnect plus one HELLO next_seq 0 (~400 bytes) makes the node "
+    "load, encode and send its whole log of that channel again, with no limit: with a 2 MB "
+    "log (free to fill, see above) the node's loop stalled ~2.7 s per reconnect; a peer "
+    "that stops reading leaves it buffered too (40 reconnects: RSS +78 MB)",
+)
+def test_reconnect_hello_floods_do_not_reserve_the_whole_log(victim: NodeProc) -> None:
+    from bfs_smr._messages import Entries, Hello, encode_message, parse_message
+
+    async def attack() -> tuple[int, int]:
+        s = Stranger(victim)
+        head = await _run_unfunded_channel(s, updates=20, per_update=5_000)  # ~1 MB
+        s.close()
+        hello = encode_message(Hello(channel_id=s.channel_id, next_seq=0, head_hash=bytes(32)))
+        served = 0
+        for _ in range(5):
+            again = Stranger(victim)
+            again.identity = s.identity  # the same peer, a new link: a new resync round
+            await again.connect()
+            again.writer.write(again.session.send(b"\x01" + s.channel_id + hello))
+            await again.writer.drain()
+            last = -1
+            async with asyncio.timeout(60):
+                while last < head:
+                    for frame in again.channel_frames:
+                        msg = parse_message(frame[33:])
+                        if isinstance(msg, Entries):
+                            served += len(msg.entries)
+                            last = max(last, msg.entries[-1].seq)
+                    again.channel_frames.clear()
+                    if last < head:
+                        again._take(await again.reader.read(1 << 20))
+            again.close()
+        return head, served
+
+    head, served = _run(attack())
+    print(f"log of {head + 1} entries; served {served} entries over 5 reconnects")
+    assert served <= 2 * (head + 1)
