@@ -482,3 +482,29 @@ def test_reconnect_hello_floods_do_not_reserve_the_whole_log(victim: NodeProc) -
     head, served = _run(attack())
     print(f"log of {head + 1} entries; served {served} entries over 5 reconnects")
     assert served <= 2 * (head + 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: a REQUEST whose command nests 33-39 deep passes decode (depth 40) "
+    "but not check_plain (depth 32) in _seq_on_request, and CodecError escapes "
+    "Channel.receive instead of RemoteViolation or a denial: in a node it escapes "
+    "_on_frames, so the transport closes the whole link with a traceback",
+)
+def test_a_too_deep_request_is_a_violation_not_a_codec_error() -> None:
+    from bfs_smr import RemoteViolation
+    from bfs_smr._messages import Request, encode_message
+
+    _, pair = memory_pair("payments", (100, 100))
+    pair.open()
+    command: Any = 0
+    for _ in range(36):
+        command = [command]
+    msg = Request(channel_id=pair.params.channel_id, ref=1, command={"pay": command})
+    data = encode_message(msg)
+    assert decode(data)  # the hardened decoder takes it
+    try:
+        pair.alice.chan.receive(data)  # the sequencer
+    except RemoteViolation:
+        pass  # refused as the peer's fault: fine
+    pair.alice.chan.effects()  # or denied: fine too
