@@ -506,3 +506,34 @@ def test_a_too_deep_request_is_a_violation_not_a_codec_error() -> None:
     with contextlib.suppress(RemoteViolation):  # refused as the peer's fault: fine
         pair.alice.chan.receive(data)  # the sequencer
     pair.alice.chan.effects()  # or denied: fine too
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: an answer to a forced move that did not reach L1 (an RPC error, or "
+    "kill -9 between the flush and the post) is never posted: the policy sees no move "
+    "signed in DISPUTE, force_move builds past it ('not this party's move'), so the "
+    "window runs out with this party to move and it forfeits",
+)
+def test_an_answer_to_a_forced_move_that_failed_to_post_is_posted_later() -> None:
+    from bfs_smr import LocalError
+    from bfs_smr._reaction import ForceMove, Intent
+
+    _, pair = memory_pair("tictactoe", (10, 10))
+    pair.open()
+    alice, bob = pair.alice, pair.bob
+    alice.chan.issue({"cell": 0})
+    pair.pump()
+    bob.chan.issue({"cell": 4})
+    pair.pump()
+    pair.react(alice, Intent(unilateral=True))  # Alice closes at seq 2 and, to move, forces
+    _, base = alice.chan.force_base
+    alice.l1.force_move(alice.chan.app.encode_state(base), alice.chan.force_move({"cell": 8}))
+    pair.react(bob)  # Bob adopts her forced move ...
+    answer = bob.chan.force_move({"cell": 6})  # ... and signs his answer; posting it fails
+    assert answer.seq == 4
+    actions = pair.react(bob)  # the policy, from a fresh view, must post the signed answer
+    reposted = None
+    with contextlib.suppress(LocalError):
+        reposted = bob.chan.force_move(None)  # or the channel hands the same answer back
+    assert any(isinstance(a, ForceMove) for a in actions) or reposted == answer, (actions, reposted)
