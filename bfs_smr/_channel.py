@@ -481,15 +481,18 @@ class Channel:
             chan._head_seq, chan._head_hash = u.seq, u.entry_hash()
             chan._tip_state = state
             chan._set_phase(Phase.CLOSED if u.final else Phase.OPEN)
+        committed_seq = chan._head_seq
         for signed, pstate in proposals or []:
             u = signed.update
             if not signed.verify(params, fmt, require=(chan.index,)):
                 raise LocalError(f"stored proposal {u.seq} is not signed by this party")
             extends = u.seq == chan._head_seq + 1 and u.prev_hash == chan._head_hash
             # A force move answering the peer's: it builds on the peer's forced move,
-            # which is on L1 and not in this store, so it skips that seq.
+            # which is on L1 and not in this store, so it does not extend what is stored
+            # (it skips that seq, or follows an own proposal the peer's move replaced).
             answers = (
-                u.seq > chan._head_seq + 1
+                not extends
+                and u.seq > committed_seq + 1
                 and not u.final
                 and len(u.commands) == 1
                 and u.commands[0].actor == chan.index
@@ -745,7 +748,12 @@ class Channel:
             self._deny(msg.ref, "busy")
             return
         try:
+            # The decoder allows a command the message's few extra levels of nesting;
+            # one deeper than a local command may be is denied, like any other bad one.
             size = _commands_size([msg.command], check_plain(msg.command))
+        except CodecError as exc:
+            self._deny(msg.ref, f"a command must be plain data: {exc.reason}"[:200])
+            return
         except LocalError as exc:
             self._deny(msg.ref, str(exc)[:200])
             return

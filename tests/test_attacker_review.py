@@ -152,11 +152,6 @@ def test_strangers_cannot_fill_the_store_with_unfunded_channels(victim: NodeProc
     assert stored <= 64
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a sequencer that answered a forced move while its own proposal at "
-    "that seq was in flight can never restart (restore: 'does not extend the stored log')",
-)
 def test_sequencer_answering_a_forced_move_over_its_proposal_restarts(tmp_path: Path) -> None:
     """Bob (follower) requests a move; Alice sequences it (her proposal at seq 4, signed,
     in flight). Bob never counter-signs: he forces another move at seq 4 on L1 instead.
@@ -484,13 +479,6 @@ def test_reconnect_hello_floods_do_not_reserve_the_whole_log(victim: NodeProc) -
     assert served <= 2 * (head + 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a REQUEST whose command nests 33-39 deep passes decode (depth 40) "
-    "but not check_plain (depth 32) in _seq_on_request, and CodecError escapes "
-    "Channel.receive instead of RemoteViolation or a denial: in a node it escapes "
-    "_on_frames, so the transport closes the whole link with a traceback",
-)
 def test_a_too_deep_request_is_a_violation_not_a_codec_error() -> None:
     from bfs_smr import RemoteViolation
     from bfs_smr._messages import Request, encode_message
