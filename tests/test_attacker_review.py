@@ -123,11 +123,6 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a stranger makes the node store channels without bound (unfunded, "
-    "never expired): 10,000 per free identity, each up to 64 KiB of options",
-)
 def test_strangers_cannot_fill_the_store_with_unfunded_channels(victim: NodeProc) -> None:
     """Three fresh identities each open 100 channels (nothing deposited by anyone, 30 KiB
     of options each). Nothing is funded on L1 and nothing ever will be, yet the node
@@ -192,11 +187,6 @@ def _victim(tmp_path: Path, l1: str, *extra: str) -> NodeProc:
     return node.start()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: --max-channels-per-peer is checked before the balance await in "
-    "_accept_open, so opens sent at once all pass it (40 accepted with a cap of 5)",
-)
 def test_concurrent_opens_respect_max_channels_per_peer(tmp_path: Path, l1: str) -> None:
     node = _victim(tmp_path, l1, "--max-inbound-deposit", "10", "--max-channels-per-peer", "5")
     try:
@@ -217,11 +207,6 @@ def test_concurrent_opens_respect_max_channels_per_peer(tmp_path: Path, l1: str)
         node.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: --max-inbound-deposit bounds one channel, not their sum: a stranger's "
-    "opens commit the node to deposit far more than it holds (each is checked alone)",
-)
 def test_inbound_deposits_promised_stay_within_the_balance(tmp_path: Path, l1: str) -> None:
     node = _victim(tmp_path, l1, "--max-inbound-deposit", "400")
     try:

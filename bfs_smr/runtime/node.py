@@ -118,6 +118,9 @@ ACCEPT_APPS = frozenset({"payments"})
 MAX_STRANGER_LINKS = 64
 #: Seconds a stranger's link may stay up without a channel opened on it.
 STRANGER_IDLE = 60.0
+#: Channels others opened with this node that are not on L1 yet, at most: each is a store
+#: row and a watch that anyone can make for free; beyond it, a new open is refused.
+MAX_UNFUNDED_INBOUND = 64
 
 _log = get_logger("bfs_smr.node")
 
@@ -660,18 +663,20 @@ class Node:
                     "the participants must be the opener's and this node's accounts, in order"
                 )
             self._check_policy(link.peer_id, params)
-            if cid in self.chans:
-                raise LocalError("this channel exists already")
-            if sum(1 for c in self.chans.values() if c.peer == link.peer_id) >= self.max_per_peer:
-                raise LocalError(f"this node holds {self.max_per_peer} channels with you already")
+            self._check_room(link.peer_id, cid)
             self._check_app(params, load_app(params.app, params.app_version))
             due = params.deposits[1]
             if due:
                 have = await self._l1(self.l1.adapter.balance)
-                if have < due:
-                    raise LocalError(f"this node cannot deposit {due} (it holds {have} on L1)")
-            if cid in self.chans:
-                raise LocalError("this channel exists already")
+                # Opens handled meanwhile count: check the room again, and what this
+                # node has promised to channels it has not funded yet.
+                self._check_room(link.peer_id, cid)
+                promised = self._promised_deposits()
+                if have - promised < due:
+                    raise LocalError(
+                        f"this node cannot deposit {due} (it holds {have} on L1, "
+                        f"{promised} of it promised to channels not yet funded)"
+                    )
             self.store.add_channel(params)
             self.store.set_peer(cid, link.peer_id)
             self._load(cid)
@@ -682,6 +687,33 @@ class Node:
             _log.info("channel refused", peer=link.peer_id.hex()[:16], reason=reason)
         if not link.closed.done():
             link.send(bytes([NODE_FRAME]) + encode(["open-reply", cid, reason]))
+
+    def _check_room(self, peer: bytes, cid: bytes) -> None:
+        """Refuse a channel a peer opens that this node has no room for: one it holds
+        already, one over ``--max-channels-per-peer``, or one over
+        :data:`MAX_UNFUNDED_INBOUND` channels opened by others and not yet on L1 (each
+        costs a store row and a watch for free: identities cost nothing to make)."""
+        if cid in self.chans:
+            raise LocalError("this channel exists already")
+        if sum(1 for c in self.chans.values() if c.peer == peer) >= self.max_per_peer:
+            raise LocalError(f"this node holds {self.max_per_peer} channels with you already")
+        unfunded = sum(1 for c in self.chans.values() if _inbound_not_on_l1(c))
+        if unfunded >= MAX_UNFUNDED_INBOUND:
+            raise LocalError(
+                f"this node holds {unfunded} channels others opened that are not on L1 yet; "
+                "open yours on L1 first or try later"
+            )
+
+    def _promised_deposits(self) -> int:
+        """What this node still owes channels others opened: their deposits not yet made
+        (an upper bound: a channel in funding may have this node's deposit already)."""
+        return sum(
+            c.chan.params.deposits[1]
+            for c in self.chans.values()
+            if c.chan.index == 1
+            and c.payouts is None
+            and c.l1_status in (None, L1ChannelStatus.FUNDING)
+        )
 
     def _check_policy(self, peer: bytes, params: ChannelParams) -> None:
         """The operator's inbound-channel policy: a channel a peer opens is accepted only
@@ -1313,6 +1345,11 @@ def _backoff(poll: float, failures: int) -> float:
         return poll
     delay = min(L1_MAX_BACKOFF, poll * 2.0 ** min(failures, 16))
     return delay * (0.75 + random.random() / 2)
+
+
+def _inbound_not_on_l1(c: _Chan) -> bool:
+    """A channel another node opened with this one that L1 has not seen yet."""
+    return c.chan.index == 1 and c.payouts is None and c.l1_status is None
 
 
 def _our_move_is_signed(c: _Chan) -> bool:
