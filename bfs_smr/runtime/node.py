@@ -130,6 +130,10 @@ _log = get_logger("bfs_smr.node")
 _FOREIGN = b""
 
 
+class _Accepted(Exception):
+    """An open this node took already: answer it as accepted again."""
+
+
 class _Misbehaviour(Exception):
     """A peer broke the rules on a link: close that link with this reason."""
 
@@ -662,6 +666,8 @@ class Node:
                 raise LocalError(
                     "the participants must be the opener's and this node's accounts, in order"
                 )
+            if self._opened_by(cid, link.peer_id):
+                raise _Accepted  # a repeated open (its answer was lost with a link)
             self._check_policy(link.peer_id, params)
             self._check_room(link.peer_id, cid)
             self._check_app(params, load_app(params.app, params.app_version))
@@ -670,6 +676,8 @@ class Node:
                 have = await self._l1(self.l1.adapter.balance)
                 # Opens handled meanwhile count: check the room again, and what this
                 # node has promised to channels it has not funded yet.
+                if self._opened_by(cid, link.peer_id):
+                    raise _Accepted
                 self._check_room(link.peer_id, cid)
                 promised = self._promised_deposits()
                 if have - promised < due:
@@ -682,11 +690,18 @@ class Node:
             self._load(cid)
             reason = None
             _log.info("channel accepted", channel=cid.hex()[:16], peer=link.peer_id.hex()[:16])
+        except _Accepted:
+            reason = None
         except (LocalError, CommandRejected, ValueError, TypeError) as exc:
             reason = str(exc)
             _log.info("channel refused", peer=link.peer_id.hex()[:16], reason=reason)
         if not link.closed.done():
             link.send(bytes([NODE_FRAME]) + encode(["open-reply", cid, reason]))
+
+    def _opened_by(self, cid: bytes, peer: bytes) -> bool:
+        """Whether ``peer`` opened this channel here already (same id, same parameters)."""
+        c = self.chans.get(cid)
+        return c is not None and c.peer == peer and c.chan.index == 1
 
     def _check_room(self, peer: bytes, cid: bytes) -> None:
         """Refuse a channel a peer opens that this node has no room for: one it holds
@@ -1090,8 +1105,7 @@ class Node:
         cid = params.channel_id
         reply: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._open_replies[cid] = reply
-        link.send(bytes([NODE_FRAME]) + encode(["open", params.to_value()]))
-        refused = await asyncio.wait_for(reply, timeout)
+        refused = await self._ask_open(peer, link, params, reply, timeout)
         if refused is not None:
             raise LocalError(f"the peer refused the channel: {refused}")
         self.store.add_channel(params)
@@ -1106,6 +1120,36 @@ class Node:
         await _wait(opened, timeout, late + "; it may open later")
         _log.info("channel opened", channel=cid.hex()[:16], peer=peer.hex()[:16])
         return self._describe(c)
+
+    async def _ask_open(
+        self,
+        peer: bytes,
+        link: transport.Link,
+        params: ChannelParams,
+        reply: asyncio.Future[str | None],
+        timeout: float,
+    ) -> str | None:
+        """Send the open and wait for the peer's answer. A link replaced or cut before the
+        answer came (both nodes dialled at once, a restart) loses it: the open goes again
+        on the next link, and the peer answers a repeated open of a channel it took as it
+        did the first time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        frame = bytes([NODE_FRAME]) + encode(["open", params.to_value()])
+        while True:
+            with contextlib.suppress(BfsSmrError):  # closed already: wait for the next link
+                link.send(frame)
+            waiting: set[asyncio.Future[Any]] = {reply, link.closed}
+            await asyncio.wait(
+                waiting,
+                timeout=max(0.0, deadline - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if reply.done():
+                return reply.result()
+            if not link.closed.done():
+                raise TimeoutError
+            link = await asyncio.wait_for(self._link_to(peer), max(0.0, deadline - loop.time()))
 
     async def op_send(self, args: dict[str, Any]) -> dict[str, Any]:
         c = self._chan_arg(args)
