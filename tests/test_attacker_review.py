@@ -312,13 +312,6 @@ def test_an_unfunded_channel_does_not_fill_the_victims_disk(victim: NodeProc) ->
     assert grown < 1_000_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: every signed, unfunded channel a stranger opened is read on L1 at "
-    "every poll (0.2 s), though the policy has nothing for the non-opener to do there: "
-    "200 such channels took an idle node from 0.4% to 26% CPU; 10,000 (one identity's "
-    "cap) stretch each watch cycle, and every real refute waits behind them",
-)
 def test_the_watcher_does_not_poll_a_strangers_unfunded_channel() -> None:
     from types import SimpleNamespace
 

@@ -1380,7 +1380,9 @@ def _needs_l1_look(c: _Chan, now: int) -> bool:
         return (c.l1_deadline or 0) <= now  # the window is over: settle
     if c.l1_status is L1ChannelStatus.OPEN:
         return c.chan.phase is Phase.CLOSED  # a final update to submit
-    return c.l1_status is None and c.chan.committed is not None  # signed, not yet funded
+    # Signed, not yet on L1: the opener opens it. The other party has nothing to do until
+    # it is on L1, which an event tells (polling each one a stranger opened cost CPU).
+    return c.l1_status is None and c.chan.committed is not None and c.chan.index == 0
 
 
 def _backoff(poll: float, failures: int) -> float:
