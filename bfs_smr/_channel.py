@@ -273,6 +273,9 @@ class Channel:
         self._handled_peer_ref = 0  # newest peer request proposed or denied: durable ones
         # force moves: the update the next one builds on, once a dispute has begun
         self._dispute_base: tuple[SignedUpdate, Any] | None = None
+        # This party's own forced move (the dispute base) and the state it applies to,
+        # until the peer's answer is adopted: what to post on L1 again if posting failed.
+        self._own_forced: tuple[SignedUpdate, Any] | None = None
         # Log ranges asked for by ServeLog effects not yet answered, oldest first: one
         # step may emit two (a HELLO, commits, another HELLO in one read).
         self._serving: deque[tuple[int, int]] = deque()
@@ -400,6 +403,14 @@ class Channel:
             RemoteViolation: the update is not a valid forced move here.
         """
         self._dispatch(Input.ADOPT_FORCED, update)
+
+    @property
+    def pending_force(self) -> tuple[SignedUpdate, Any] | None:
+        """This party's own forced move and the state it applies to (what L1 takes with
+        it), while it is the newest step of the dispute; ``None`` otherwise, and after a
+        restart. If it is not on L1 (its post failed), post it again: :meth:`force_move`
+        with no command returns it."""
+        return self._own_forced
 
     @property
     def force_base(self) -> tuple[SignedUpdate, Any]:
@@ -971,8 +982,12 @@ class Channel:
                     "own; it cannot force a move there (I1)"
                 )
             self._dispute_base = (signed, state)
+            self._own_forced = (signed, base_state)
             self._set_phase(Phase.DISPUTE)
             return signed
+        own = self._own_forced
+        if command is None and own is not None and own[0] is base:
+            return base  # signed already: posted again (the first post may have failed)
         if self._head_seq >= seq:
             raise LocalError(
                 f"this party already signed an update at seq {seq}; "
@@ -1003,6 +1018,7 @@ class Channel:
         self._head_seq = update.seq
         self._head_hash = _hash(body)
         self._dispute_base = (signed, state)
+        self._own_forced = (signed, base_state)
         self._set_phase(Phase.DISPUTE)
         self._out.append(PersistUpdate(update=signed, state=state, committed=False))
         return signed
@@ -1026,6 +1042,7 @@ class Channel:
             raise self._violation(f"forced move is invalid: {exc.reason}") from None
         self._check_result(u, state, "forced move")
         self._dispute_base = (signed, state)
+        self._own_forced = None
         self._set_phase(Phase.DISPUTE)
 
 

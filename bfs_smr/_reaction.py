@@ -29,8 +29,9 @@ open       newest update final, and a close asked or the final update known for
 closing    window over: :class:`Settle`. In the window: a newer update than the
            registered one, or another update than one forced at its seq:
            :class:`Refute`; a move the peer forced that is newer than any looked at:
-           :class:`AdoptForced`; the registered state is this party's newest and awaits
-           the move it signed already: :class:`ForceMove`.
+           :class:`AdoptForced`; this party's own forced move, the dispute's newest step,
+           is not on L1 (a post failed), or the registered state is this party's newest
+           and awaits the move it signed already: :class:`ForceMove`.
 settled,   nothing (the runtime reports the payouts from the view).
 cancelled
 ========== ========================================================================
@@ -83,6 +84,8 @@ class ChannelFacts:
             that move already (the peer never counter-signed): the move it may force.
         final_age: seconds since the party learned that ``newest`` is final (its own
             clock); ``None`` if it is not final.
+        forced_own: the seq of the party's own forced move that is the newest step of the
+            dispute (its post to L1 may have failed); -1: none.
     """
 
     index: int
@@ -91,6 +94,7 @@ class ChannelFacts:
     forced_seen: int = -1
     move_signed: bool = False
     final_age: float | None = None
+    forced_own: int = -1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -271,6 +275,9 @@ def _closing(facts: ChannelFacts, view: L1ChannelInfo, now: int, intent: Intent)
         and forced.update.commands[0].actor != facts.index
     ):
         return [AdoptForced(update=forced)]
+    on_l1 = max(registered, -1 if forced is None else forced.seq)
+    if facts.forced_own >= 0 and facts.forced_own == on_l1 + 1:
+        return [ForceMove()]  # its own forced move is not on L1: post it (again)
     if newest is not None and view.registered_seq == newest.seq and facts.move_signed:
         return [ForceMove()]
     return []

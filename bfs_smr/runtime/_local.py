@@ -272,6 +272,9 @@ class LocalPair:
             forced_seen=-1 if newest is None else chan.force_base[0].seq,
             move_signed=move_signed,
             final_age=None,  # a pair submits a final update only when asked to
+            forced_own=-1
+            if chan.pending_force is None or not party.l1.supports_force_move
+            else chan.pending_force[0].seq,
         )
         l1 = party.l1
         view = self.l1_view(party)
@@ -293,8 +296,13 @@ class LocalPair:
             elif isinstance(action, Cancel):
                 l1.cancel(cid)
             elif isinstance(action, ForceMove):
-                _, base = chan.force_base
-                l1.force_move(chan.app.encode_state(base), chan.force_move())
+                pending = chan.pending_force
+                if pending is not None:  # signed already: posted again
+                    move, base = pending
+                else:
+                    _, base = chan.force_base
+                    move = chan.force_move()
+                l1.force_move(chan.app.encode_state(base), move)
             else:
                 assert isinstance(action, AdoptForced)
                 chan.adopt_forced_move(action.update)

@@ -951,6 +951,7 @@ class Node:
             forced_seen=forced_seen,
             move_signed=_our_move_is_signed(c) and self.l1.adapter.supports_force_move,
             final_age=final_age,
+            forced_own=_forced_own(c) if self.l1.adapter.supports_force_move else -1,
         )
 
     async def _l1_do(self, c: _Chan, action: L1Action, info: L1ChannelInfo | None) -> None:
@@ -1025,9 +1026,13 @@ class Node:
         """
         if not self.l1.adapter.supports_force_move:
             raise LocalError("this L1 does not support force moves")
-        _, base_state = c.chan.force_base
-        update = c.chan.force_move(command)
-        self._flush(c)  # a new signature is durable before it goes to L1
+        pending = c.chan.pending_force
+        if command is None and pending is not None:
+            update, base_state = pending  # signed already: posted again
+        else:
+            _, base_state = c.chan.force_base
+            update = c.chan.force_move(command)
+            self._flush(c)  # a new signature is durable before it goes to L1
         state = c.chan.app.encode_state(base_state)
         _log.info("forcing a move on L1", channel=c.cid.hex()[:16], seq=update.seq)
         deadline = await self._l1(self.l1.adapter.force_move, state, update)
@@ -1396,6 +1401,12 @@ def _backoff(poll: float, failures: int) -> float:
 def _inbound_not_on_l1(c: _Chan) -> bool:
     """A channel another node opened with this one that L1 has not seen yet."""
     return c.chan.index == 1 and c.payouts is None and c.l1_status is None
+
+
+def _forced_own(c: _Chan) -> int:
+    """The seq of this node's own forced move, the dispute's newest step; -1: none."""
+    pending = c.chan.pending_force
+    return -1 if pending is None else pending[0].seq
 
 
 def _our_move_is_signed(c: _Chan) -> bool:
