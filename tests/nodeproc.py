@@ -148,6 +148,15 @@ class NodeProc:
         raise AssertionError(f"no {event!r} in the node's log within {timeout} s")
 
 
+def local_l1(directory: Path, window: int) -> str:
+    """A new local L1 file in ``directory`` with a challenge window of ``window`` seconds,
+    made with ``bfs-smr l1 init`` as a user would; its ``--l1`` spec."""
+    spec = f"local:{directory / 'l1.sqlite3'}"
+    result = ok("l1", "init", "--l1", spec, "--window", str(window))
+    assert result["window"] == window
+    return spec
+
+
 def open_channel(alice: NodeProc, bob: NodeProc, *extra: str, deposit: int = 500) -> str:
     """``bfs-smr channel open`` from ``alice`` to ``bob``; returns the channel id."""
     result = ok(

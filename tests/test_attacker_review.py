@@ -21,7 +21,7 @@ from bfs_smr import ChannelParams, Ed25519, Signer, decode, encode
 from bfs_smr.runtime import memory_pair
 from bfs_smr.runtime import transport as t
 from bfs_smr.runtime.store import Store
-from tests.nodeproc import NodeProc, ok
+from tests.nodeproc import NodeProc, local_l1, ok
 
 NODE_FRAME = b"\x02"
 WINDOW = 2
@@ -29,9 +29,7 @@ WINDOW = 2
 
 @pytest.fixture
 def l1(tmp_path: Path) -> str:
-    spec = f"local:{tmp_path / 'l1.sqlite3'}"
-    ok("l1", "init", "--l1", spec, "--window", str(WINDOW))
-    return spec
+    return local_l1(tmp_path, WINDOW)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.nodeproc import NodeProc, ok
+from tests.nodeproc import NodeProc, local_l1, ok
 
 WINDOW = 2
 PEER = Path(__file__).with_name("byzantine_peer.py")
@@ -69,9 +69,7 @@ OPEN_REFUSED = {
 
 @pytest.fixture
 def l1(tmp_path: Path) -> str:
-    spec = f"local:{tmp_path / 'l1.sqlite3'}"
-    ok("l1", "init", "--l1", spec, "--window", str(WINDOW))
-    return spec
+    return local_l1(tmp_path, WINDOW)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.nodeproc import NodeProc, cli, ok
+from tests.nodeproc import NodeProc, cli, local_l1, ok
 from tests.nodeproc import open_channel as _open
 
 WINDOW = 2
@@ -28,10 +28,7 @@ WINDOW = 2
 
 @pytest.fixture
 def l1(tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    window = getattr(request, "param", WINDOW)
-    spec = f"local:{tmp_path / 'l1.sqlite3'}"
-    ok("l1", "init", "--l1", spec, "--window", str(window))
-    return spec
+    return local_l1(tmp_path, getattr(request, "param", WINDOW))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.hostile import shared_reference_bomb
-from tests.nodeproc import NodeProc, cli, ok
+from tests.nodeproc import NodeProc, cli, local_l1, ok
 from tests.nodeproc import open_channel as _open
 
 WINDOW = 2
@@ -25,9 +25,7 @@ WINDOW = 2
 
 @pytest.fixture
 def l1(tmp_path: Path) -> str:
-    spec = f"local:{tmp_path / 'l1.sqlite3'}"
-    ok("l1", "init", "--l1", spec, "--window", str(WINDOW))
-    return spec
+    return local_l1(tmp_path, WINDOW)
 
 
 @pytest.fixture
