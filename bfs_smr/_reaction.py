@@ -40,9 +40,14 @@ cancelled
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ._channel import Phase
 from ._l1 import L1ChannelInfo, L1ChannelStatus
 from ._update import SignedUpdate
+
+if TYPE_CHECKING:
+    from ._channel import Channel
 
 __all__ = [
     "CLOSE_GRACE",
@@ -58,6 +63,7 @@ __all__ = [
     "Open",
     "Refute",
     "Settle",
+    "channel_facts",
     "own_deposit_missing",
     "react",
 ]
@@ -95,6 +101,44 @@ class ChannelFacts:
     move_signed: bool = False
     final_age: float | None = None
     forced_own: int = -1
+
+
+def channel_facts(
+    chan: Channel,
+    *,
+    can_force: bool,
+    forced_seen: int = -1,
+    final_age: float | None = None,
+) -> ChannelFacts:
+    """The facts of ``chan`` as every runtime gives them to :func:`react`.
+
+    Args:
+        can_force: the L1 takes force moves.
+        forced_seen: the newest seq of a peer's forced move the runtime looked at, beyond
+            the one the channel adopted.
+        final_age: see :class:`ChannelFacts`.
+    """
+    newest = chan.committed
+    if newest is not None:
+        forced_seen = max(forced_seen, chan.force_base[0].seq)
+    pending = chan.pending_force
+    return ChannelFacts(
+        index=chan.index,
+        deposits=chan.params.deposits,
+        newest=newest,
+        forced_seen=forced_seen,
+        move_signed=can_force and _move_signed(chan),
+        final_age=final_age,
+        forced_own=-1 if pending is None or not can_force else pending[0].seq,
+    )
+
+
+def _move_signed(chan: Channel) -> bool:
+    """The newest state waits for this party's move, and it signed one already (an
+    in-flight proposal the peer never counter-signed); not once a dispute runs."""
+    if chan.phase is Phase.DISPUTE or chan.state is None:
+        return False
+    return chan.app.to_move(chan.state) == chan.index and bool(chan.in_flight())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

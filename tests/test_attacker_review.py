@@ -500,8 +500,7 @@ def test_a_force_move_whose_post_failed_is_tried_again() -> None:
     from types import SimpleNamespace
 
     from bfs_smr import LocalError
-    from bfs_smr._reaction import Intent
-    from bfs_smr.runtime.node import _our_move_is_signed
+    from bfs_smr._reaction import Intent, _move_signed
 
     _, pair = memory_pair("tictactoe", (10, 10))
     pair.open()
@@ -515,7 +514,7 @@ def test_a_force_move_whose_post_failed_is_tried_again() -> None:
     bob.inbox.clear()
     pair.react(bob, Intent(unilateral=True))  # Bob registers seq 2, where Alice is to move
     c = SimpleNamespace(chan=alice.chan)
-    assert _our_move_is_signed(c)  # type: ignore[arg-type]  # so the node's policy: ForceMove
+    assert _move_signed(c.chan)  # so the node's policy: ForceMove
     first = alice.chan.force_move()  # the node signs (flushes), then the post fails
     again = None
     with contextlib.suppress(LocalError):

@@ -30,7 +30,6 @@ from .._messages import (
 from .._reaction import (
     AdoptForced,
     Cancel,
-    ChannelFacts,
     CloseCooperatively,
     CloseUnilaterally,
     Deposit,
@@ -40,6 +39,7 @@ from .._reaction import (
     Open,
     Refute,
     Settle,
+    channel_facts,
     react,
 )
 from .._update import ChannelParams, SignedUpdate
@@ -256,26 +256,8 @@ class LocalPair:
             L1Error: the L1 refused an action.
         """
         chan = party.chan
-        newest = chan.committed
-        in_flight = chan.in_flight()
-        move_signed = (
-            newest is not None
-            and chan.state is not None
-            and chan.app.to_move(chan.state) == chan.index
-            and bool(in_flight)
-            and party.l1.supports_force_move
-        )
-        facts = ChannelFacts(
-            index=chan.index,
-            deposits=self.params.deposits,
-            newest=newest,
-            forced_seen=-1 if newest is None else chan.force_base[0].seq,
-            move_signed=move_signed,
-            final_age=None,  # a pair submits a final update only when asked to
-            forced_own=-1
-            if chan.pending_force is None or not party.l1.supports_force_move
-            else chan.pending_force[0].seq,
-        )
+        facts = channel_facts(chan, can_force=party.l1.supports_force_move)
+        # (final_age None: a pair submits a final update only when asked to)
         l1 = party.l1
         view = self.l1_view(party)
         actions = react(facts, view, l1.now(), intent or Intent())

@@ -75,6 +75,7 @@ from .._reaction import (
     Open,
     Refute,
     Settle,
+    channel_facts,
     react,
 )
 from .._update import ChannelParams, SignedUpdate
@@ -941,17 +942,11 @@ class Node:
             if c.finalized_at is None:
                 c.finalized_at = time.monotonic()  # found final after a restart
             final_age = time.monotonic() - c.finalized_at
-        forced_seen = c.forced_tried
-        if newest is not None:
-            forced_seen = max(forced_seen, chan.force_base[0].seq)
-        return ChannelFacts(
-            index=chan.index,
-            deposits=chan.params.deposits,
-            newest=newest,
-            forced_seen=forced_seen,
-            move_signed=_our_move_is_signed(c) and self.l1.adapter.supports_force_move,
+        return channel_facts(
+            chan,
+            can_force=self.l1.adapter.supports_force_move,
+            forced_seen=c.forced_tried,
             final_age=final_age,
-            forced_own=_forced_own(c) if self.l1.adapter.supports_force_move else -1,
         )
 
     async def _l1_do(self, c: _Chan, action: L1Action, info: L1ChannelInfo | None) -> None:
@@ -1401,21 +1396,6 @@ def _backoff(poll: float, failures: int) -> float:
 def _inbound_not_on_l1(c: _Chan) -> bool:
     """A channel another node opened with this one that L1 has not seen yet."""
     return c.chan.index == 1 and c.payouts is None and c.l1_status is None
-
-
-def _forced_own(c: _Chan) -> int:
-    """The seq of this node's own forced move, the dispute's newest step; -1: none."""
-    pending = c.chan.pending_force
-    return -1 if pending is None else pending[0].seq
-
-
-def _our_move_is_signed(c: _Chan) -> bool:
-    """The registered state waits for this node's move, and it signed one already."""
-    chan = c.chan
-    if chan.phase is Phase.DISPUTE or chan.state is None:
-        return False
-    in_flight = chan.in_flight()
-    return chan.app.to_move(chan.state) == chan.index and bool(in_flight)
 
 
 async def _wait(fut: asyncio.Future[T], timeout: float, message: str) -> T:
