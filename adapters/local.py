@@ -1,6 +1,6 @@
 """A local L1 that several processes share: the embedded L1's rules, persisted in SQLite.
 
-:class:`LocalL1` is :class:`adapters.memory.MemoryL1` (the very same rule methods, not a
+:class:`LocalL1` is :class:`bfs_smr.adapters.memory.MemoryL1` (the very same rule methods, not a
 copy) with its state in one SQLite file and a wall clock, so channel nodes running as
 separate OS processes on one machine share one chain (``--l1 local:PATH``). It is for
 demos, tests and local development, not a blockchain: whoever can write the file is the L1.
@@ -34,7 +34,7 @@ which nodes put in the channel parameters they propose. Tests may inject a contr
 clock; :meth:`LocalL1.advance` is refused. Each process reads its own clock, so they
 should agree on time (the wall clock does).
 
-**Signatures** are MemoryL1's: :attr:`format` is a :class:`adapters.memory.MemoryFormat`
+**Signatures** are MemoryL1's: :attr:`format` is a :class:`bfs_smr.adapters.memory.MemoryFormat`
 with domain ``b"memory:" + chain_id``; the chain id is random (``local-1a2b3c4d``) unless
 given, so channel ids never repeat across files.
 
@@ -66,6 +66,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from bfs_smr.adapters.memory import MemoryAdapter, MemoryFormat, MemoryL1, _Channel
+
 from bfs_smr import (
     ChannelParams,
     CodecError,
@@ -80,8 +82,6 @@ from bfs_smr import (
 )
 from bfs_smr._codec import decode, encode
 from bfs_smr.runtime.store import params_from_value
-
-from .memory import MemoryAdapter, MemoryFormat, MemoryL1, _Channel
 
 __all__ = ["LocalAdapter", "LocalL1"]
 

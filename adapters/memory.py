@@ -63,7 +63,7 @@ class _Channel:
 
 
 def _default_apps(name: str, version: int) -> StateMachine[Any]:
-    from bfs_smr.runtime import load_app
+    from bfs_smr.plugins import load_app
 
     return load_app(name, version)
 

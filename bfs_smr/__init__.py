@@ -19,6 +19,7 @@ from ._errors import (
     RemoteViolation,
 )
 from ._l1 import L1Adapter, L1ChannelInfo, L1ChannelStatus, L1Event, L1EventKind, L1Format
+from ._limits import ChannelLimits
 from ._messages import (
     ChannelFinalized,
     ChannelOpened,
@@ -41,6 +42,7 @@ __all__ = [
     "BfsSmrError",
     "Channel",
     "ChannelFinalized",
+    "ChannelLimits",
     "ChannelOpened",
     "ChannelParams",
     "CodecError",

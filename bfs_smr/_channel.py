@@ -33,6 +33,7 @@ from ._codec import hash_bytes as _hash
 from ._crypto import Signer
 from ._errors import CodecError, CommandRejected, LocalError, RemoteViolation
 from ._l1 import L1Format
+from ._limits import ChannelLimits
 from ._messages import (
     Accept,
     ChannelFinalized,
@@ -209,11 +210,7 @@ class Channel:
         app: the app (state machine) instance.
         fmt: the L1's signing format (from the L1 adapter).
         signer: this party's key; its public key must be one of the participants.
-        max_in_flight: the sequencer's bound on proposals awaiting counter-signature.
-        max_batch: most commands the sequencer puts in one update.
-        max_queue: most commands waiting for a slot in the window; beyond it the
-            sequencer refuses its own commands (``LocalError``) and denies the peer's
-            requests ("busy"), so a flooding peer cannot grow its memory without bound.
+        limits: how much it keeps in flight and queued (:class:`ChannelLimits`).
 
     Raises:
         LocalError: the signer is not a participant, or the app does not match params.
@@ -226,9 +223,7 @@ class Channel:
         fmt: L1Format,
         signer: Signer,
         *,
-        max_in_flight: int = 64,
-        max_batch: int = 1,
-        max_queue: int = 100_000,
+        limits: ChannelLimits = ChannelLimits(),
     ) -> None:
         if signer.public_key not in params.participants:
             raise LocalError("the signer's key is not a participant of this channel")
@@ -236,8 +231,6 @@ class Channel:
             raise LocalError(f"app {app.app_id} does not match the channel's {params.app_id}")
         if type(fmt.scheme) is not type(signer.scheme):
             raise LocalError("the signer's scheme is not the L1's scheme")
-        if max_in_flight < 1 or max_batch < 1 or max_queue < 1:
-            raise LocalError("max_in_flight, max_batch and max_queue must be at least 1")
         self.params = params
         self.app = app
         self.format = fmt
@@ -245,9 +238,9 @@ class Channel:
         self.index = params.participants.index(signer.public_key)
         self.peer_index = 1 - self.index
         self.role = Role.SEQUENCER if self.index == 0 else Role.FOLLOWER
-        self.max_in_flight = max_in_flight
-        self.max_batch = max_batch
-        self.max_queue = max_queue
+        self.max_in_flight = limits.max_in_flight
+        self.max_batch = limits.max_batch
+        self.max_queue = limits.max_queue
         self._signer = signer
         self._peer_key = params.participants[self.peer_index]
         self._phase = Phase.OPENING
@@ -462,7 +455,7 @@ class Channel:
         requests: list[tuple[int, Any, bool]] | None = None,
         next_ref: int = 1,
         last_peer_ref: int = 0,
-        **options: Any,
+        limits: ChannelLimits = ChannelLimits(),
     ) -> Channel:
         """Rebuild a party's channel from what its store holds (after a restart).
 
@@ -478,7 +471,7 @@ class Channel:
         Raises:
             LocalError: the stored data does not fit together (a damaged store).
         """
-        chan = cls(params, app, fmt, signer, **options)
+        chan = cls(params, app, fmt, signer, limits=limits)
         chan._next_ref = next_ref
         # Requests that were only queued died with the process; the peer re-sends them.
         chan._last_peer_ref = chan._handled_peer_ref = last_peer_ref

@@ -84,9 +84,9 @@ from pathlib import Path
 from typing import Any
 
 import nacl.bindings as sodium
+from bfs_smr.adapters.memory import MemoryFormat
 from hostile import colliding_key_map, shared_reference_bomb
 
-from adapters.memory import MemoryFormat
 from bfs_smr import Channel, ChannelParams, Ed25519, SendMessage, Signer, decode, encode
 from bfs_smr._messages import Accept, Entries, Hello, Propose, encode_message, parse_message
 from bfs_smr.runtime import load_app

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from bfs_smr.adapters.memory import MemoryL1
 
-from adapters.memory import MemoryL1
-from bfs_smr import Ed25519, Signer
+from bfs_smr import ChannelLimits, Ed25519, Signer
 from bfs_smr.runtime import LocalPair, memory_pair
 
 
@@ -22,16 +22,21 @@ def make_pair(
     deposits: tuple[int, int] = (1_000, 0),
     *,
     window: int = 100,
+    max_in_flight: int = 64,
+    max_batch: int = 1,
+    max_queue: int = 100_000,
     **kwargs: Any,
 ) -> tuple[MemoryL1, LocalPair]:
-    """A funded-but-unopened pair on a (new or given) embedded L1."""
-    return memory_pair(app, deposits, challenge_window=window, **kwargs)
+    """A funded-but-unopened pair on a (new or given) embedded L1 (one command per update
+    unless told otherwise)."""
+    limits = ChannelLimits(max_in_flight, max_batch, max_queue)
+    return memory_pair(app, deposits, challenge_window=window, limits=limits, **kwargs)
 
 
 def anvil(**options: Any) -> Any:
     """An anvil node (from the npm package, installed on first use), not yet started;
     skips the test only on a machine without npm."""
-    from adapters.evm import Anvil, install_anvil
+    from bfs_smr.adapters.evm import Anvil, install_anvil
 
     try:
         binary = install_anvil()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CLI = [sys.executable, "-m", "bfs_smr.runtime.cli"]
+CLI = [sys.executable, "-m", "bfs_smr.cli"]
 
 
 @dataclass
@@ -125,7 +125,7 @@ class NodeProc:
 
     def call(self, op: str, timeout: float = 60.0, **args: Any) -> Any:
         """Ask the node directly through its control endpoint (faster than a CLI process)."""
-        from bfs_smr.runtime._control import call
+        from bfs_smr.runtime.node._control import call
 
         return call(self.dir, op, {**args, "timeout": timeout}, timeout=timeout + 10)
 

@@ -3,10 +3,10 @@
 import random
 
 import pytest
+from bfs_smr.apps.counter import Counter
+from bfs_smr.apps.payments import Payments
+from bfs_smr.apps.tictactoe import TicTacToe, winner
 
-from apps.counter import Counter
-from apps.payments import Payments
-from apps.tictactoe import TicTacToe, winner
 from bfs_smr import ChannelParams, CommandRejected, InternalError
 from bfs_smr.runtime import available_apps, load_app
 from bfs_smr.testing import check_app

@@ -251,7 +251,8 @@ def test_opens_that_ask_no_deposit_respect_max_channels_per_peer(tmp_path: Path,
 async def _run_unfunded_channel(s: Stranger, updates: int, per_update: int) -> int:
     """Open a payments channel the stranger "deposits" 10**15 into (never on L1), then
     sequence ``updates`` updates of ``per_update`` payments of 1; the victim's seq."""
-    from adapters.memory import MemoryFormat
+    from bfs_smr.adapters.memory import MemoryFormat
+
     from bfs_smr import Channel, SendMessage
     from bfs_smr._messages import Accept, parse_message
     from bfs_smr.runtime import load_app

@@ -1,7 +1,7 @@
 """Attack catalogue: what a Byzantine peer can try, and what stops it (DESIGN.md §4-§6).
 
 Every test drives real :class:`bfs_smr.Channel` objects with real Ed25519 keys over a real
-:class:`adapters.memory.MemoryL1`. The attacker builds its messages with the same wire
+:class:`bfs_smr.adapters.memory.MemoryL1`. The attacker builds its messages with the same wire
 encoding as an honest party and signs them with its own real key: only the protocol checks
 (and, on L1, the adjudication rules) stand between it and the victim's value.
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import cbor2
 import pytest
+from bfs_smr.adapters.memory import MemoryL1
 
-from adapters.memory import MemoryL1
 from bfs_smr import (
     MAX_MESSAGE_SIZE,
     Channel,

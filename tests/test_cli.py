@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from bfs_smr.runtime.cli import main
+from bfs_smr.cli import main
 
 SCRIPT = shutil.which("bfs-smr")
 
 
 def run(*args):
-    cmd = [SCRIPT, *args] if SCRIPT else [sys.executable, "-m", "bfs_smr.runtime.cli", *args]
+    cmd = [SCRIPT, *args] if SCRIPT else [sys.executable, "-m", "bfs_smr.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -147,7 +147,7 @@ def test_bench_json_keys(capsys, tmp_path):
 
 
 def test_payments_demo_on_the_evm_uses_two_l1_transactions(capsys):
-    pytest.importorskip("adapters.evm")
+    pytest.importorskip("bfs_smr.adapters.evm")
     assert main(["demo", "payments", "--l1", "evm", "--payments", "30", "--json"]) == 0
     result = last_json(capsys.readouterr().out)
     assert result["l1"] == "evm" and result["updates"] == 30
@@ -156,7 +156,7 @@ def test_payments_demo_on_the_evm_uses_two_l1_transactions(capsys):
 
 
 def test_gas_report_json_on_the_embedded_chain(capsys):
-    pytest.importorskip("adapters.evm")
+    pytest.importorskip("bfs_smr.adapters.evm")
     assert main(["gas", "--embedded", "--json"]) == 0
     gas = last_json(capsys.readouterr().out)
     keys = {"deploy", "open", "cooperative_close", "unilateral_close", "refute", "settle"}

@@ -6,7 +6,7 @@ import pytest
 
 from bfs_smr.runtime import LocalPair, evm_pair
 
-pytest.importorskip("adapters.evm")  # part of the test extra; present in CI
+pytest.importorskip("bfs_smr.adapters.evm")  # part of the test extra; present in CI
 
 
 def opened(app: str, deposits: tuple[int, int]) -> LocalPair:

@@ -14,8 +14,7 @@ import os
 from typing import Any
 
 import pytest
-
-from adapters.evm import (
+from bfs_smr.adapters.evm import (
     DevChain,
     EvmAdapter,
     EvmFormat,
@@ -23,10 +22,11 @@ from adapters.evm import (
     channel_key,
     deployment_block,
 )
-from adapters.evm import _adapter as evm_adapter
-from adapters.evm._adapter import params_tuple, sig_tuple, state_tuple
-from adapters.evm._crypto import SECP256K1_N
-from adapters.evm.artifact import compile_artifact, load_artifact
+from bfs_smr.adapters.evm import _adapter as evm_adapter
+from bfs_smr.adapters.evm._adapter import params_tuple, sig_tuple, state_tuple
+from bfs_smr.adapters.evm._crypto import SECP256K1_N
+from bfs_smr.adapters.evm.artifact import compile_artifact, load_artifact
+
 from bfs_smr import (
     ChannelParams,
     L1ChannelStatus,
@@ -142,9 +142,9 @@ def test_committed_artifact_is_the_compiled_source() -> None:
     fresh = compile_artifact()
     committed = load_artifact()
     assert fresh["source_sha256"] == committed["source_sha256"], (
-        "Adjudicator.vy changed: run `python -m adapters.evm` to rebuild Adjudicator.json"
+        "Adjudicator.vy changed: run `python -m bfs_smr.adapters.evm` to rebuild Adjudicator.json"
     )
-    assert fresh == committed, "Adjudicator.json drifted: run `python -m adapters.evm`"
+    assert fresh == committed, "Adjudicator.json drifted: run `python -m bfs_smr.adapters.evm`"
 
 
 def test_python_digest_and_key_are_the_contracts(world: World) -> None:

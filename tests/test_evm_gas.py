@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.evm.gas import DISPUTE_PATH_TARGET, HAPPY_PATH_TARGET, gas_report
+from bfs_smr.adapters.evm.gas import DISPUTE_PATH_TARGET, HAPPY_PATH_TARGET, gas_report
 
 KEYS = {
     "deploy",

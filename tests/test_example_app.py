@@ -14,10 +14,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from bfs_smr.adapters.memory import MemoryL1
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.memory import MemoryL1
 from bfs_smr import (
     ChannelParams,
     CommandEntry,

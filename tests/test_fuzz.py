@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bfs_smr import CodecError
 from bfs_smr._messages import parse_message
-from bfs_smr.runtime._nodemsg import parse_node_message
+from bfs_smr.runtime.node._nodemsg import parse_node_message
 from tests.fuzz.seeds import seeds
 from tests.fuzz.targets import TARGETS, WorkTooLarge, run_one
 from tests.hostile import shared_reference_bomb

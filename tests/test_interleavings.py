@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from bfs_smr.adapters.memory import MemoryL1
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -30,10 +31,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from adapters.memory import MemoryL1
 from bfs_smr import (
     Channel,
     ChannelFinalized,
+    ChannelLimits,
     ChannelOpened,
     ChannelParams,
     CommandCommitted,
@@ -118,9 +119,7 @@ class Interleavings(RuleBasedStateMachine):
                 self.app,
                 self.fmt,
                 signer,
-                max_in_flight=self.max_in_flight,
-                max_batch=self.max_batch,
-                max_queue=self.max_queue,
+                limits=ChannelLimits(self.max_in_flight, self.max_batch, self.max_queue),
             )
             for signer in self.signers
         )
@@ -485,7 +484,9 @@ def test_a_denial_may_overtake_an_earlier_queued_request():
         app=app.name,
         app_version=app.version,
     )
-    alice, bob = (Channel(params, app, chain.format, s, max_in_flight=1) for s in (a, b))
+    alice, bob = (
+        Channel(params, app, chain.format, s, limits=ChannelLimits(1, 1, 100_000)) for s in (a, b)
+    )
     bob_effects: list[Any] = []
 
     def sent(ch: Channel) -> list[bytes]:

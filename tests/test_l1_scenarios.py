@@ -1,8 +1,8 @@
 """One set of L1 scenarios (DESIGN.md §5), run against every adapter.
 
 Each scenario drives real channel parties (:class:`bfs_smr.runtime.LocalPair` with the
-payments app) and a real L1: the embedded :class:`adapters.memory.MemoryL1`, the same
-rules on a SQLite file (:class:`adapters.local.LocalL1`, each party on its own connection,
+payments app) and a real L1: the embedded :class:`bfs_smr.adapters.memory.MemoryL1`, the same
+rules on a SQLite file (:class:`bfs_smr.adapters.local.LocalL1`, each party on its own connection,
 with a controllable clock), the Vyper adjudicator on the in-process py-evm chain, and the
 same adjudicator on an anvil node installed from npm. Balances are compared net of
 transaction fees, so the same expected values hold on every L1.
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bfs_smr.adapters.local import LocalL1
+from bfs_smr.adapters.memory import MemoryL1
 
-from adapters.local import LocalL1
-from adapters.memory import MemoryL1
 from bfs_smr import (
     Ed25519,
     L1Adapter,
@@ -95,7 +95,7 @@ class EvmNet:
         self.adapters: dict[bytes, Any] = {}
 
     def new_party(self) -> tuple[Signer, L1Adapter]:
-        from adapters.evm import Secp256k1
+        from bfs_smr.adapters.evm import Secp256k1
 
         secret = os.urandom(32)
         signer = Signer(Secp256k1(), secret)
@@ -130,7 +130,7 @@ def net(request: pytest.FixtureRequest) -> Any:
         local = LocalNet(request.getfixturevalue("tmp_path") / "l1.sqlite3")
         request.addfinalizer(local.close)
         return local
-    from adapters.evm import DevChain
+    from bfs_smr.adapters.evm import DevChain
 
     if request.param == "evm-embedded":
         return EvmNet(DevChain.embedded())

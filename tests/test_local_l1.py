@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from bfs_smr.adapters.local import LocalAdapter, LocalL1
 from conftest import make_pair
 
-from adapters.local import LocalAdapter, LocalL1
 from bfs_smr import ChannelParams, L1ChannelStatus, L1Error, L1Event, L1EventKind, LocalError
 from bfs_smr.runtime import LocalPair, load_app
 
@@ -280,7 +280,7 @@ def test_force_moves_are_stored_and_answered_across_connections(tmp_path: Path) 
 WORKER = """
     import os, sys, time
     from pathlib import Path
-    from adapters.local import LocalL1
+    from bfs_smr.adapters.local import LocalL1
     from bfs_smr import ChannelParams, L1Error
 
     path, me, rounds, shared, peer = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *map(
@@ -338,7 +338,7 @@ def test_concurrent_processes_lose_no_update(tmp_path: Path) -> None:
 
 CHURN = """
     import random, sys
-    from adapters.local import LocalL1
+    from bfs_smr.adapters.local import LocalL1
     from bfs_smr import ChannelParams, L1Error
 
     chain = LocalL1(sys.argv[1])
@@ -384,7 +384,7 @@ def test_a_process_killed_mid_stream_leaves_a_consistent_file(tmp_path: Path) ->
 PAUSED = """
     import sys, time
     from pathlib import Path
-    from adapters.local import LocalL1
+    from bfs_smr.adapters.local import LocalL1
     from bfs_smr import ChannelParams
 
     class Paused(LocalL1):  # stops for good half-way through a transaction

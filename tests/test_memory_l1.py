@@ -41,7 +41,7 @@ def test_cannot_open_the_same_channel_twice_or_on_another_l1():
     chain.mint(pair.params.participants[0], 1_000)
     with pytest.raises(L1Error, match="exists"):
         pair.alice.l1.open(pair.params)
-    from adapters.memory import MemoryL1
+    from bfs_smr.adapters.memory import MemoryL1
 
     other = MemoryL1(chain_id="other")
     other.mint(pair.params.participants[0], 1_000)

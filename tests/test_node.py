@@ -147,7 +147,8 @@ def test_a_stale_close_is_refuted_by_the_running_node(nodes: list[NodeProc], l1:
         ok("channel", "pay", "--data-dir", str(alice.dir), channel, "100")
     alice.stop()
     # Alice turns cheat: from her own store she registers seq 0, before she paid anything.
-    from adapters.local import LocalL1
+    from bfs_smr.adapters.local import LocalL1
+
     from bfs_smr.runtime.store import Store
 
     with Store(alice.dir) as store:
@@ -260,7 +261,7 @@ def test_the_control_endpoint_needs_the_secret(nodes: list[NodeProc], l1: str) -
 
     alice = nodes[0].start()
     info = json.loads((alice.dir / "control.json").read_text())
-    from bfs_smr.runtime._control import encode_request
+    from bfs_smr.runtime.node._control import encode_request
 
     with socket.create_connection(("127.0.0.1", info["port"]), timeout=5) as s:
         s.sendall(encode_request("0" * 64, "status", {}))
@@ -342,11 +343,12 @@ def test_a_second_update_forced_at_a_signed_seq_is_refuted(nodes: list[NodeProc]
     # Alice cheats: she registers seq 4 and forces, at seq 5, the move she wishes she had
     # made (cell 2, three in a row) where both signed cell 8. Bob's node is paused
     # meanwhile, so it first sees the forced update.
-    from adapters.local import LocalL1
+    from bfs_smr.adapters.local import LocalL1
+
     from bfs_smr import CommandEntry, SignedUpdate, Update
-    from bfs_smr.runtime._datadir import DataDir
-    from bfs_smr.runtime._registry import load_app
+    from bfs_smr.plugins import load_app
     from bfs_smr.runtime.store import Store
+    from bfs_smr.runtime.store._datadir import DataDir
 
     cid = bytes.fromhex(channel)
     with Store(alice.dir) as store:

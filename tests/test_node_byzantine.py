@@ -118,7 +118,7 @@ def _wait_for(condition: Any, what: str, timeout: float = 30) -> None:
 
 
 def _l1_domain(l1: str) -> str:
-    from adapters.local import LocalL1
+    from bfs_smr.adapters.local import LocalL1
 
     domain: bytes = LocalL1(Path(l1.removeprefix("local:"))).adapter(bytes(32)).format.domain
     return domain.hex()

@@ -54,7 +54,7 @@ def nodes(tmp_path: Path, evm_l1: str) -> Iterator[list[NodeProc]]:
 
 
 def _evm_address(node: NodeProc) -> str:
-    from adapters.evm import Secp256k1
+    from bfs_smr.adapters.evm import Secp256k1
 
     key = bytes.fromhex((node.dir / "l1.key").read_text())
     return "0x" + Secp256k1().public_key(key).hex()
@@ -99,8 +99,9 @@ def test_a_stale_close_on_the_evm_is_refuted(nodes: list[NodeProc], evm_l1: str)
         ok("channel", "pay", "--data-dir", str(alice.dir), channel, "100")
     alice.stop()
     # Alice turns cheat: she registers seq 0 on the adjudicator with her own key.
-    from adapters.evm import EvmAdapter, connect
-    from adapters.evm.deploy import adjudicator_address
+    from bfs_smr.adapters.evm import EvmAdapter, connect
+    from bfs_smr.adapters.evm.deploy import adjudicator_address
+
     from bfs_smr.runtime.store import Store
 
     cid = bytes.fromhex(channel)
@@ -222,8 +223,9 @@ def test_a_node_refutes_after_an_outage_of_its_rpc_endpoint(tmp_path: Path, evm_
             ok("channel", "pay", "--data-dir", str(alice.dir), channel, "100")
         alice.stop()
         proxy.outage(3.0)
-        from adapters.evm import EvmAdapter, connect
-        from adapters.evm.deploy import adjudicator_address
+        from bfs_smr.adapters.evm import EvmAdapter, connect
+        from bfs_smr.adapters.evm.deploy import adjudicator_address
+
         from bfs_smr.runtime.store import Store
 
         cid = bytes.fromhex(channel)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bfs_smr.adapters.local import LocalL1
 
-from adapters.local import LocalL1
 from bfs_smr import L1ChannelStatus, L1Error, LocalError
-from bfs_smr.runtime._datadir import DataDir
 from bfs_smr.runtime.node import Node
+from bfs_smr.runtime.store._datadir import DataDir
 
 WINDOW = 2
 

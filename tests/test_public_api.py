@@ -3,7 +3,7 @@
 import bfs_smr
 
 PUBLIC = {
-    "BfsSmrError", "Channel", "ChannelFinalized", "ChannelOpened", "ChannelParams",
+    "BfsSmrError", "Channel", "ChannelLimits", "ChannelFinalized", "ChannelOpened", "ChannelParams",
     "CodecError", "CommandCommitted", "CommandEntry", "CommandFailed", "CommandRejected",
     "Ed25519", "Effect", "HASH_SIZE", "Input", "InternalError", "L1Adapter", "L1ChannelInfo",
     "L1ChannelStatus", "L1Error", "L1Event", "L1EventKind", "L1Format", "LocalError",

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bfs_smr import Channel, LocalError, Phase, RemoteViolation, SignedUpdate, verify_log
+from bfs_smr import (
+    Channel,
+    ChannelLimits,
+    LocalError,
+    Phase,
+    RemoteViolation,
+    SignedUpdate,
+    verify_log,
+)
 from bfs_smr._messages import Entries, Hello, Propose, encode_message, parse_message
 from bfs_smr.runtime import memory_pair
 from bfs_smr.runtime.store import Store, StoreError
@@ -18,9 +26,10 @@ from bfs_smr.runtime.store import Store, StoreError
 def durable(tmp_path):
     """An open payments channel whose two parties persist to real SQLite files."""
 
-    def make(app="payments", deposits=(1_000, 500), **kw):
+    def make(app="payments", deposits=(1_000, 500), max_in_flight=64, **kw):
         stores = (Store(tmp_path / "alice"), Store(tmp_path / "bob"))
-        chain, pair = memory_pair(app, deposits, stores=stores, **kw)
+        limits = ChannelLimits(max_in_flight=max_in_flight, max_batch=1)
+        chain, pair = memory_pair(app, deposits, stores=stores, limits=limits, **kw)
         pair.open()
         return chain, pair
 
@@ -241,7 +250,7 @@ def _restore_backup(pair, party, backup):
     party.store = Store(party.store.dir)
     party.inbox.clear()
     party.channel = party.store.load(
-        pair.params.channel_id, pair.app, party.l1.format, party.signer, **pair.options
+        pair.params.channel_id, pair.app, party.l1.format, party.signer, limits=pair.limits
     )
 
 

@@ -17,17 +17,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._adapter import EvmAdapter, channel_key, decode_slot
-    from ._crypto import Secp256k1, address_of
-    from ._format import EvmFormat, evm_domain
-    from .deploy import (
+    from bfs_smr.adapters.evm._adapter import EvmAdapter, channel_key, decode_slot
+    from bfs_smr.adapters.evm._crypto import Secp256k1, address_of
+    from bfs_smr.adapters.evm._format import EvmFormat, evm_domain
+    from bfs_smr.adapters.evm.deploy import (
         adjudicator_address,
         check_adjudicator,
         connect,
         deploy_adjudicator,
         deployment_block,
     )
-    from .devchain import Anvil, DevChain, find_anvil, install_anvil
+    from bfs_smr.adapters.evm.devchain import Anvil, DevChain, find_anvil, install_anvil
 
 # Names load on first use (PEP 562): web3 takes over a second to import, and what needs
 # only a key's address (``bfs-smr init``) or the signature scheme should not wait for it.

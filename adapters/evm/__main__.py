@@ -1,5 +1,5 @@
-"""``python -m adapters.evm``: rewrite Adjudicator.json from Adjudicator.vy."""
+"""``python -m bfs_smr.adapters.evm``: rewrite Adjudicator.json from Adjudicator.vy."""
 
-from .artifact import main
+from bfs_smr.adapters.evm.artifact import main
 
 main()

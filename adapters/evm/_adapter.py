@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import requests
+from bfs_smr.adapters.evm._crypto import Secp256k1
+from bfs_smr.adapters.evm._format import EvmFormat
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.address import to_checksum_address
@@ -29,9 +31,6 @@ from bfs_smr import (
     LocalError,
     SignedUpdate,
 )
-
-from ._crypto import Secp256k1
-from ._format import EvmFormat
 
 __all__ = ["LOG_RANGE", "EvmAdapter", "channel_key", "decode_slot"]
 
@@ -169,7 +168,7 @@ class EvmAdapter(L1Adapter):
         timeout: seconds to wait for a receipt. A mined receipt counts as final: reorgs
             are not handled.
         from_block: the first block whose logs :meth:`events` reads. Default: the block
-            the adjudicator was deployed in (see :func:`~adapters.evm.deployment_block`),
+            the adjudicator was deployed in (see :func:`~bfs_smr.adapters.evm.deployment_block`),
             read in ranges of :data:`LOG_RANGE` blocks.
     """
 
@@ -185,7 +184,7 @@ class EvmAdapter(L1Adapter):
         timeout: float = 120.0,
         from_block: int | None = None,
     ) -> None:
-        from .artifact import load_artifact
+        from bfs_smr.adapters.evm.artifact import load_artifact
 
         self.w3 = w3
         self.chain_id = int(w3.eth.chain_id)
@@ -380,7 +379,7 @@ class EvmAdapter(L1Adapter):
         the same id and other parameters) is left out: it is not this party's channel.
         """
         if self._scanned is None:  # nothing before the adjudicator existed
-            from .deploy import deployment_block
+            from bfs_smr.adapters.evm.deploy import deployment_block
 
             self._scanned = deployment_block(self.w3, self.format.contract) - 1
         latest = int(self.w3.eth.block_number)

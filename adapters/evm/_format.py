@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from bfs_smr.adapters.evm._crypto import Secp256k1
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
 from bfs_smr import L1Format, LocalError, Update, hash_bytes
-
-from ._crypto import Secp256k1
 
 __all__ = ["EvmFormat", "evm_domain"]
 

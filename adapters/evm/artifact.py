@@ -1,7 +1,7 @@
 """The adjudicator's source and its committed compiled artifact.
 
 ``Adjudicator.json`` is what deployments use, so nobody needs the compiler at run time.
-``python -m adapters.evm`` rewrites it from ``Adjudicator.vy`` with the pinned
+``python -m bfs_smr.adapters.evm`` rewrites it from ``Adjudicator.vy`` with the pinned
 compiler; ``tests/test_evm_contract.py`` recompiles and fails if the two ever drift.
 """
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bfs_smr.adapters.evm.artifact import load_artifact
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
@@ -21,8 +22,6 @@ from web3.exceptions import Web3Exception
 from web3.providers.rpc import HTTPProvider
 
 from bfs_smr import L1Error, LocalError
-
-from .artifact import load_artifact
 
 __all__ = [
     "CREATE2_DEPLOYER",

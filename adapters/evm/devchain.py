@@ -21,15 +21,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from bfs_smr.adapters.evm._adapter import EvmAdapter
+from bfs_smr.adapters.evm.artifact import load_artifact
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 from web3.types import RPCEndpoint
 
 from bfs_smr import LocalError
-
-from ._adapter import EvmAdapter
-from .artifact import load_artifact
 
 __all__ = [
     "ANVIL_NPM_PACKAGE",

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 
-from bfs_smr import ChannelParams, SignedUpdate, Update, hash_bytes
+from bfs_smr.adapters.evm._adapter import EvmAdapter
+from bfs_smr.adapters.evm._crypto import Secp256k1
+from bfs_smr.adapters.evm.devchain import DevChain
 
-from ._adapter import EvmAdapter
-from ._crypto import Secp256k1
-from .devchain import DevChain
+from bfs_smr import ChannelParams, SignedUpdate, Update, hash_bytes
 
 __all__ = ["DISPUTE_PATH_TARGET", "HAPPY_PATH_TARGET", "gas_report"]
 

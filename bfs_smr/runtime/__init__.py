@@ -1,7 +1,7 @@
 """The runtime layer: everything that performs I/O or keeps time (the core does neither)."""
 
-from ._local import LocalPair, Party, evm_pair, memory_pair
-from ._registry import available_apps, load_app, register_app
+from bfs_smr.plugins import available_apps, load_app, register_app
+from bfs_smr.runtime._local import LocalPair, Party, evm_pair, memory_pair
 
 __all__ = [
     "LocalPair",

@@ -1,6 +1,6 @@
 """``--l1`` specifications: which L1 a node or command talks to.
 
-- ``local:PATH`` — the shared local L1 (:mod:`adapters.local`): the embedded L1's rules
+- ``local:PATH`` — the shared local L1 (:mod:`bfs_smr.adapters.local`): the embedded L1's rules
   kept in a SQLite file that several processes on one machine use, with wall-clock
   windows. Create it with ``bfs-smr l1 init``.
 - ``evm:URL`` — the Vyper adjudicator through a JSON-RPC node, at the address
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._crypto import Signer
-from .._errors import LocalError
-from .._l1 import L1Adapter
+from bfs_smr._crypto import Signer
+from bfs_smr._errors import LocalError
+from bfs_smr._l1 import L1Adapter
 
 __all__ = [
     "DEFAULT_EVM_WINDOW",
@@ -51,7 +51,7 @@ def parse_l1_spec(spec: str) -> tuple[str, str]:
 
 def _evm() -> Any:
     try:
-        from adapters import evm
+        from bfs_smr.adapters import evm
     except ImportError as exc:
         raise LocalError(
             f"the EVM L1 needs the evm extra (pip install 'bfs-smr[evm]'): {exc}"
@@ -76,7 +76,7 @@ def parse_account(spec: str, text: str) -> bytes:
     """
     kind, _ = parse_l1_spec(spec)
     if kind == "local":
-        from ._datadir import parse_hex_id
+        from bfs_smr.runtime.store._datadir import parse_hex_id
 
         return parse_hex_id(text)
     try:
@@ -92,7 +92,7 @@ def parse_account(spec: str, text: str) -> bytes:
 
 
 def open_local_l1(spec: str) -> Any:
-    """The :class:`adapters.local.LocalL1` named by a ``local:PATH`` spec.
+    """The :class:`bfs_smr.adapters.local.LocalL1` named by a ``local:PATH`` spec.
 
     Raises:
         LocalError: not a local spec. L1Error: no L1 file there (run ``bfs-smr l1 init``).
@@ -100,7 +100,7 @@ def open_local_l1(spec: str) -> Any:
     kind, where = parse_l1_spec(spec)
     if kind != "local":
         raise LocalError(f"this command needs a local:PATH L1, not {spec!r}")
-    from adapters.local import LocalL1
+    from bfs_smr.adapters.local import LocalL1
 
     return LocalL1(Path(where))
 

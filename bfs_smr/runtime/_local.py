@@ -14,12 +14,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._app import StateMachine
-from .._channel import Channel
-from .._crypto import Signer
-from .._errors import L1Error, LocalError
-from .._l1 import L1Adapter, L1ChannelInfo
-from .._messages import (
+from bfs_smr._app import StateMachine
+from bfs_smr._channel import Channel
+from bfs_smr._crypto import Signer
+from bfs_smr._errors import L1Error, LocalError
+from bfs_smr._l1 import L1Adapter, L1ChannelInfo
+from bfs_smr._limits import ChannelLimits
+from bfs_smr._messages import (
     ChannelFinalized,
     CommandCommitted,
     CommandFailed,
@@ -27,7 +28,7 @@ from .._messages import (
     SendMessage,
     ServeLog,
 )
-from .._reaction import (
+from bfs_smr._reaction import (
     AdoptForced,
     Cancel,
     CloseCooperatively,
@@ -42,13 +43,12 @@ from .._reaction import (
     channel_facts,
     react,
 )
-from .._update import ChannelParams, SignedUpdate
-from ._registry import load_app
+from bfs_smr._update import ChannelParams, SignedUpdate
+from bfs_smr.plugins import load_app
 
 if TYPE_CHECKING:
-    from adapters.memory import MemoryL1
-
-    from .store import Store
+    from bfs_smr.adapters.memory import MemoryL1
+    from bfs_smr.runtime.store import Store
 
 __all__ = ["LocalPair", "Party", "evm_pair", "memory_pair"]
 
@@ -106,9 +106,7 @@ class LocalPair:
         challenge_window: int = 3_600,
         nonce: int = 0,
         keep_log: bool = True,
-        max_in_flight: int = 64,
-        max_batch: int = 1,
-        max_queue: int = 100_000,
+        limits: ChannelLimits = ChannelLimits(),
         stores: tuple[Store, Store] | None = None,
     ) -> None:
         self.app = app
@@ -124,13 +122,9 @@ class LocalPair:
         )
         self.alice = Party("alice", alice, alice_l1, keep_log=keep_log)
         self.bob = Party("bob", bob, bob_l1, keep_log=keep_log)
-        self.options = {
-            "max_in_flight": max_in_flight,
-            "max_batch": max_batch,
-            "max_queue": max_queue,
-        }
+        self.limits = limits
         for i, party in enumerate((self.alice, self.bob)):
-            party.channel = Channel(self.params, app, party.l1.format, party.signer, **self.options)
+            party.channel = Channel(self.params, app, party.l1.format, party.signer, limits=limits)
             if stores is not None:
                 party.store = stores[i]
                 party.key = stores[i].add_channel(self.params)
@@ -202,14 +196,14 @@ class LocalPair:
     def restart(self, party: Party) -> None:
         """Simulate a crash and restart of ``party``: what was in flight to it is lost,
         and its channel is rebuilt from its durable store alone."""
-        from .store import Store
+        from bfs_smr.runtime.store import Store
 
         assert party.store is not None, "restart needs a durable store"
         party.store.close()
         party.store = Store(party.store.dir, keep_log=party.store.keep_log)
         party.inbox.clear()
         party.channel = party.store.load(
-            self.params.channel_id, self.app, party.l1.format, party.signer, **self.options
+            self.params.channel_id, self.app, party.l1.format, party.signer, limits=self.limits
         )
 
     def resync(self) -> None:
@@ -298,7 +292,12 @@ def memory_pair(
     chain: MemoryL1 | None = None,
     alice: Signer | None = None,
     bob: Signer | None = None,
-    **options: Any,
+    options: dict[str, Any] | None = None,
+    challenge_window: int = 3_600,
+    nonce: int = 0,
+    keep_log: bool = True,
+    limits: ChannelLimits = ChannelLimits(),
+    stores: tuple[Store, Store] | None = None,
 ) -> tuple[MemoryL1, LocalPair]:
     """Alice and Bob on an embedded L1, each minted exactly their deposit, not yet open.
 
@@ -307,9 +306,9 @@ def memory_pair(
         deposits: what each party will lock.
         chain: the L1 to use (default: a new one).
         alice, bob: the parties' keys (default: fresh random Ed25519 keys).
-        options: passed on to :class:`LocalPair` (``challenge_window``, ``nonce`` …).
+        options, challenge_window, nonce, keep_log, limits, stores: as for :class:`LocalPair`.
     """
-    from adapters.memory import MemoryL1
+    from bfs_smr.adapters.memory import MemoryL1
 
     chain = chain or MemoryL1()
     fresh_alice, fresh_bob = LocalPair.new_signers(chain.format.scheme)
@@ -323,7 +322,12 @@ def memory_pair(
         alice_l1=chain.adapter(alice.public_key),
         bob_l1=chain.adapter(bob.public_key),
         deposits=deposits,
-        **options,
+        options=options,
+        challenge_window=challenge_window,
+        nonce=nonce,
+        keep_log=keep_log,
+        limits=limits,
+        stores=stores,
     )
     return chain, pair
 
@@ -334,22 +338,28 @@ def evm_pair(
     *,
     rpc: str | None = None,
     alice_secret: bytes | None = None,
-    **options: Any,
+    options: dict[str, Any] | None = None,
+    challenge_window: int = 3_600,
+    nonce: int = 0,
+    keep_log: bool = True,
+    limits: ChannelLimits = ChannelLimits(),
+    stores: tuple[Store, Store] | None = None,
 ) -> tuple[Any, LocalPair]:
     """Alice and Bob on the EVM adjudicator, funded with their deposits and gas, not open.
 
     Args:
         rpc: a node's URL (e.g. anvil); default: a fresh in-process py-evm chain.
         alice_secret: Alice's private key (default: a fresh one).
+        options, challenge_window, nonce, keep_log, limits, stores: as for :class:`LocalPair`.
 
     Returns:
-        ``(chain, pair)`` where ``chain`` is an ``adapters.evm.DevChain``.
+        ``(chain, pair)`` where ``chain`` is an ``bfs_smr.adapters.evm.DevChain``.
 
     Raises:
         LocalError: the ``evm`` extra is not installed.
     """
     try:
-        from adapters.evm import DevChain, Secp256k1
+        from bfs_smr.adapters.evm import DevChain, Secp256k1
     except ImportError:
         raise LocalError("the EVM L1 needs the evm extra: pip install 'bfs-smr[evm]'") from None
     chain = DevChain.rpc(rpc) if rpc else DevChain.embedded()
@@ -367,7 +377,12 @@ def evm_pair(
         alice_l1=adapters[0],
         bob_l1=adapters[1],
         deposits=deposits,
-        **options,
+        options=options,
+        challenge_window=challenge_window,
+        nonce=nonce,
+        keep_log=keep_log,
+        limits=limits,
+        stores=stores,
     )
     for adapter in adapters:
         adapter.track(pair.params)  # the other party learns the channel's parameters too

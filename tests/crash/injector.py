@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.memory import MemoryL1
+from bfs_smr.adapters.memory import MemoryL1
+
 from bfs_smr import ChannelParams, Ed25519, Signer, encode, verify_log
 from bfs_smr._messages import Accept, Entries, Propose, parse_message
 from bfs_smr.runtime import load_app

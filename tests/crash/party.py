@@ -58,7 +58,7 @@ class Party:
         self.role = cfg["role"]
         self.params = params_from_value(decode(bytes.fromhex(cfg["params"])))
         self.app = load_app(self.params.app)
-        from adapters.memory import MemoryFormat
+        from bfs_smr.adapters.memory import MemoryFormat
 
         self.fmt = MemoryFormat(self.params.l1)
         self.signer = Signer(Ed25519(), bytes.fromhex(cfg["seed"]))

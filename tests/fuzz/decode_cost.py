@@ -18,7 +18,7 @@ from typing import Any
 
 from bfs_smr import decode, encode
 from bfs_smr._codec import MAX_ITEMS
-from bfs_smr.runtime._nodemsg import MAX_NODE_ITEMS, parse_node_message
+from bfs_smr.runtime.node._nodemsg import MAX_NODE_ITEMS, parse_node_message
 
 SHAPES: dict[str, Callable[[int], Any]] = {
     # each builds a value of about n items

@@ -25,7 +25,7 @@ from typing import Any
 
 from bfs_smr import CodecError, Ed25519, Signer, decode, encode
 from bfs_smr._messages import parse_message
-from bfs_smr.runtime._nodemsg import parse_node_message
+from bfs_smr.runtime.node._nodemsg import parse_node_message
 from bfs_smr.runtime.transport import MAGIC, VERSION, SecureSession, TransportError
 
 __all__ = ["TARGETS", "WorkTooLarge", "best_us_per_kib", "calls_allowed", "run_one"]

@@ -18,7 +18,7 @@ from .model import Report
 @contextlib.contextmanager
 def anvil_node() -> Iterator[str]:
     """An anvil node mining a block a second (block time follows the clock)."""
-    from adapters.evm import Anvil, install_anvil
+    from bfs_smr.adapters.evm import Anvil, install_anvil
 
     with Anvil(install_anvil(), block_time=1) as node:
         yield node.url

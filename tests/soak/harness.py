@@ -142,7 +142,7 @@ class Soak:
                 assert self.anvil_url is not None
                 proxy = Proxy(int(self.anvil_url.rsplit(":", 1)[1]))
                 spec = f"evm:{proxy.url}"
-            from bfs_smr.runtime._datadir import DataDir
+            from bfs_smr.runtime.store._datadir import DataDir
 
             DataDir(self.dir / f"node{i}").init()  # what `bfs-smr init` does, minus a process
             proc = NodeProc(self.dir / f"node{i}", spec, extra=extra)
@@ -184,7 +184,7 @@ class Soak:
 
     def _probe(self) -> None:
         """Ask every running node for its status, twice a second; keep the worst latency."""
-        from bfs_smr.runtime._control import call
+        from bfs_smr.runtime.node._control import call
 
         while not self._stop.wait(0.5):
             for node in self.nodes:

@@ -18,7 +18,7 @@ class LocalView:
     kind = "local"
 
     def __init__(self, path: Path, window: int) -> None:
-        from adapters.local import LocalL1
+        from bfs_smr.adapters.local import LocalL1
 
         self.spec = f"local:{path}"
         self.chain = LocalL1.create(path, window=window)  # what `bfs-smr l1 init` does
@@ -60,7 +60,7 @@ class EvmView:
     kind = "evm"
 
     def __init__(self, url: str) -> None:
-        from adapters.evm import EvmAdapter, connect, deploy_adjudicator
+        from bfs_smr.adapters.evm import EvmAdapter, connect, deploy_adjudicator
 
         self.spec = f"evm:{url}"
         self.w3 = connect(url)
@@ -71,9 +71,8 @@ class EvmView:
         self._lock = threading.Lock()  # the reader's event list is not thread-safe
 
     def fund(self, node: NodeProc, amount: int) -> str:
+        from bfs_smr.adapters.evm import Secp256k1
         from eth_utils.address import to_checksum_address
-
-        from adapters.evm import Secp256k1
 
         key = bytes.fromhex((node.dir / "l1.key").read_text())
         address = "0x" + Secp256k1().public_key(key).hex()

@@ -12,8 +12,8 @@ from typing import Any
 
 import structlog
 
-from .._app import StateMachine
-from .._errors import LocalError
+from bfs_smr._app import StateMachine
+from bfs_smr._errors import LocalError
 
 __all__ = ["available_apps", "load_app", "register_app"]
 

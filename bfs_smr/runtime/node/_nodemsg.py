@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._codec import HASH_SIZE, decode
-from .._errors import CodecError
+from bfs_smr._codec import HASH_SIZE, decode
+from bfs_smr._errors import CodecError
 
 __all__ = [
     "MAX_NODE_ITEMS",

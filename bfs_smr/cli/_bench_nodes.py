@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ._control import call
-from ._datadir import DataDir
-from ._demo import Progress, _no_progress
+from bfs_smr.cli._demo import Progress, _no_progress
+from bfs_smr.runtime.node._control import call
+from bfs_smr.runtime.store._datadir import DataDir
 
 __all__ = ["bench_idle_channels", "bench_throughput", "node_pair"]
 
@@ -35,7 +35,7 @@ class _NodeProcess:
         self.node_id = DataDir(data_dir).init().hex()
         log = open(data_dir / "node.log", "w")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
-            [sys.executable, "-m", "bfs_smr.runtime.cli", "node", "--data-dir", str(data_dir),
+            [sys.executable, "-m", "bfs_smr.cli", "node", "--data-dir", str(data_dir),
              "--listen", "127.0.0.1:0", "--l1", l1, "--json", "--log-json"],
             stdout=subprocess.PIPE,
             stderr=log,
@@ -58,7 +58,7 @@ class _NodeProcess:
 @contextmanager
 def node_pair(fund: int) -> Iterator[tuple[_NodeProcess, _NodeProcess]]:
     """Two running nodes on a fresh local L1 (window 60 s); the first is funded."""
-    from adapters.local import LocalL1
+    from bfs_smr.adapters.local import LocalL1
 
     with tempfile.TemporaryDirectory(prefix="bfs-smr-bench-") as tmp:
         base = Path(tmp)

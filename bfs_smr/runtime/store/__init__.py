@@ -28,20 +28,21 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .._app import StateMachine
-from .._channel import Channel
-from .._codec import decode, encode, encode_signatures, item_head
-from .._crypto import Signer
-from .._errors import BfsSmrError, CodecError, LocalError
-from .._l1 import L1Format
-from .._messages import (
+from bfs_smr._app import StateMachine
+from bfs_smr._channel import Channel
+from bfs_smr._codec import decode, encode, encode_signatures, item_head
+from bfs_smr._crypto import Signer
+from bfs_smr._errors import BfsSmrError, CodecError, LocalError
+from bfs_smr._l1 import L1Format
+from bfs_smr._limits import ChannelLimits
+from bfs_smr._messages import (
     CommandCommitted,
     CommandFailed,
     Effect,
     PersistRequest,
     PersistUpdate,
 )
-from .._update import ChannelParams, SignedUpdate
+from bfs_smr._update import ChannelParams, SignedUpdate
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
@@ -266,7 +267,8 @@ class Store:
         app: StateMachine[Any],
         fmt: L1Format,
         signer: Signer,
-        **options: Any,
+        *,
+        limits: ChannelLimits = ChannelLimits(),
     ) -> Channel:
         """Rebuild the channel exactly as it was durably left (cost independent of the log).
 
@@ -307,7 +309,7 @@ class Store:
                 requests=requests,
                 next_ref=next_ref,
                 last_peer_ref=last_peer_ref,
-                **options,
+                limits=limits,
             )
         except (CodecError, ValueError, TypeError, LocalError) as exc:
             reason = exc.reason if isinstance(exc, BfsSmrError) else str(exc)

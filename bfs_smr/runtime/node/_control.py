@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .._codec import check_plain, decode, encode
-from .._errors import BfsSmrError, CodecError, LocalError
-from ._datadir import DataDir
-from ._logging import get_logger
+from bfs_smr._codec import check_plain, decode, encode
+from bfs_smr._errors import BfsSmrError, CodecError, LocalError
+from bfs_smr.runtime._logging import get_logger
+from bfs_smr.runtime.store._datadir import DataDir
 
 __all__ = [
     "MAX_CONNECTIONS",

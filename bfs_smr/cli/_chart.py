@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .._errors import LocalError
+from bfs_smr._errors import LocalError
 
 __all__ = ["write_chart"]
 

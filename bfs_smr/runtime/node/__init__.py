@@ -1,6 +1,6 @@
 """The channel node: one asyncio daemon per party, hosting many channels with many peers.
 
-A node owns a data directory (:mod:`bfs_smr.runtime._datadir`): its identity, its durable
+A node owns a data directory (:mod:`bfs_smr.runtime.store._datadir`): its identity, its durable
 store, and its control secret. It
 
 - listens for peers and dials them over the authenticated, encrypted transport
@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._channel import Channel, Phase
-from .._codec import check_plain, decode, encode
-from .._crypto import Signer
-from .._errors import (
+from bfs_smr._channel import Channel, Phase
+from bfs_smr._codec import check_plain, decode, encode
+from bfs_smr._crypto import Signer
+from bfs_smr._errors import (
     BfsSmrError,
     CodecError,
     CommandRejected,
@@ -52,8 +52,9 @@ from .._errors import (
     LocalError,
     RemoteViolation,
 )
-from .._l1 import L1ChannelInfo, L1ChannelStatus
-from .._messages import (
+from bfs_smr._l1 import L1ChannelInfo, L1ChannelStatus
+from bfs_smr._limits import ChannelLimits
+from bfs_smr._messages import (
     ChannelFinalized,
     ChannelOpened,
     CommandCommitted,
@@ -62,7 +63,7 @@ from .._messages import (
     SendMessage,
     ServeLog,
 )
-from .._reaction import (
+from bfs_smr._reaction import (
     AdoptForced,
     Cancel,
     ChannelFacts,
@@ -78,16 +79,16 @@ from .._reaction import (
     channel_facts,
     react,
 )
-from .._update import ChannelParams, SignedUpdate
-from . import _nodemsg as nodemsg
-from . import transport
-from ._control import MAX_CONNECTIONS as MAX_CONTROL_CONNECTIONS
-from ._control import serve_control
-from ._datadir import DataDir, parse_hex_id, parse_hostport
-from ._l1spec import L1Access, open_l1
-from ._logging import get_logger
-from ._registry import load_app
-from .store import Store, StoreError, params_from_value
+from bfs_smr._update import ChannelParams, SignedUpdate
+from bfs_smr.plugins import load_app
+from bfs_smr.runtime import transport
+from bfs_smr.runtime._l1spec import L1Access, open_l1
+from bfs_smr.runtime._logging import get_logger
+from bfs_smr.runtime.node import _nodemsg as nodemsg
+from bfs_smr.runtime.node._control import MAX_CONNECTIONS as MAX_CONTROL_CONNECTIONS
+from bfs_smr.runtime.node._control import serve_control
+from bfs_smr.runtime.store import Store, StoreError, params_from_value
+from bfs_smr.runtime.store._datadir import DataDir, parse_hex_id, parse_hostport
 
 __all__ = ["Node"]
 
@@ -246,13 +247,7 @@ class Node:
         self.allow = allow
         self.poll_interval = poll_interval
         self.max_per_peer = max_channels_per_peer
-        if min(max_in_flight, max_batch, max_queue) < 1:
-            raise LocalError("--max-in-flight and --max-batch must be at least 1")
-        self.options = {
-            "max_in_flight": max_in_flight,
-            "max_batch": max_batch,
-            "max_queue": max_queue,
-        }
+        self.limits = ChannelLimits(max_in_flight, max_batch, max_queue)
         self.window = window
         # The inbound-channel policy: what a peer may ask of this node (_accept_open).
         if window is not None and window > max_window:
@@ -411,7 +406,9 @@ class Node:
         params = self.store.params(cid)
         app = load_app(params.app, params.app_version)
         self.l1.adapter.track(params)
-        chan = self.store.load(cid, app, self.l1.adapter.format, self.chan_signer, **self.options)
+        chan = self.store.load(
+            cid, app, self.l1.adapter.format, self.chan_signer, limits=self.limits
+        )
         peer = self.store.peer_of(cid) or params.participants[1 - chan.index]
         c = _Chan(chan=chan, key=self.store.key_of(cid), peer=peer)
         self.chans[cid] = c

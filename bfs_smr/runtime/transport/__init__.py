@@ -97,8 +97,8 @@ import nacl.bindings as _sodium
 import nacl.exceptions
 import structlog
 
-from .._crypto import Ed25519, Signer
-from .._errors import BfsSmrError, LocalError
+from bfs_smr._crypto import Ed25519, Signer
+from bfs_smr._errors import BfsSmrError, LocalError
 
 __all__ = [
     "KEEPALIVE",

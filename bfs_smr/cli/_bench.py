@@ -6,9 +6,9 @@ import os
 import time
 from typing import Any
 
-from .._codec import hash_bytes
-from .._crypto import Ed25519, Signer
-from ._demo import Progress, _no_progress, demo_payments
+from bfs_smr._codec import hash_bytes
+from bfs_smr._crypto import Ed25519, Signer
+from bfs_smr.cli._demo import Progress, _no_progress, demo_payments
 
 __all__ = ["bench_durable", "bench_in_process", "bench_reopen", "crypto_bound"]
 
@@ -57,8 +57,8 @@ def bench_durable(payments: int = 10_000) -> dict[str, Any]:
     """In-process payments with both parties persisting every step to SQLite (fsync)."""
     import tempfile
 
-    from ._local import memory_pair
-    from .store import Store
+    from bfs_smr.runtime._local import memory_pair
+    from bfs_smr.runtime.store import Store
 
     with tempfile.TemporaryDirectory(prefix="bfs-bench-") as tmp:
         stores = (Store(f"{tmp}/alice"), Store(f"{tmp}/bob"))
@@ -101,8 +101,8 @@ def bench_reopen(entries: int = 1_000_000) -> dict[str, Any]:
     """
     import tempfile
 
-    from ._local import memory_pair
-    from .store import Store, log_row
+    from bfs_smr.runtime._local import memory_pair
+    from bfs_smr.runtime.store import Store, log_row
 
     with tempfile.TemporaryDirectory(prefix="bfs-bench-") as tmp:
         store = Store(f"{tmp}/alice")

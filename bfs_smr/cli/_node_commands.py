@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from .._errors import LocalError
+from bfs_smr._errors import LocalError
 
 __all__ = ["NODE_COMMANDS", "add_node_commands", "print_human", "run_node_command"]
 
@@ -211,8 +211,8 @@ def run_node_command(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "l1":
         return _l1(args)
     if args.command == "init":
-        from ._datadir import DataDir
-        from ._l1spec import evm_address
+        from bfs_smr.runtime._l1spec import evm_address
+        from bfs_smr.runtime.store._datadir import DataDir
 
         data_dir = DataDir(args.data_dir)
         if args.new_store:
@@ -229,12 +229,12 @@ def run_node_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _l1(args: argparse.Namespace) -> dict[str, Any]:
-    from ._l1spec import open_evm, open_local_l1, parse_account, parse_l1_spec
+    from bfs_smr.runtime._l1spec import open_evm, open_local_l1, parse_account, parse_l1_spec
 
     kind, where = parse_l1_spec(args.l1)
     if args.l1_command == "init":
         if kind == "evm":
-            from adapters.evm import deploy_adjudicator
+            from bfs_smr.adapters.evm import deploy_adjudicator
 
             w3, _ = open_evm(args.l1, check=False)
             address, deployed = deploy_adjudicator(w3)
@@ -244,7 +244,7 @@ def _l1(args: argparse.Namespace) -> dict[str, Any]:
                 "adjudicator": "0x" + address.hex(),
                 "deployed": deployed,
             }
-        from adapters.local import LocalL1
+        from bfs_smr.adapters.local import LocalL1
 
         chain = LocalL1.create(where, window=args.window, chain_id=args.chain_id)
         return {"l1": args.l1, "chain_id": chain.chain_id, "window": chain.window}
@@ -261,12 +261,12 @@ def _evm_account(args: argparse.Namespace, account: bytes) -> dict[str, Any]:
     """``l1 fund`` / ``l1 balance`` on the EVM: wei, funded from the node's first account."""
     from eth_utils.address import to_checksum_address
 
-    from ._l1spec import open_evm
+    from bfs_smr.runtime._l1spec import open_evm
 
     w3, _ = open_evm(args.l1)
     who = to_checksum_address(account)
     if args.l1_command == "fund" and args.amount:
-        from .._errors import L1Error
+        from bfs_smr._errors import L1Error
 
         faucets = w3.eth.accounts
         if not faucets:
@@ -278,9 +278,9 @@ def _evm_account(args: argparse.Namespace, account: bytes) -> dict[str, Any]:
 
 
 def _node(args: argparse.Namespace) -> dict[str, Any]:
-    from ._datadir import parse_hex_id
-    from ._logging import configure_logging
-    from .node import Node
+    from bfs_smr.runtime._logging import configure_logging
+    from bfs_smr.runtime.node import Node
+    from bfs_smr.runtime.store._datadir import parse_hex_id
 
     configure_logging(json=args.log_json, level=args.log_level)
     allow = None if args.allow_peer is None else {parse_hex_id(p) for p in args.allow_peer}
@@ -325,7 +325,7 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _channel(args: argparse.Namespace) -> dict[str, Any]:
-    from ._control import call
+    from bfs_smr.runtime.node._control import call
 
     command = args.channel_command
     request: dict[str, Any] = {}

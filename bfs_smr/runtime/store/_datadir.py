@@ -26,9 +26,9 @@ import secrets
 from pathlib import Path
 from typing import IO, Any
 
-from .._crypto import Ed25519, Signer
-from .._errors import LocalError
-from .store import DB_NAME, Store
+from bfs_smr._crypto import Ed25519, Signer
+from bfs_smr._errors import LocalError
+from bfs_smr.runtime.store import DB_NAME, Store
 
 #: The order of the secp256k1 group: an EVM key is a number from 1 to this, exclusive.
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141

@@ -9,8 +9,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from .._errors import BfsSmrError
-from ._cli_node import NODE_COMMANDS, add_node_commands, print_human, run_node_command
+from bfs_smr._errors import BfsSmrError
+from bfs_smr.cli._node_commands import (
+    NODE_COMMANDS,
+    add_node_commands,
+    print_human,
+    run_node_command,
+)
 
 __all__ = ["main"]
 
@@ -208,7 +213,7 @@ def _print_bench(result: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from . import _bench, _demo
+    from bfs_smr.cli import _bench, _demo
 
     show = not args.json
     if args.command in NODE_COMMANDS:
@@ -234,7 +239,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         durable["ratio_to_crypto_bound"] = round(
             durable["payments_per_second"] / figures["crypto_bound_per_second"], 3
         )
-        from . import _bench_nodes
+        from bfs_smr.cli import _bench_nodes
 
         with _progress_bar("two node processes: sequential, pipelined, batched", show) as p:
             nodes = _bench_nodes.bench_throughput(args.payments, progress=p)
@@ -254,7 +259,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             "reopen": reopen,
         }
         if args.chart:
-            from ._chart import write_chart
+            from bfs_smr.cli._chart import write_chart
 
             result["chart"] = str(write_chart(result, args.chart))
         if show:
@@ -287,8 +292,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _gas(args: argparse.Namespace) -> dict[str, Any]:
     try:
-        from adapters.evm import Anvil, install_anvil
-        from adapters.evm.gas import gas_report
+        from bfs_smr.adapters.evm import Anvil, install_anvil
+        from bfs_smr.adapters.evm.gas import gas_report
     except ImportError:
         raise _UsageError("the EVM L1 needs the evm extra: pip install 'bfs-smr[evm]'") from None
     if args.embedded:
