@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from bfs_smr._errors import BfsSmrError
+from bfs_smr.cli import _bench, _bench_nodes, _demo
+from bfs_smr.cli._chart import write_chart
 from bfs_smr.cli._node_commands import (
     NODE_COMMANDS,
     add_node_commands,
@@ -213,8 +215,6 @@ def _print_bench(result: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from bfs_smr.cli import _bench, _demo
-
     show = not args.json
     if args.command in NODE_COMMANDS:
         result = run_node_command(args)
@@ -239,8 +239,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         durable["ratio_to_crypto_bound"] = round(
             durable["payments_per_second"] / figures["crypto_bound_per_second"], 3
         )
-        from bfs_smr.cli import _bench_nodes
-
         with _progress_bar("two node processes: sequential, pipelined, batched", show) as p:
             nodes = _bench_nodes.bench_throughput(args.payments, progress=p)
         with _progress_bar("idle channels on one node", show) as progress:
@@ -259,8 +257,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             "reopen": reopen,
         }
         if args.chart:
-            from bfs_smr.cli._chart import write_chart
-
             result["chart"] = str(write_chart(result, args.chart))
         if show:
             _print_bench(result)
@@ -321,7 +317,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from bfs_smr._codec import hash_bytes
 from bfs_smr._crypto import Ed25519, Signer
 from bfs_smr.cli._demo import Progress, _no_progress, demo_payments
+from bfs_smr.runtime._local import memory_pair
+from bfs_smr.runtime.store import Store, log_row
 
 __all__ = ["bench_durable", "bench_in_process", "bench_reopen", "crypto_bound"]
 
@@ -57,9 +60,6 @@ def bench_durable(payments: int = 10_000) -> dict[str, Any]:
     """In-process payments with both parties persisting every step to SQLite (fsync)."""
     import tempfile
 
-    from bfs_smr.runtime._local import memory_pair
-    from bfs_smr.runtime.store import Store
-
     with tempfile.TemporaryDirectory(prefix="bfs-bench-") as tmp:
         stores = (Store(f"{tmp}/alice"), Store(f"{tmp}/bob"))
         _, pair = memory_pair("payments", (payments, 0), stores=stores, keep_log=False)
@@ -85,8 +85,6 @@ def bench_durable(payments: int = 10_000) -> dict[str, Any]:
 
 
 def _wal_size(path: Any) -> int:
-    from pathlib import Path
-
     wal = Path(str(path) + "-wal")
     return wal.stat().st_size if wal.exists() else 0
 
@@ -100,9 +98,6 @@ def bench_reopen(entries: int = 1_000_000) -> dict[str, Any]:
     measure signing. Reopening must not read the log, so its cost must not depend on it.
     """
     import tempfile
-
-    from bfs_smr.runtime._local import memory_pair
-    from bfs_smr.runtime.store import Store, log_row
 
     with tempfile.TemporaryDirectory(prefix="bfs-bench-") as tmp:
         store = Store(f"{tmp}/alice")

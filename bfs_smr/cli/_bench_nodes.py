@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bfs_smr.adapters.local import LocalL1
 from bfs_smr.cli._demo import Progress, _no_progress
 from bfs_smr.runtime.node._control import call
 from bfs_smr.runtime.store._datadir import DataDir
@@ -58,8 +59,6 @@ class _NodeProcess:
 @contextmanager
 def node_pair(fund: int) -> Iterator[tuple[_NodeProcess, _NodeProcess]]:
     """Two running nodes on a fresh local L1 (window 60 s); the first is funded."""
-    from bfs_smr.adapters.local import LocalL1
-
     with tempfile.TemporaryDirectory(prefix="bfs-smr-bench-") as tmp:
         base = Path(tmp)
         l1 = f"local:{base / 'l1.sqlite3'}"

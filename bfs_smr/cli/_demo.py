@@ -15,6 +15,7 @@ from typing import Any
 from bfs_smr._errors import LocalError
 from bfs_smr._reaction import Intent, Refute
 from bfs_smr._update import verify_log
+from bfs_smr.apps.tictactoe import winner
 from bfs_smr.runtime._local import LocalPair, evm_pair, memory_pair
 
 __all__ = ["Progress", "demo_counter", "demo_dispute", "demo_payments", "demo_tictactoe"]
@@ -195,8 +196,6 @@ def demo_tictactoe(stake: int = 100, seed: int | None = None) -> dict[str, Any]:
     final_state = pair.alice.chan.state
     pair.close_cooperatively()
     result = _result("tictactoe", len(moves), world, _payouts(world), seconds)
-    from bfs_smr.apps.tictactoe import winner
-
     won = winner(final_state[0])
     result["result"] = "draw" if won is None else ("alice" if won == 0 else "bob") + " wins"
     result["moves"] = moves
