@@ -1,4 +1,4 @@
-"""The embedded L1: a complete in-process Layer 1 that enforces DESIGN.md §5 for real.
+"""The embedded L1: a complete in-process Layer 1 that enforces docs/design.md §5 for real.
 
 :class:`MemoryL1` is the chain: accounts with balances, channels with locked deposits, a
 controllable clock, an event stream and a transaction counter. Each party talks to it

@@ -56,7 +56,7 @@ class StateMachine(abc.ABC, Generic[S]):
     def outcome(self, state: S) -> tuple[int, int]:
         """What each participant is paid if the channel closes in ``state``.
 
-        Must sum to exactly the locked total (the framework checks, DESIGN I4).
+        Must sum to exactly the locked total (the framework checks, I4, docs/design.md §4).
         """
 
     def is_final(self, state: S) -> bool:

@@ -4,7 +4,7 @@ One :class:`Channel` per party. Inputs are method calls (``start``, ``issue``, `
 ``receive``); outputs are :mod:`effects <bfs_smr._messages>` drained with
 :meth:`Channel.effects`, to be carried out *in order* by the driver (persist before send).
 
-**Sequencing (DESIGN I6).** Participant 0, the opener, is the channel's sequencer: it alone
+**Sequencing (I6).** Participant 0, the opener, is the channel's sequencer: it alone
 proposes updates, chaining each on its previous proposal, with up to ``max_in_flight``
 awaiting the follower's counter-signature. The follower sends its commands as requests;
 the sequencer orders them with its own. So there is exactly one candidate update per

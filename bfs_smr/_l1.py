@@ -9,7 +9,7 @@ An adapter connects channels to one Layer 1. It has two halves:
   close, refute, force move, settle; the L1's events and its notion of time. These talk to
   the chain and live outside the core's no-I/O rule; the runtime calls them.
 
-Every adapter enforces the same semantics (DESIGN.md §5); ``tests/test_memory_l1.py`` shows
+Every adapter enforces the same semantics (docs/design.md §5); ``tests/test_memory_l1.py`` shows
 them as executable scenarios.
 """
 
@@ -52,7 +52,7 @@ class L1Format(abc.ABC):
                 need not encode again.
 
         It must bind the L1 domain, the channel id, the sequence number, the state hash,
-        the outcome and the final flag (DESIGN I5).
+        the outcome and the final flag (I5, docs/design.md §4).
         """
 
 

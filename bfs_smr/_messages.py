@@ -231,7 +231,7 @@ class PersistUpdate:
     """Make this update (and its state) durable before acting on later effects.
 
     ``committed`` is ``False`` for an update this party signed that still lacks the
-    peer's signature (DESIGN I1: the fact of signing is durable before the signature
+    peer's signature (I1, docs/design.md §4: the fact of signing is durable before the signature
     leaves), ``True`` once it is doubly signed (I3).
     """
 

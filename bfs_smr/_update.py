@@ -28,7 +28,7 @@ __all__ = [
     "verify_log",
 ]
 
-#: Participant indices. Index 0 is the opener, which sequences every update (DESIGN I6).
+#: Participant indices. Index 0 is the opener, which sequences every update (I6, docs/design.md §4).
 PARTIES = (0, 1)
 
 

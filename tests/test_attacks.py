@@ -1,4 +1,4 @@
-"""Attack catalogue: what a Byzantine peer can try, and what stops it (DESIGN.md §4-§6).
+"""Attack catalogue: what a Byzantine peer can try, and what stops it (docs/design.md §4–§6).
 
 Every test drives real :class:`bfs_smr.Channel` objects with real Ed25519 keys over a real
 :class:`bfs_smr.adapters.memory.MemoryL1`. The attacker builds its messages with the same wire

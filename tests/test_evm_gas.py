@@ -1,4 +1,4 @@
-"""The adjudicator meets DESIGN.md §7's gas targets, measured from real receipts."""
+"""The adjudicator meets docs/design.md §7's gas targets, measured from real receipts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Random interleavings of both parties' commands and messages (DESIGN I1, I3, I4, I6, I8).
+"""Random interleavings of both parties' commands and messages (I1, I3, I4, I6, I8).
 
 Both parties issue commands at arbitrary moments; each message is delivered one at a time,
 FIFO per direction (as over TCP), with the two directions and new commands interleaved

@@ -1,4 +1,4 @@
-"""One set of L1 scenarios (DESIGN.md §5), run against every adapter.
+"""One set of L1 scenarios (docs/design.md §5), run against every adapter.
 
 Each scenario drives real channel parties (:class:`bfs_smr.runtime.LocalPair` with the
 payments app) and a real L1: the embedded :class:`bfs_smr.adapters.memory.MemoryL1`, the same
@@ -421,7 +421,7 @@ def test_a_half_signed_update_is_refused(net: Any) -> None:
 
 
 def test_an_update_of_another_channel_is_refused(net: Any) -> None:
-    """Same two parties, two channels: a signature never carries over (DESIGN I5)."""
+    """Same two parties, two channels: a signature never carries over (I5, docs/design.md §4)."""
     first = opened(net)
     committed = pay(first, 400)
     parties = ((first.alice.signer, first.alice.l1), (first.bob.signer, first.bob.l1))

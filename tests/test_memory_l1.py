@@ -1,4 +1,4 @@
-"""The embedded L1 enforces DESIGN.md §5 for real."""
+"""The embedded L1 enforces docs/design.md §5 for real."""
 
 import pytest
 from conftest import make_pair

@@ -3,7 +3,7 @@
 """
 @title bfs-smr adjudicator
 @notice Holds the deposits of two-party channels and pays out the newest doubly-signed
-        outcome it is shown (DESIGN.md section 5). One storage slot per channel.
+        outcome it is shown (docs/design.md §5). One storage slot per channel.
 @dev    A channel lives under key = keccak256(abi_encode(channel_id, a, b, deposit_a,
         deposit_b, window)), so the parameters that matter on chain are bound by the key
         and nobody can occupy a channel id with other parameters. Its slot packs:

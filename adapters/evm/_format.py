@@ -30,7 +30,7 @@ class EvmFormat(L1Format):
     ``keccak256(0x19 ‖ 0x00 ‖ contract ‖ abi_encode(chain_id, channel_id, seq, out_a, out_b,
     final, entry_hash))`` where ``entry_hash`` is :meth:`bfs_smr.Update.entry_hash`, the
     BLAKE2b hash of the canonical update, which binds the state hash, the previous hash, the
-    app and the commands. The chain id and the contract address bind the L1 (DESIGN I5).
+    app and the commands. The chain id and the contract address bind the L1 (I5, docs/design.md §4).
 
     Args:
         chain_id: the EVM chain id.

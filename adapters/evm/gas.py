@@ -1,4 +1,4 @@
-"""Measure the adjudicator's gas per operation (DESIGN.md §7 targets).
+"""Measure the adjudicator's gas per operation (docs/design.md §7 targets).
 
 :func:`gas_report` deploys the committed adjudicator on a fresh chain (anvil or any
 development node at ``rpc_url``, else the in-process py-evm chain), runs
@@ -25,9 +25,9 @@ from bfs_smr import ChannelParams, SignedUpdate, Update, hash_bytes
 
 __all__ = ["DISPUTE_PATH_TARGET", "HAPPY_PATH_TARGET", "gas_report"]
 
-#: DESIGN.md §7: open/deposit + cooperative close.
+#: docs/design.md §7: open/deposit + cooperative close.
 HAPPY_PATH_TARGET = 120_000
-#: DESIGN.md §7: unilateral close + refute + settle.
+#: docs/design.md §7: unilateral close + refute + settle.
 DISPUTE_PATH_TARGET = 160_000
 
 _ETHER = 10**18

@@ -7,7 +7,7 @@ whatever the length of the log. Measured on the CI machine (docs/durability.md):
 costs ~140 µs, a SQLite commit ~210 µs, and with group commit (64 updates a transaction)
 5.3 µs per update against 3.2 µs for a hand-rolled append-only file.
 
-Write-ahead rules (DESIGN I1, I3) are kept by :meth:`Store.persist`: the driver hands it
+Write-ahead rules (I1, I3, docs/design.md §4) are kept by :meth:`Store.persist`: the driver hands it
 every effect of a step *before* it sends anything or reports anything done, and it commits
 them in one transaction (one fsync) — group commit that never lets a signature leave, or a
 command be reported done, before its update is durable.

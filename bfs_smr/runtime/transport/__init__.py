@@ -1,6 +1,6 @@
 """An authenticated, encrypted transport between two channel nodes over TCP.
 
-DESIGN §6: the network may drop, delay, reorder, duplicate or read traffic, so the
+docs/design.md §6: the network may drop, delay, reorder, duplicate or read traffic, so the
 transport authenticates the peer by its long-term Ed25519 identity (a node's id is its
 32-byte public key) and encrypts and authenticates every frame. Two layers:
 
