@@ -14,7 +14,11 @@ RUNTIME = {
     "register_app",
 }  # fmt: skip
 
-TESTING = {"HOSTILE_COMMANDS", "LocalPair", "Party", "check_app", "memory_pair"}
+TESTING = {
+    "EvmL1Harness", "HOSTILE_COMMANDS", "L1Harness", "L1RuleBroken", "L1_RULES",
+    "LocalL1Harness", "LocalPair", "MemoryL1Harness", "Party", "check_app",
+    "check_l1_adapter", "memory_pair",
+}  # fmt: skip
 
 
 def test_runtime_names_are_pinned():
@@ -32,6 +36,25 @@ def test_testing_names_are_pinned():
 def test_testing_reexports_the_runtimes_pair_rather_than_a_copy():
     assert bfs_smr.testing.LocalPair is bfs_smr.runtime.LocalPair
     assert bfs_smr.testing.memory_pair is bfs_smr.runtime.memory_pair
+
+
+def test_the_l1_rules_have_stable_names():
+    assert list(bfs_smr.testing.L1_RULES) == [
+        "L1-OPEN-FRESH-ID",
+        "L1-OPEN-LOCKS",
+        "L1-OPEN-COVERED",
+        "L1-REJECT-L1ERROR",
+        "L1-UPDATE-VALID",
+        "L1-COOP-CLOSE",
+        "L1-CLOSE-WINDOW",
+        "L1-REFUTE-NEWER",
+        "L1-REFUTE-KEEPS-DEADLINE",
+        "L1-FORCE-MOVE",
+        "L1-FORCE-MOVE-CHECKED",
+        "L1-SETTLE-ONCE",
+        "L1-NO-DOUBLE-PAY",
+        "L1-NO-STUCK-VALUE",
+    ]
 
 
 def test_importing_the_runtime_or_the_kits_loads_neither_the_daemon_nor_web3():
