@@ -9,7 +9,7 @@ from bfs_smr.apps.tictactoe import TicTacToe, winner
 
 from bfs_smr import ChannelParams, CommandRejected, InternalError
 from bfs_smr.runtime import available_apps, load_app
-from bfs_smr.testing import check_app
+from bfs_smr.testing import HOSTILE_COMMANDS, check_app
 
 
 def params(app, deposits):
@@ -129,11 +129,67 @@ def random_commands(app_name, n, seed):
             yield actor, {"cell": rng.randrange(-1, 10)}
 
 
+#: Each bundled app's own malformed commands, checked on top of the kit's generic ones.
+HOSTILE = {
+    "payments": [
+        {"pay": -5},
+        {"pay": "1"},
+        {"pay": True},
+        {"pay": 1.5},
+        {"pay": 2**80},
+        {"pay": None},
+        {"pay": 1, "x": 1},
+        {"pay": -5, "inc": 1, "cell": 99},
+    ],
+    "counter": [
+        {"inc": True},
+        {"inc": 0},
+        {"inc": -1},
+        {"inc": "1"},
+        {"inc": 2**80},
+        {"inc": [1]},
+        {"inc": 1, "pay": 1},
+    ],
+    "tictactoe": [
+        {"cell": 9},
+        {"cell": -1},
+        {"cell": [0]},
+        {"cell": True},
+        {"cell": "4"},
+        {"cell": 2**80},
+        {"cell": 4, "x": 0},
+    ],
+}
+
+
 @pytest.mark.parametrize("name", ["payments", "counter", "tictactoe"])
 @pytest.mark.parametrize("seed", range(5))
 def test_bundled_apps_pass_the_conformance_kit(name, seed):
     app = load_app(name)
-    check_app(app, params(app, (30, 30)), random_commands(name, 60, seed))
+    commands = random_commands(name, 60, seed)
+    check_app(app, params(app, (30, 30)), commands, hostile=HOSTILE[name])
+
+
+def test_the_generic_hostile_commands_name_no_bundled_apps_key():
+    keys = {key for commands in HOSTILE.values() for command in commands for key in command}
+    assert {"pay", "inc", "cell"} <= keys
+    generic = {repr(command) for command in HOSTILE_COMMANDS}
+    assert not any(repr(key) in text for key in keys for text in generic)
+
+
+def test_app_specific_hostile_commands_reach_the_app():
+    class Fragile(Counter):
+        name = "fragile"
+
+        def apply(self, state, command, actor):
+            if type(command) is dict and command.get("inc") == "boom":
+                raise KeyError("boom")  # a crash only an app-specific command finds
+            return super().apply(state, command, actor)
+
+    app, ps, commands = Fragile(), params(Fragile(), (1, 1)), [(0, {"inc": 1})]
+    check_app(app, ps, commands)  # the generic list cannot find it
+    with pytest.raises(AssertionError, match=r"hostile command \{'inc': 'boom'\} raised KeyError"):
+        check_app(app, ps, commands, hostile=[{"inc": "boom"}])
 
 
 def test_conformance_kit_catches_a_stealing_app():

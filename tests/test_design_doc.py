@@ -29,7 +29,9 @@ SELF = Path(__file__).resolve()
 
 SECTION_CITE = re.compile(r"(?<![\w/])(?:docs/)?design\.md\s+§(\d+)(?:\s*[-–]\s*§?(\d+))?")
 INVARIANT = re.compile(r"\bI(\d+)\b")
-RULE = re.compile(r"\bL1-[A-Z]{2,}\b")
+RULE = re.compile(r"\bL1-[A-Z]{2,}(?:-[A-Z0-9]+)*\b")
+#: The conformance kit's checks, listed under their rule in §5 as ``- `L1-X-Y` — …``.
+CHECK = re.compile(r"^- `(L1-[A-Z0-9-]+)` — ", re.MULTILINE)
 DEFINITION = re.compile(r"^\*\*(I\d+|L1-[A-Z]{2,}) — ", re.MULTILINE)
 HEADING = re.compile(r"^## §(\d+) ", re.MULTILINE)
 #: Old forms: the brief's name in any spelling (``DESIGN.md §5``, ``DESIGN I1, I3``,
@@ -112,7 +114,17 @@ def design_text() -> str:
 
 def defined() -> set[str]:
     text = design_text()
-    return {f"§{n}" for n in HEADING.findall(text)} | set(DEFINITION.findall(text))
+    return (
+        {f"§{n}" for n in HEADING.findall(text)}
+        | set(DEFINITION.findall(text))
+        | set(CHECK.findall(text))
+    )
+
+
+def test_the_kit_checks_exactly_the_rules_the_document_lists():
+    from bfs_smr.testing import L1_RULES
+
+    assert sorted(CHECK.findall(_sections()[5])) == sorted(L1_RULES)
 
 
 def _sections() -> dict[int, str]:

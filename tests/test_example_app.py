@@ -7,6 +7,7 @@ exactly as docs/writing-an-app.md tells third-party authors to do.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -101,32 +102,34 @@ def test_initial_state_and_outcome() -> None:
         app.initial_state(replace(params(), options={"odds": 2}))
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        None,
-        [],
-        "propose",
-        {},
-        {"propose": QUESTION},
-        {"propose": QUESTION, "stake": 10, "extra": 1},
-        {"propose": "", "stake": 10},
-        {"propose": "x" * 141, "stake": 10},
-        {"propose": "tab\there", "stake": 10},
-        {"propose": "escape \x1b[2J", "stake": 10},
-        {"propose": "c1 \x85", "stake": 10},
-        {"propose": b"bytes", "stake": 10},
-        {"propose": QUESTION, "stake": 0},
-        {"propose": QUESTION, "stake": -5},
-        {"propose": QUESTION, "stake": True},
-        {"propose": QUESTION, "stake": "10"},
-        {"propose": QUESTION, "stake": 101},  # more than either balance
-        {"accept": 1},  # no bet open
-        {"report": 1, "yes": True},
-        {"withdraw": 1},
-        {"accept": 1, "withdraw": 1},
-    ],
-)
+#: Commands Bet must refuse in its initial state; check_app also tries each as a hostile
+#: command in every state.
+MALFORMED: list[Any] = [
+    None,
+    [],
+    "propose",
+    {},
+    {"propose": QUESTION},
+    {"propose": QUESTION, "stake": 10, "extra": 1},
+    {"propose": "", "stake": 10},
+    {"propose": "x" * 141, "stake": 10},
+    {"propose": "tab\there", "stake": 10},
+    {"propose": "escape \x1b[2J", "stake": 10},
+    {"propose": "c1 \x85", "stake": 10},
+    {"propose": b"bytes", "stake": 10},
+    {"propose": QUESTION, "stake": 0},
+    {"propose": QUESTION, "stake": -5},
+    {"propose": QUESTION, "stake": True},
+    {"propose": QUESTION, "stake": "10"},
+    {"propose": QUESTION, "stake": 101},  # more than either balance
+    {"accept": 1},  # no bet open
+    {"report": 1, "yes": True},
+    {"withdraw": 1},
+    {"accept": 1, "withdraw": 1},
+]
+
+
+@pytest.mark.parametrize("command", MALFORMED)
 def test_malformed_or_illegal_commands_are_rejected(command: Any) -> None:
     app = Bet()
     state = app.initial_state(params())
@@ -147,6 +150,7 @@ def test_passes_the_app_conformance_kit() -> None:
             (1, {"propose": "Again?", "stake": 20}),
             (1, {"withdraw": 2}),
         ],
+        hostile=MALFORMED,
     )
     assert final == (140, 20, 2, None)
 
@@ -364,3 +368,13 @@ def test_log_verification_catches_tampering() -> None:
         verify_log(pair.params, pair.app, fmt, log[1:])
     encoded = pair.app.encode_state(pair.alice.chan.state)
     assert pair.app.state_from_value(decode(encoded)) == pair.alice.chan.state
+
+
+def test_the_documented_check_app_call_runs() -> None:
+    """The example of docs/writing-an-app.md, section "Checking an app", runs on Bet."""
+    text = (BET_PATH.parent.parent / "writing-an-app.md").read_text(encoding="utf-8")
+    _, _, section = text.partition("\n## Checking an app\n")
+    section, _, _ = section.partition("\n## ")
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    namespace: dict[str, Any] = {"Bet": Bet}
+    exec(block, namespace)

@@ -1,7 +1,8 @@
 """The local L1 (adapters/local.py): MemoryL1's rules on a SQLite file shared by processes.
 
 Real files under ``tmp_path``, real OS processes, the real clock where time matters. The
-rules themselves are covered by tests/test_l1_scenarios.py, which also runs on this L1.
+rules themselves are covered by the conformance kit (tests/test_l1_conformance.py), which
+also runs on this L1.
 """
 
 from __future__ import annotations
