@@ -19,6 +19,7 @@ from bfs_smr.runtime.transport import (
     VERSION,
     Link,
     SecureSession,
+    TransportConfig,
     TransportError,
     dial,
     serve,
@@ -45,10 +46,13 @@ ALICE, BOB, CAROL = new_signer(), new_signer(), new_signer()
 # -- sans-IO -------------------------------------------------------------------------------
 
 
-def pair(**kw: Any) -> tuple[SecureSession, SecureSession]:
+def pair(
+    *, max_frame: int = MAX_FRAME, allow: Callable[[bytes], bool] | None = None
+) -> tuple[SecureSession, SecureSession]:
+    config = TransportConfig(max_frame=max_frame)
     return (
-        SecureSession.initiator(ALICE, BOB.public_key, max_frame=kw.get("max_frame", MAX_FRAME)),
-        SecureSession.responder(BOB, **kw),
+        SecureSession.initiator(ALICE, BOB.public_key, config=config),
+        SecureSession.responder(BOB, allow=allow, config=config),
     )
 
 
@@ -320,8 +324,8 @@ def test_local_misuse_raises_local_errors() -> None:
         SecureSession.responder(object())  # type: ignore[arg-type]
     with pytest.raises(LocalError, match="32-byte"):
         SecureSession.initiator(ALICE, b"short")
-    with pytest.raises(LocalError, match="max_frame"):
-        SecureSession.responder(BOB, max_frame=-1)
+    with pytest.raises(LocalError, match="TransportConfig"):
+        SecureSession.responder(BOB, config={"max_frame": 10})  # type: ignore[arg-type]
 
 
 def test_no_secret_in_repr() -> None:
@@ -374,9 +378,20 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def running(identity: Signer = BOB, **kw: Any) -> AsyncIterator[Harness]:
+async def running(
+    identity: Signer = BOB, *, allow: Callable[[bytes], bool] | None = None, **config: Any
+) -> AsyncIterator[Harness]:
+    """A server echoing every frame; ``config`` are :class:`TransportConfig` fields."""
     harness = Harness()
-    server = await serve(HOST, 0, identity, harness.on_link, on_refused=harness.on_refused, **kw)
+    server = await serve(
+        HOST,
+        0,
+        identity,
+        harness.on_link,
+        allow=allow,
+        on_refused=harness.on_refused,
+        config=TransportConfig(**config),
+    )
     harness.port = server.sockets[0].getsockname()[1]
     try:
         yield harness
@@ -484,7 +499,9 @@ def test_link_carries_frames_both_ways_in_order() -> None:
 def test_small_max_frame_both_ends_and_oversized_send() -> None:
     async def main() -> None:
         async with running(max_frame=64) as srv:
-            link = await dial(HOST, srv.port, ALICE, BOB.public_key, max_frame=64)
+            link = await dial(
+                HOST, srv.port, ALICE, BOB.public_key, config=TransportConfig(max_frame=64)
+            )
             inbox = collect(link)
             link.send(b"m" * 64)
             assert await take(inbox, 1) == [b"m" * 64]
@@ -629,7 +646,9 @@ def test_a_bad_frame_closes_that_connection_only(
     async def main() -> None:
         async with running(max_frame=1024) as srv:
             raw = await RawClient.connect(srv.port)
-            session = SecureSession.initiator(ALICE, BOB.public_key, max_frame=1024)
+            session = SecureSession.initiator(
+                ALICE, BOB.public_key, config=TransportConfig(max_frame=1024)
+            )
             await raw.handshake(session)
             server_link = await srv.link()
             for wire in mangle([session.send(b"one"), session.send(b"two")]):
@@ -662,7 +681,7 @@ def test_a_bad_frame_closes_that_connection_only(
 )
 def test_bad_openings_are_refused_and_the_server_keeps_serving(opening: bytes, reason: str) -> None:
     async def main() -> None:
-        async with running(timeout=0.2) as srv:
+        async with running(handshake_timeout=0.2) as srv:
             raw = await RawClient.connect(srv.port)
             raw.write(opening)
             assert reason in await srv.refusal()
