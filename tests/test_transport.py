@@ -10,15 +10,20 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import structlog
 
 from bfs_smr import Ed25519, LocalError, Signer
+from bfs_smr.runtime import transport as package
 from bfs_smr.runtime.transport import (
     KEEPALIVE,
     MAGIC,
     MAX_FRAME,
+    MAX_HANDSHAKES,
+    MAX_HANDSHAKES_PER_HOST,
     VERSION,
     Link,
     SecureSession,
+    TransportConfig,
     TransportError,
     dial,
     serve,
@@ -45,10 +50,13 @@ ALICE, BOB, CAROL = new_signer(), new_signer(), new_signer()
 # -- sans-IO -------------------------------------------------------------------------------
 
 
-def pair(**kw: Any) -> tuple[SecureSession, SecureSession]:
+def pair(
+    *, max_frame: int = MAX_FRAME, allow: Callable[[bytes], bool] | None = None
+) -> tuple[SecureSession, SecureSession]:
+    config = TransportConfig(max_frame=max_frame)
     return (
-        SecureSession.initiator(ALICE, BOB.public_key, max_frame=kw.get("max_frame", MAX_FRAME)),
-        SecureSession.responder(BOB, **kw),
+        SecureSession.initiator(ALICE, BOB.public_key, config=config),
+        SecureSession.responder(BOB, allow=allow, config=config),
     )
 
 
@@ -320,8 +328,8 @@ def test_local_misuse_raises_local_errors() -> None:
         SecureSession.responder(object())  # type: ignore[arg-type]
     with pytest.raises(LocalError, match="32-byte"):
         SecureSession.initiator(ALICE, b"short")
-    with pytest.raises(LocalError, match="max_frame"):
-        SecureSession.responder(BOB, max_frame=-1)
+    with pytest.raises(LocalError, match="TransportConfig"):
+        SecureSession.responder(BOB, config={"max_frame": 10})  # type: ignore[arg-type]
 
 
 def test_no_secret_in_repr() -> None:
@@ -374,9 +382,20 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def running(identity: Signer = BOB, **kw: Any) -> AsyncIterator[Harness]:
+async def running(
+    identity: Signer = BOB, *, allow: Callable[[bytes], bool] | None = None, **config: Any
+) -> AsyncIterator[Harness]:
+    """A server echoing every frame; ``config`` are :class:`TransportConfig` fields."""
     harness = Harness()
-    server = await serve(HOST, 0, identity, harness.on_link, on_refused=harness.on_refused, **kw)
+    server = await serve(
+        HOST,
+        0,
+        identity,
+        harness.on_link,
+        allow=allow,
+        on_refused=harness.on_refused,
+        config=TransportConfig(**config),
+    )
     harness.port = server.sockets[0].getsockname()[1]
     try:
         yield harness
@@ -484,7 +503,9 @@ def test_link_carries_frames_both_ways_in_order() -> None:
 def test_small_max_frame_both_ends_and_oversized_send() -> None:
     async def main() -> None:
         async with running(max_frame=64) as srv:
-            link = await dial(HOST, srv.port, ALICE, BOB.public_key, max_frame=64)
+            link = await dial(
+                HOST, srv.port, ALICE, BOB.public_key, config=TransportConfig(max_frame=64)
+            )
             inbox = collect(link)
             link.send(b"m" * 64)
             assert await take(inbox, 1) == [b"m" * 64]
@@ -629,7 +650,9 @@ def test_a_bad_frame_closes_that_connection_only(
     async def main() -> None:
         async with running(max_frame=1024) as srv:
             raw = await RawClient.connect(srv.port)
-            session = SecureSession.initiator(ALICE, BOB.public_key, max_frame=1024)
+            session = SecureSession.initiator(
+                ALICE, BOB.public_key, config=TransportConfig(max_frame=1024)
+            )
             await raw.handshake(session)
             server_link = await srv.link()
             for wire in mangle([session.send(b"one"), session.send(b"two")]):
@@ -662,7 +685,7 @@ def test_a_bad_frame_closes_that_connection_only(
 )
 def test_bad_openings_are_refused_and_the_server_keeps_serving(opening: bytes, reason: str) -> None:
     async def main() -> None:
-        async with running(timeout=0.2) as srv:
+        async with running(handshake_timeout=0.2) as srv:
             raw = await RawClient.connect(srv.port)
             raw.write(opening)
             assert reason in await srv.refusal()
@@ -789,3 +812,126 @@ def test_drain_waits_while_the_peer_does_not_read() -> None:
         await server.wait_closed()
 
     asyncio.run(main())
+
+
+# -- configuration, public names, logs -----------------------------------------------------
+
+
+def test_config_defaults_are_the_exported_limits() -> None:
+    config = TransportConfig()
+    assert config.max_frame == MAX_FRAME == 4 * 1024 * 1024
+    assert config.max_handshakes == MAX_HANDSHAKES == 256
+    assert config.max_handshakes_per_host == MAX_HANDSHAKES_PER_HOST == 64
+    assert config.keepalive == KEEPALIVE == (30, 10, 3)
+    assert config.handshake_timeout == 5.0
+    with pytest.raises(AttributeError):
+        config.max_frame = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("handshake_timeout", 0),
+        ("handshake_timeout", -1.0),
+        ("handshake_timeout", float("nan")),
+        ("handshake_timeout", float("inf")),
+        ("handshake_timeout", "5"),
+        ("max_frame", -1),
+        ("max_frame", 0xFFFF_FFFF),
+        ("max_frame", 1.5),
+        ("max_handshakes", 0),
+        ("max_handshakes_per_host", 0),
+        ("max_handshakes", True),
+        ("keepalive", (30, 10)),
+        ("keepalive", (30, 0, 3)),
+        ("keepalive", [30, 10, 3]),
+    ],
+)
+def test_config_refuses_values_out_of_range(field: str, value: Any) -> None:
+    with pytest.raises(LocalError, match=field):
+        TransportConfig(**{field: value})
+
+
+def test_config_accepts_the_edges() -> None:
+    TransportConfig(max_frame=0, max_handshakes=1, max_handshakes_per_host=1)
+    TransportConfig(max_frame=0xFFFF_FFFF - 17, handshake_timeout=1, keepalive=(1, 1, 1))
+
+
+def test_dial_takes_a_timeout_or_a_config_not_both() -> None:
+    async def main() -> None:
+        with pytest.raises(LocalError, match="not both"):
+            await dial(HOST, 1, ALICE, BOB.public_key, timeout=1, config=TransportConfig())
+        with pytest.raises(LocalError, match="handshake_timeout"):
+            await dial(HOST, 1, ALICE, BOB.public_key, timeout=0)
+        with pytest.raises(LocalError, match="TransportConfig"):
+            await serve(HOST, 0, BOB, lambda _: None, config=5)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+def test_keepalive_comes_from_the_config() -> None:
+    if not hasattr(socket, "TCP_KEEPIDLE"):
+        pytest.skip("no TCP_KEEPIDLE on this system")
+    config = TransportConfig(keepalive=(7, 2, 4))
+
+    async def main() -> None:
+        async with running(keepalive=config.keepalive) as srv:
+            link = await dial(HOST, srv.port, ALICE, BOB.public_key, config=config)
+            for end in (link, await srv.link()):
+                sock = end._transport.get_extra_info("socket")
+                got = [
+                    sock.getsockopt(socket.IPPROTO_TCP, option)
+                    for option in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)
+                ]
+                assert got == [7, 2, 4]
+            link.close("done")
+            await closed(link)
+
+    asyncio.run(main())
+
+
+def test_the_public_names_are_pinned() -> None:
+    assert sorted(package.__all__) == [
+        "KEEPALIVE",
+        "Link",
+        "MAGIC",
+        "MAX_FRAME",
+        "MAX_HANDSHAKES",
+        "MAX_HANDSHAKES_PER_HOST",
+        "SecureSession",
+        "TransportConfig",
+        "TransportError",
+        "VERSION",
+        "dial",
+        "serve",
+    ]
+    for name in package.__all__:
+        assert hasattr(package, name), name
+    # What tests/byzantine_peer.py uses to forge a handshake stays reachable.
+    for name in ("_dh", "_hash", "_kdf", "_open", "_seal", "_P_TH1", "_P_TH2", "_P_HS2"):
+        assert hasattr(package, name), name
+
+
+def test_link_logs_are_bound_to_the_peer() -> None:
+    async def main() -> list[dict[str, Any]]:
+        with structlog.testing.capture_logs() as events:
+            async with running() as srv:
+                link = await dial(HOST, srv.port, ALICE, BOB.public_key)
+                server_link = await srv.link()
+                address = link.peer_address
+                link.close("done")
+                await closed(link)
+                await closed(server_link)
+        return [dict(e, address=address) for e in events]
+
+    events = asyncio.run(main())
+    alice, bob = ALICE.public_key.hex()[:16] + "…", BOB.public_key.hex()[:16] + "…"
+    closed_events = [e for e in events if e["event"] == "link closed"]
+    by_side = {e["peer_id"]: e for e in closed_events}
+    assert set(by_side) == {alice, bob}, closed_events
+    assert by_side[bob]["peer"] == by_side[bob]["address"]  # the dialler's view of the server
+    assert by_side[bob]["reason"] == "done"
+    assert by_side[alice]["reason"] == "the peer closed the link: done"
+    established = [e for e in events if e["event"] == "link established"]
+    assert {e["peer_id"] for e in established} == {alice, bob}
+    assert all(e["peer"].startswith("127.0.0.1:") for e in events), events
