@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bfs_smr._app import StateMachine
 from bfs_smr._channel import Channel
@@ -44,11 +44,9 @@ from bfs_smr._reaction import (
     react,
 )
 from bfs_smr._update import ChannelParams, SignedUpdate
+from bfs_smr.adapters.memory import MemoryL1
 from bfs_smr.plugins import load_app
-
-if TYPE_CHECKING:
-    from bfs_smr.adapters.memory import MemoryL1
-    from bfs_smr.runtime.store import Store
+from bfs_smr.runtime.store import Store
 
 __all__ = ["LocalPair", "Party", "evm_pair", "memory_pair"]
 
@@ -196,8 +194,6 @@ class LocalPair:
     def restart(self, party: Party) -> None:
         """Simulate a crash and restart of ``party``: what was in flight to it is lost,
         and its channel is rebuilt from its durable store alone."""
-        from bfs_smr.runtime.store import Store
-
         assert party.store is not None, "restart needs a durable store"
         party.store.close()
         party.store = Store(party.store.dir, keep_log=party.store.keep_log)
@@ -308,8 +304,6 @@ def memory_pair(
         alice, bob: the parties' keys (default: fresh random Ed25519 keys).
         options, challenge_window, nonce, keep_log, limits, stores: as for :class:`LocalPair`.
     """
-    from bfs_smr.adapters.memory import MemoryL1
-
     chain = chain or MemoryL1()
     fresh_alice, fresh_bob = LocalPair.new_signers(chain.format.scheme)
     alice, bob = alice or fresh_alice, bob or fresh_bob
