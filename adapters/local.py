@@ -78,11 +78,13 @@ from bfs_smr import (
     L1EventKind,
     LocalError,
     SignedUpdate,
+    Signer,
     StateMachine,
 )
 from bfs_smr._codec import decode, encode
+from bfs_smr.plugins import KeyProvider, L1Connection, L1Plugin
 
-__all__ = ["DEFAULT_WINDOW", "LocalAdapter", "LocalL1"]
+__all__ = ["DEFAULT_WINDOW", "LocalAdapter", "LocalL1", "LocalL1Plugin"]
 
 #: The challenge window of a new L1 file unless told otherwise, in seconds.
 DEFAULT_WINDOW = 60
@@ -455,3 +457,59 @@ class LocalAdapter(MemoryAdapter):
         super().__init__(chain, account)
         self.chain: LocalL1 = chain
 
+
+class LocalL1Plugin(L1Plugin):
+    """``--l1 local:PATH``: the local L1 file at ``PATH`` (the ``local`` entry point).
+
+    A node transacts and signs channel updates as its Ed25519 identity; its node id is its
+    account. The file's window is the default and the least a node may use. ``l1 init``
+    creates the file (and refuses an existing one); ``l1 fund`` is the file's faucet.
+
+    Raises:
+        LocalError: ``PATH`` is empty.
+    """
+
+    def __init__(self, where: str) -> None:
+        if not where:
+            raise LocalError(f"a local L1 is local:PATH, not {'local:' + where!r}")
+        self.path = Path(where)
+        self._chain: LocalL1 | None = None
+
+    def chain(self) -> LocalL1:
+        """The L1 file, opened on first use.
+
+        Raises:
+            L1Error: no L1 file there (create one with ``bfs-smr l1 init``), or not one.
+        """
+        if self._chain is None:
+            self._chain = LocalL1(self.path)
+        return self._chain
+
+    def connect(
+        self, identity: Signer, l1_key: KeyProvider | None = None, window: int | None = None
+    ) -> L1Connection:
+        chain = self.chain()
+        least = int(chain.window)
+        if window is not None and window < least:
+            raise LocalError(f"this local L1's challenge window is at least {least} s")
+        return L1Connection(chain.adapter(identity.public_key), identity, window or least)
+
+    def parse_account(self, text: str) -> bytes:
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            value = b""
+        if len(value) != 32:
+            raise LocalError(f"a node id is 64 hex digits, got {text!r}")
+        return value
+
+    def init(self, *, window: int | None = None, chain_id: str | None = None) -> dict[str, Any]:
+        window = DEFAULT_WINDOW if window is None else window
+        self._chain = LocalL1.create(self.path, window=window, chain_id=chain_id)
+        return {"chain_id": self._chain.chain_id, "window": self._chain.window}
+
+    def balance(self, account: bytes) -> int:
+        return self.chain().balance(account)
+
+    def fund(self, account: bytes, amount: int) -> None:
+        self.chain().mint(account, amount)
