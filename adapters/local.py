@@ -66,7 +66,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from bfs_smr.adapters.memory import MemoryAdapter, MemoryFormat, MemoryL1, _Channel
+from bfs_smr.adapters.memory import ChannelRecord, MemoryAdapter, MemoryFormat, MemoryL1
 
 from bfs_smr import (
     ChannelParams,
@@ -78,12 +78,16 @@ from bfs_smr import (
     L1EventKind,
     LocalError,
     SignedUpdate,
+    Signer,
     StateMachine,
 )
 from bfs_smr._codec import decode, encode
-from bfs_smr.runtime.store import params_from_value
+from bfs_smr.plugins import KeyProvider, L1Connection, L1Plugin
 
-__all__ = ["LocalAdapter", "LocalL1"]
+__all__ = ["DEFAULT_WINDOW", "LocalAdapter", "LocalL1", "LocalL1Plugin"]
+
+#: The challenge window of a new L1 file unless told otherwise, in seconds.
+DEFAULT_WINDOW = 60
 
 FORMAT = "bfs-smr/local-l1"
 SCHEMA_VERSION = 1
@@ -126,7 +130,7 @@ class LocalL1(MemoryL1):
         cls,
         path: Path | str,
         *,
-        window: int = 60,
+        window: int = DEFAULT_WINDOW,
         chain_id: str | None = None,
         clock: Callable[[], int] | None = None,
         apps: Apps | None = None,
@@ -189,7 +193,7 @@ class LocalL1(MemoryL1):
         #: The transaction in flight: its instant, and each channel it loaded or added
         #: (the live object the rules change, with its (status, state) row as loaded).
         self._tx_now: int | None = None
-        self._tx_channels: dict[bytes, tuple[_Channel, tuple[str, bytes] | None]] = {}
+        self._tx_channels: dict[bytes, tuple[ChannelRecord, tuple[str, bytes] | None]] = {}
         if not self._path.exists():
             raise L1Error(
                 f"{self._path}: no such L1 file (create one: bfs-smr l1 init --l1 local:PATH)"
@@ -351,7 +355,7 @@ class LocalL1(MemoryL1):
             (account, str(amount)),
         )
 
-    def _find(self, channel_id: bytes) -> _Channel | None:
+    def _find(self, channel_id: bytes) -> ChannelRecord | None:
         if channel_id in self._tx_channels:
             return self._tx_channels[channel_id][0]
         sql = "SELECT id, params, status, state FROM channels WHERE id = ?"
@@ -363,7 +367,7 @@ class LocalL1(MemoryL1):
             self._tx_channels[channel_id] = (ch, (rows[0][2], rows[0][3]))
         return ch
 
-    def _add(self, channel_id: bytes, ch: _Channel) -> None:
+    def _add(self, channel_id: bytes, ch: ChannelRecord) -> None:
         assert self._tx_now is not None, "channels are added only in a transaction"
         self._tx_channels[channel_id] = (ch, None)
 
@@ -380,17 +384,19 @@ class LocalL1(MemoryL1):
     # -- rows ------------------------------------------------------------------------
 
     @staticmethod
-    def _channel_row(ch: _Channel) -> tuple[str, bytes]:
+    def _channel_row(ch: ChannelRecord) -> tuple[str, bytes]:
         registered = None if ch.registered is None else ch.registered.to_value()
         payouts = None if ch.payouts is None else list(ch.payouts)
         state = [list(ch.deposited), registered, ch.registered_by_force, ch.deadline, payouts]
         return ch.status.value, encode(state)
 
-    def _channel_from_row(self, cid: bytes, params: bytes, status: str, state: bytes) -> _Channel:
+    def _channel_from_row(
+        self, cid: bytes, params: bytes, status: str, state: bytes
+    ) -> ChannelRecord:
         try:
             deposited, registered, by_force, deadline, payouts = decode(state)
-            return _Channel(
-                params=params_from_value(decode(params)),
+            return ChannelRecord(
+                params=ChannelParams.from_value(decode(params)),
                 deposited=list(_pair(deposited)),
                 status=L1ChannelStatus(status),
                 registered=None if registered is None else SignedUpdate.from_value(registered),
@@ -450,3 +456,60 @@ class LocalAdapter(MemoryAdapter):
     def __init__(self, chain: LocalL1, account: bytes) -> None:
         super().__init__(chain, account)
         self.chain: LocalL1 = chain
+
+
+class LocalL1Plugin(L1Plugin):
+    """``--l1 local:PATH``: the local L1 file at ``PATH`` (the ``local`` entry point).
+
+    A node transacts and signs channel updates as its Ed25519 identity; its node id is its
+    account. The file's window is the default and the least a node may use. ``l1 init``
+    creates the file (and refuses an existing one); ``l1 fund`` is the file's faucet.
+
+    Raises:
+        LocalError: ``PATH`` is empty.
+    """
+
+    def __init__(self, where: str) -> None:
+        if not where:
+            raise LocalError(f"a local L1 is local:PATH, not {'local:' + where!r}")
+        self.path = Path(where)
+        self._chain: LocalL1 | None = None
+
+    def chain(self) -> LocalL1:
+        """The L1 file, opened on first use.
+
+        Raises:
+            L1Error: no L1 file there (create one with ``bfs-smr l1 init``), or not one.
+        """
+        if self._chain is None:
+            self._chain = LocalL1(self.path)
+        return self._chain
+
+    def connect(
+        self, identity: Signer, l1_key: KeyProvider | None = None, window: int | None = None
+    ) -> L1Connection:
+        chain = self.chain()
+        least = int(chain.window)
+        if window is not None and window < least:
+            raise LocalError(f"this local L1's challenge window is at least {least} s")
+        return L1Connection(chain.adapter(identity.public_key), identity, window or least)
+
+    def parse_account(self, text: str) -> bytes:
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            value = b""
+        if len(value) != 32:
+            raise LocalError(f"a node id is 64 hex digits, got {text!r}")
+        return value
+
+    def init(self, *, window: int | None = None, chain_id: str | None = None) -> dict[str, Any]:
+        window = DEFAULT_WINDOW if window is None else window
+        self._chain = LocalL1.create(self.path, window=window, chain_id=chain_id)
+        return {"chain_id": self._chain.chain_id, "window": self._chain.window}
+
+    def balance(self, account: bytes) -> int:
+        return self.chain().balance(account)
+
+    def fund(self, account: bytes, amount: int) -> None:
+        self.chain().mint(account, amount)

@@ -31,8 +31,9 @@ from bfs_smr import (
     hash_bytes,
 )
 from bfs_smr._errors import CommandRejected
+from bfs_smr.plugins import load_app
 
-__all__ = ["MemoryAdapter", "MemoryFormat", "MemoryL1"]
+__all__ = ["ChannelRecord", "MemoryAdapter", "MemoryFormat", "MemoryL1"]
 
 _DIGEST_TAG = b"bfs-smr/memory-l1/update/v1"
 
@@ -52,7 +53,22 @@ class MemoryFormat(L1Format):
 
 
 @dataclass(slots=True)
-class _Channel:
+class ChannelRecord:
+    """What the embedded L1 keeps of one channel; its rules change it in place.
+
+    A subclass that keeps the L1's state elsewhere (:mod:`bfs_smr.adapters.local` keeps it
+    in SQLite) stores and rebuilds these through :class:`MemoryL1`'s storage hooks.
+
+    Attributes:
+        params: the channel's parameters, as opened.
+        deposited: what each participant has locked so far.
+        status: where the channel is in its life on L1.
+        registered: the update registered by a unilateral close, refute or force move.
+        registered_by_force: whether a force move registered it (signed by one party).
+        deadline: when the challenge window ends (L1 time), while closing.
+        payouts: what was paid out, once settled.
+    """
+
     params: ChannelParams
     deposited: list[int]
     status: L1ChannelStatus
@@ -60,12 +76,6 @@ class _Channel:
     registered_by_force: bool = False
     deadline: int | None = None
     payouts: tuple[int, int] | None = None
-
-
-def _default_apps(name: str, version: int) -> StateMachine[Any]:
-    from bfs_smr.plugins import load_app
-
-    return load_app(name, version)
 
 
 class MemoryL1:
@@ -87,9 +97,9 @@ class MemoryL1:
     ) -> None:
         self.format = MemoryFormat(b"memory:" + chain_id.encode())
         self._time = time
-        self._apps = apps or _default_apps
+        self._apps = apps or load_app
         self._balances: dict[bytes, int] = {}
-        self._channels: dict[bytes, _Channel] = {}
+        self._channels: dict[bytes, ChannelRecord] = {}
         self._events: list[L1Event] = []
 
     # -- chain administration (not transactions) --------------------------------------
@@ -161,7 +171,7 @@ class MemoryL1:
         self._debit(sender, amount)
         deposited = [0, 0]
         deposited[index] = amount
-        ch = _Channel(params=params, deposited=deposited, status=L1ChannelStatus.FUNDING)
+        ch = ChannelRecord(params=params, deposited=deposited, status=L1ChannelStatus.FUNDING)
         if deposited == list(params.deposits):
             ch.status = L1ChannelStatus.OPEN
         self._add(cid, ch)
@@ -287,7 +297,7 @@ class MemoryL1:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _get(self, channel_id: bytes) -> _Channel:
+    def _get(self, channel_id: bytes) -> ChannelRecord:
         ch = self._find(channel_id)
         if ch is None:
             raise L1Error("no such channel")
@@ -302,7 +312,7 @@ class MemoryL1:
     def _credit(self, account: bytes, amount: int) -> None:
         self._set_balance(account, self._balance_of(account) + amount)
 
-    def _check_doubly_signed(self, ch: _Channel, signed: SignedUpdate) -> None:
+    def _check_doubly_signed(self, ch: ChannelRecord, signed: SignedUpdate) -> None:
         u = signed.update
         if u.app_id != ch.params.app_id:
             raise L1Error("update names another app")
@@ -311,7 +321,7 @@ class MemoryL1:
         if not signed.verify(ch.params, self.format):
             raise L1Error("update is not signed by both participants")
 
-    def _check_newer(self, ch: _Channel, signed: SignedUpdate) -> None:
+    def _check_newer(self, ch: ChannelRecord, signed: SignedUpdate) -> None:
         reg = ch.registered
         if reg is None:
             return
@@ -319,14 +329,14 @@ class MemoryL1:
             return
         raise L1Error(f"seq {signed.seq} is not newer than the registered seq {reg.seq}")
 
-    def _check_in_window(self, ch: _Channel) -> None:
+    def _check_in_window(self, ch: ChannelRecord) -> None:
         if ch.status is not L1ChannelStatus.CLOSING:
             raise L1Error(f"channel is {ch.status.value}, not closing")
         assert ch.deadline is not None
         if self.now() >= ch.deadline:
             raise L1Error("the window has ended")
 
-    def _pay(self, ch: _Channel, update: Update) -> tuple[int, int]:
+    def _pay(self, ch: ChannelRecord, update: Update) -> tuple[int, int]:
         for account, amount in zip(ch.params.participants, update.outcome, strict=True):
             self._credit(account, amount)
         ch.status = L1ChannelStatus.SETTLED
@@ -336,7 +346,7 @@ class MemoryL1:
         self._done(L1EventKind.SETTLED, update.channel_id, ch)
         return update.outcome
 
-    def _done(self, kind: L1EventKind, channel_id: bytes, ch: _Channel | None = None) -> None:
+    def _done(self, kind: L1EventKind, channel_id: bytes, ch: ChannelRecord | None = None) -> None:
         seq = deadline = payouts = None
         if ch is not None:
             seq = ch.registered.seq if ch.registered is not None else None
@@ -361,10 +371,10 @@ class MemoryL1:
     def _set_balance(self, account: bytes, amount: int) -> None:
         self._balances[account] = amount
 
-    def _find(self, channel_id: bytes) -> _Channel | None:  # the rules change it in place
+    def _find(self, channel_id: bytes) -> ChannelRecord | None:  # the rules change it in place
         return self._channels.get(channel_id)
 
-    def _add(self, channel_id: bytes, ch: _Channel) -> None:
+    def _add(self, channel_id: bytes, ch: ChannelRecord) -> None:
         self._channels[channel_id] = ch
 
     def _event_count(self) -> int:

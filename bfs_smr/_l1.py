@@ -9,8 +9,8 @@ An adapter connects channels to one Layer 1. It has two halves:
   close, refute, force move, settle; the L1's events and its notion of time. These talk to
   the chain and live outside the core's no-I/O rule; the runtime calls them.
 
-Every adapter enforces the same semantics (docs/design.md §5); ``tests/test_memory_l1.py`` shows
-them as executable scenarios.
+Every adapter enforces the same rules (docs/design.md §5);
+:func:`bfs_smr.testing.check_l1_adapter` checks them on any adapter.
 """
 
 from __future__ import annotations

@@ -91,6 +91,33 @@ class ChannelParams:
             self.challenge_window,
         ]
 
+    @classmethod
+    def from_value(cls, value: Any) -> ChannelParams:
+        """Rebuild parameters from :meth:`to_value` output (as decoded from a store or an
+        L1 file).
+
+        Raises:
+            ValueError: not an 8-item array with two participants and two deposits.
+            LocalError: the fields do not make valid parameters.
+        """
+        if type(value) is not list or len(value) != 8:
+            raise ValueError("channel parameters must be an 8-item array")
+        l1, participants, deposits, app, version, options, nonce, window = value
+        if type(participants) is not list or len(participants) != 2:
+            raise ValueError("participants must be a 2-item array")
+        if type(deposits) is not list or len(deposits) != 2:
+            raise ValueError("deposits must be a 2-item array")
+        return cls(
+            l1=l1,
+            participants=(participants[0], participants[1]),
+            deposits=(deposits[0], deposits[1]),
+            app=app,
+            app_version=version,
+            options=options,
+            nonce=nonce,
+            challenge_window=window,
+        )
+
     @property
     def channel_id(self) -> bytes:
         """The channel id: the hash of the parameters (fresh per nonce and L1)."""

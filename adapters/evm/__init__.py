@@ -5,6 +5,8 @@
 * :class:`EvmAdapter` — one party's client of a deployed adjudicator;
 * :func:`deploy_adjudicator` / :func:`adjudicator_address` — the one adjudicator per
   chain that ``evm:URL`` L1 specs use;
+* :class:`EvmL1Plugin` — what ``--l1 evm:URL`` names (the ``evm`` entry point of the
+  ``bfs_smr.l1`` group);
 * :class:`DevChain` — an in-process py-evm chain or an RPC node (anvil) with the
   adjudicator deployed, a faucet and a clock, for tests, demos and :func:`gas_report`.
 
@@ -20,12 +22,14 @@ if TYPE_CHECKING:
     from bfs_smr.adapters.evm._adapter import EvmAdapter, channel_key, decode_slot
     from bfs_smr.adapters.evm._crypto import Secp256k1, address_of
     from bfs_smr.adapters.evm._format import EvmFormat, evm_domain
+    from bfs_smr.adapters.evm._plugin import EvmL1Plugin
     from bfs_smr.adapters.evm.deploy import (
         adjudicator_address,
         check_adjudicator,
         connect,
         deploy_adjudicator,
         deployment_block,
+        parse_evm_spec,
     )
     from bfs_smr.adapters.evm.devchain import Anvil, DevChain, find_anvil, install_anvil
 
@@ -44,6 +48,8 @@ _WHERE = {
     "connect": "deploy",
     "deploy_adjudicator": "deploy",
     "deployment_block": "deploy",
+    "parse_evm_spec": "deploy",
+    "EvmL1Plugin": "_plugin",
     "Anvil": "devchain",
     "DevChain": "devchain",
     "find_anvil": "devchain",
@@ -70,6 +76,7 @@ __all__ = [
     "DevChain",
     "EvmAdapter",
     "EvmFormat",
+    "EvmL1Plugin",
     "Secp256k1",
     "address_of",
     "adjudicator_address",
@@ -82,4 +89,5 @@ __all__ = [
     "evm_domain",
     "find_anvil",
     "install_anvil",
+    "parse_evm_spec",
 ]

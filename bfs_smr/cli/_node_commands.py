@@ -14,10 +14,18 @@ import sys
 from typing import Any
 
 from bfs_smr._errors import LocalError
+from bfs_smr.adapters import evm
+from bfs_smr.plugins import load_l1
+from bfs_smr.runtime.store._datadir import DataDir
 
 __all__ = ["NODE_COMMANDS", "add_node_commands", "print_human", "run_node_command"]
 
 NODE_COMMANDS = ("l1", "init", "node", "channel")
+
+_L1_HELP = (
+    "the L1, SCHEME:WHERE: local:PATH (a shared local L1 file), evm:URL (a JSON-RPC "
+    "node), or the scheme of an installed L1 plug-in (docs/l1-adapters.md)"
+)
 
 
 def _amount(text: str) -> int:
@@ -53,11 +61,11 @@ def add_node_commands(sub: Any) -> None:
     init = l1_sub.add_parser(
         "init", help="create a local L1 file, or deploy the adjudicator on an EVM chain"
     )
-    init.add_argument("--l1", required=True, metavar="local:PATH|evm:URL")
+    init.add_argument("--l1", required=True, metavar="SPEC", help=_L1_HELP)
     init.add_argument(
         "--window",
         type=_amount,
-        default=60,
+        default=None,
         metavar="SECONDS",
         help="challenge window of channels on a local L1 (default 60)",
     )
@@ -65,13 +73,13 @@ def add_node_commands(sub: Any) -> None:
     fund = l1_sub.add_parser(
         "fund", help="credit an account: a local L1's faucet, or the EVM node's first account"
     )
-    fund.add_argument("--l1", required=True, metavar="SPEC")
+    fund.add_argument("--l1", required=True, metavar="SPEC", help=_L1_HELP)
     fund.add_argument(
         "node_id", metavar="ACCOUNT", help="a node id (local L1) or a node's evm_address (EVM)"
     )
     fund.add_argument("amount", type=_amount, metavar="AMOUNT")
     bal = l1_sub.add_parser("balance", help="an account's unlocked L1 balance")
-    bal.add_argument("--l1", required=True, metavar="SPEC")
+    bal.add_argument("--l1", required=True, metavar="SPEC", help=_L1_HELP)
     bal.add_argument("node_id", metavar="ACCOUNT")
     for p in (init, fund, bal):
         p.add_argument("--json", action="store_true")
@@ -89,7 +97,7 @@ def add_node_commands(sub: Any) -> None:
     node = sub.add_parser("node", help="run a node in the foreground (Ctrl-C stops it)")
     node.add_argument("--data-dir", required=True, metavar="DIR")
     node.add_argument("--listen", required=True, metavar="HOST:PORT")
-    node.add_argument("--l1", required=True, metavar="SPEC")
+    node.add_argument("--l1", required=True, metavar="SPEC", help=_L1_HELP)
     node.add_argument(
         "--allow-peer",
         action="append",
@@ -211,70 +219,43 @@ def run_node_command(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "l1":
         return _l1(args)
     if args.command == "init":
-        from bfs_smr.runtime._l1spec import evm_address
-        from bfs_smr.runtime.store._datadir import DataDir
-
-        data_dir = DataDir(args.data_dir)
-        if args.new_store:
-            data_dir.new_store()
-            return {"node_id": data_dir.identity().public_key.hex(), "new_store": True}
-        result = {"node_id": data_dir.init().hex()}
-        address = evm_address(data_dir.l1_key())
-        if address is not None:
-            result["evm_address"] = "0x" + address.hex()
-        return result
+        return _init(args)
     if args.command == "node":
         return _node(args)
     return _channel(args)
 
 
+def _init(args: argparse.Namespace) -> dict[str, Any]:
+    data_dir = DataDir(args.data_dir)
+    if args.new_store:
+        data_dir.new_store()
+        return {"node_id": data_dir.identity().public_key.hex(), "new_store": True}
+    result = {"node_id": data_dir.init().hex()}
+    address = _evm_address(data_dir.l1_key())
+    if address is not None:
+        result["evm_address"] = address
+    return result
+
+
+def _evm_address(secret: bytes) -> str | None:
+    """The Ethereum address of the node's secp256k1 key, or None without the evm extra
+    (loads the signature scheme only, not web3)."""
+    try:
+        return "0x" + bytes(evm.Secp256k1().public_key(secret)).hex()
+    except ImportError:
+        return None
+
+
 def _l1(args: argparse.Namespace) -> dict[str, Any]:
-    from bfs_smr.runtime._l1spec import open_evm, open_local_l1, parse_account, parse_l1_spec
-
-    kind, where = parse_l1_spec(args.l1)
+    """``l1 init|fund|balance``: whatever ``--l1 SCHEME:…`` names, through its plug-in."""
+    plugin = load_l1(args.l1)
     if args.l1_command == "init":
-        if kind == "evm":
-            from bfs_smr.adapters.evm import deploy_adjudicator
-
-            w3, _ = open_evm(args.l1, check=False)
-            address, deployed = deploy_adjudicator(w3)
-            return {
-                "l1": args.l1,
-                "chain_id": int(w3.eth.chain_id),
-                "adjudicator": "0x" + address.hex(),
-                "deployed": deployed,
-            }
-        from bfs_smr.adapters.local import LocalL1
-
-        chain = LocalL1.create(where, window=args.window, chain_id=args.chain_id)
-        return {"l1": args.l1, "chain_id": chain.chain_id, "window": chain.window}
-    account = parse_account(args.l1, args.node_id)
-    if kind == "evm":
-        return _evm_account(args, account)
-    chain = open_local_l1(args.l1)
+        return {"l1": args.l1, **plugin.init(window=args.window, chain_id=args.chain_id)}
+    account = plugin.parse_account(args.node_id)
     if args.l1_command == "fund":
-        chain.mint(account, args.amount)
-    return {"node_id": account.hex(), "balance": chain.balance(account)}
-
-
-def _evm_account(args: argparse.Namespace, account: bytes) -> dict[str, Any]:
-    """``l1 fund`` / ``l1 balance`` on the EVM: wei, funded from the node's first account."""
-    from eth_utils.address import to_checksum_address
-
-    from bfs_smr.runtime._l1spec import open_evm
-
-    w3, _ = open_evm(args.l1)
-    who = to_checksum_address(account)
-    if args.l1_command == "fund" and args.amount:
-        from bfs_smr._errors import L1Error
-
-        faucets = w3.eth.accounts
-        if not faucets:
-            raise L1Error("the EVM node has no unlocked account to fund from; send ETH yourself")
-        tx = w3.eth.send_transaction({"from": faucets[0], "to": who, "value": args.amount})
-        if w3.eth.wait_for_transaction_receipt(tx)["status"] != 1:
-            raise L1Error("the funding transaction failed")
-    return {"node_id": who, "balance": int(w3.eth.get_balance(who))}
+        plugin.fund(account, args.amount)
+    balance = plugin.balance(account)
+    return {"node_id": plugin.format_account(account), "balance": balance}
 
 
 def _node(args: argparse.Namespace) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 Apps are found through the ``bfs_smr.apps`` entry-point group (the bundled ones are
 registered exactly like third-party ones, in pyproject.toml) or through
 :func:`register_app` for code that is not installed as a package.
+
+L1s are found the same way, by the scheme of ``--l1 SCHEME:REST``, in the ``bfs_smr.l1``
+group or through :func:`register_l1`; an entry point loads a factory that turns ``REST``
+into an :class:`L1Plugin` (see :mod:`bfs_smr.plugins._l1` and docs/l1-adapters.md).
 """
 
 from __future__ import annotations
@@ -14,8 +18,32 @@ import structlog
 
 from bfs_smr._app import StateMachine
 from bfs_smr._errors import LocalError
+from bfs_smr.plugins._l1 import (
+    L1_GROUP,
+    KeyProvider,
+    L1Connection,
+    L1Factory,
+    L1Plugin,
+    available_l1s,
+    connect_l1,
+    load_l1,
+    register_l1,
+)
 
-__all__ = ["available_apps", "load_app", "register_app"]
+__all__ = [
+    "L1_GROUP",
+    "KeyProvider",
+    "L1Connection",
+    "L1Factory",
+    "L1Plugin",
+    "available_apps",
+    "available_l1s",
+    "connect_l1",
+    "load_app",
+    "load_l1",
+    "register_app",
+    "register_l1",
+]
 
 APP_GROUP = "bfs_smr.apps"
 

@@ -80,9 +80,8 @@ from bfs_smr._reaction import (
     react,
 )
 from bfs_smr._update import ChannelParams, SignedUpdate
-from bfs_smr.plugins import load_app
+from bfs_smr.plugins import L1Connection, connect_l1, load_app
 from bfs_smr.runtime import transport
-from bfs_smr.runtime._l1spec import L1Access, open_l1
 from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.node import _nodemsg as nodemsg
 from bfs_smr.runtime.node._control import MAX_CONNECTIONS as MAX_CONTROL_CONNECTIONS
@@ -288,7 +287,7 @@ class Node:
         self._l1_pool = ThreadPoolExecutor(1, thread_name_prefix="bfs-smr-l1")
         self._since = 0
         self.port = 0
-        self.l1: L1Access
+        self.l1: L1Connection
         self.store: Store
         self.chan_signer: Signer
         self.account = b""
@@ -308,7 +307,9 @@ class Node:
             self.dir.unlock()
 
     async def _run(self, ready: Callable[[Node], None] | None) -> None:
-        self.l1 = await self._l1(open_l1, self.l1_spec, self.signer, self.dir.l1_key, self.window)
+        self.l1 = await self._l1(
+            connect_l1, self.l1_spec, self.signer, self.dir.l1_key, self.window
+        )
         # Channel updates are signed with the L1's scheme: the identity on a local L1,
         # the secp256k1 key on the EVM. Its public key is this node's channel account.
         self.chan_signer = self.l1.signer
