@@ -1,4 +1,4 @@
-"""The follower's handlers (participant 1; DESIGN I2, I6).
+"""The follower's handlers (participant 1; docs/design.md §4, I2 and I6).
 
 The follower sends its commands as requests and counter-signs the sequencer's proposals,
 but only one that extends its newest doubly-signed update, is signed by the sequencer,

@@ -1,4 +1,4 @@
-"""Resynchronisation after a reconnect or restart, and restore from the peer (DESIGN I7).
+"""Resynchronisation after a reconnect or restart; restore (docs/design.md §4, I7).
 
 On (re)connect both parties call :meth:`Channel.resync`, which sends a HELLO naming where
 their doubly-signed log ends. The party that is behind is sent the entries it lacks

@@ -1,4 +1,4 @@
-"""The sequencer's handlers (participant 0; DESIGN I6).
+"""The sequencer's handlers (participant 0; docs/design.md §4, I6).
 
 The sequencer alone proposes updates, chaining each on its previous proposal, with up to
 ``max_in_flight`` awaiting the follower's counter-signature. Its own commands and the
