@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bfs_smr import (
     ChannelFinalized,
+    ChannelLimits,
     CommandCommitted,
     CommandFailed,
     Ed25519,
@@ -67,15 +68,15 @@ class Party:
         # Pipelined always (8 in flight); batched by the caller (``batch`` commands per
         # issue_batch) or automatically under load (``max_batch``), as the injector picks.
         self.batch = cfg.get("batch", 1)
-        options = {"max_in_flight": 8, "max_batch": cfg.get("max_batch", 1)}
+        limits = ChannelLimits(max_in_flight=8, max_batch=cfg.get("max_batch", 1))
         self.store = Store(directory / "store")
         cid = self.params.channel_id
         if cid in self.store.channel_ids():
             self.key = self.store.key_of(cid)
-            self.chan = self.store.load(cid, self.app, self.fmt, self.signer, **options)
+            self.chan = self.store.load(cid, self.app, self.fmt, self.signer, limits=limits)
         else:
             self.key = self.store.add_channel(self.params)
-            self.chan = self.store.load(cid, self.app, self.fmt, self.signer, **options)
+            self.chan = self.store.load(cid, self.app, self.fmt, self.signer, limits=limits)
         self.sent = open(directory / "sent.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.done = open(directory / "done.log", "a")  # noqa: SIM115
         if self.chan.committed is None and not self.chan.in_flight():
