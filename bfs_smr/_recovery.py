@@ -1,4 +1,4 @@
-"""Resynchronisation after a reconnect or restart, and restore from the peer (I7).
+"""Resynchronisation after a reconnect or restart; restore (docs/design.md §4, I7).
 
 On (re)connect both parties call :meth:`Channel.resync`, which sends a HELLO naming where
 their doubly-signed log ends. The party that is behind is sent the entries it lacks
@@ -8,14 +8,16 @@ signed but has not seen counter-signed, and the follower re-sends its pending re
 request the sequencer already handled is never executed twice. Nothing here signs: a
 restarted party signs only through the normal paths, which respect I1.
 
-These are the handlers behind :class:`Channel`'s resync inputs, kept in their own module
-so that each module stays small.
+These are the handlers behind :class:`Channel`'s resync inputs, each taking the party's
+:class:`~bfs_smr._state.ChannelState`, and :func:`restore`, which rebuilds that record
+from what a party's store holds.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
+from . import _sequencer
 from ._codec import MAX_ITEMS
 from ._errors import CommandRejected, LocalError
 from ._messages import (
@@ -29,84 +31,90 @@ from ._messages import (
     ServeLog,
     encode_propose,
 )
+from ._state import (
+    CLOSE_MARK,
+    ChannelState,
+    Phase,
+    Role,
+    apply_peer_command,
+    check_result,
+    commit,
+    send,
+    set_phase,
+    violation,
+)
 from ._update import SignedUpdate
-
-if TYPE_CHECKING:
-    from ._channel import Channel
 
 #: Bytes of one resync message holding several entries (see serve_log): with one update
 #: of MAX_UPDATE_ITEMS beside them, within the decoder's MAX_ITEMS.
 _CHUNK_BYTES = MAX_ITEMS // 4
 
-__all__ = [
-    "CLOSE_MARK",
-    "adopt",
-    "on_entries",
-    "on_hello",
-    "repeated_request",
-    "resync",
-    "serve_log",
-]
-
-#: Marks a close request in the follower's request queue.
-CLOSE_MARK = object()
+__all__ = ["adopt", "on_entries", "on_hello", "restore", "resync", "retransmit", "serve_log"]
 
 
-def _head_hash(chan: Channel) -> bytes:
-    committed = chan.committed
-    return committed.update.entry_hash() if committed is not None else chan.params.genesis_hash
+def _head_hash(st: ChannelState) -> bytes:
+    committed = st.committed
+    return committed.update.entry_hash() if committed is not None else st.params.genesis_hash
 
 
-def resync(chan: Channel) -> None:
+def _seq(st: ChannelState) -> int:
+    """Sequence number of the newest doubly-signed update (-1 before the opening one)."""
+    return -1 if st.committed is None else st.committed.seq
+
+
+def resync(st: ChannelState, _: Any = None) -> None:
+    """Tell the peer where this party's log ends; the follower re-sends its requests."""
     # Proposals signed from now on go out on the new link as usual; only those signed
     # before it may have been lost and need re-sending once the peer says where it is.
-    chan._retransmit_upto = chan._head_seq
+    st.retransmit_upto = st.head_seq
     # New proposals wait until the older ones are re-sent, or the follower would get a
     # gap in its sequence (they go out in order on one link).
-    chan._awaiting_hello = True
+    st.awaiting_hello = True
     # A new round: the peer may lack any part of the log again (after a restore, say).
-    chan._served_upto = -1
-    chan._send(Hello(channel_id=chan.channel_id, next_seq=chan.seq + 1, head_hash=_head_hash(chan)))
+    st.served_upto = -1
+    send(st, Hello(channel_id=st.channel_id, next_seq=_seq(st) + 1, head_hash=_head_hash(st)))
     # The follower re-sends what it asked for and has not seen answered; the sequencer
     # ignores or denies what it already handled, so nothing runs twice.
-    for ref, what in chan._requests:
+    for ref, what in st.requests:
         if what is CLOSE_MARK:
-            chan._send(CloseRequest(channel_id=chan.channel_id, ref=ref))
+            send(st, CloseRequest(channel_id=st.channel_id, ref=ref))
         else:
-            chan._send(Request(channel_id=chan.channel_id, ref=ref, command=what))
+            send(st, Request(channel_id=st.channel_id, ref=ref, command=what))
 
 
-def on_hello(chan: Channel, msg: Hello) -> None:
-    mine = chan.seq + 1
+def on_hello(st: ChannelState, msg: Hello) -> None:
+    """Serve the peer what it lacks, or check that both logs end alike."""
+    mine = _seq(st) + 1
     if msg.next_seq < mine:
         # Each entry goes out at most once per round (resync): a peer repeating HELLO
         # with next_seq 0 must not make this party re-serve its whole log each time.
-        first = max(msg.next_seq, chan._served_upto + 1)
+        first = max(msg.next_seq, st.served_upto + 1)
         if first < mine:
-            chan._serving.append((first, chan.seq))
-            chan._served_upto = chan.seq
-            chan._out.append(ServeLog(first_seq=first, last_seq=chan.seq))
-    elif msg.next_seq == mine and msg.head_hash != _head_hash(chan):
-        raise chan._violation(f"the peer's log ends at seq {mine - 1} with another update (fork)")
+            st.serving.append((first, _seq(st)))
+            st.served_upto = _seq(st)
+            st.out.append(ServeLog(first_seq=first, last_seq=_seq(st)))
+    elif msg.next_seq == mine and msg.head_hash != _head_hash(st):
+        raise violation(st, f"the peer's log ends at seq {mine - 1} with another update (fork)")
     if msg.next_seq <= mine:
-        retransmit(chan)
-        _resume(chan)
+        retransmit(st)
+        _resume(st)
     # Otherwise the peer is ahead: its ENTRIES follow, and we retransmit after them.
 
 
-def _resume(chan: Channel) -> None:
-    chan._awaiting_hello = False
-    if chan.role.value == "sequencer":
-        chan._pump()
+def _resume(st: ChannelState) -> None:
+    st.awaiting_hello = False
+    if st.role is Role.SEQUENCER:
+        _sequencer.pump(st)
 
 
-def serve_log(chan: Channel, entries: list[SignedUpdate]) -> None:
-    if not chan._serving:
+def serve_log(st: ChannelState, entries: list[SignedUpdate]) -> None:
+    """Send the entries the oldest unanswered ServeLog named, in messages the peer takes."""
+    if not st.serving:
         raise LocalError("no log range was asked for")
-    first, last = chan._serving[0]
+    first, last = st.serving[0]
     if [e.seq for e in entries] != list(range(first, last + 1)):
         raise LocalError(f"serve_log needs exactly the entries {first}..{last}")
-    chan._serving.popleft()
+    st.serving.popleft()
     # Chunks of at most MAX_ENTRIES entries and _CHUNK_BYTES, or one entry alone: a log
     # of big batched updates must not become an ENTRIES message the peer refuses as too
     # large or as holding too many items (an update alone is within both: its commands
@@ -117,92 +125,91 @@ def serve_log(chan: Channel, entries: list[SignedUpdate]) -> None:
     for entry in entries:
         entry_size = len(entry.encoded())
         if chunk and (len(chunk) == MAX_ENTRIES or size + entry_size > _CHUNK_BYTES):
-            chan._send(Entries(channel_id=chan.channel_id, entries=tuple(chunk)))
+            send(st, Entries(channel_id=st.channel_id, entries=tuple(chunk)))
             chunk, size = [], 0
         chunk.append(entry)
         size += entry_size
     if chunk:
-        chan._send(Entries(channel_id=chan.channel_id, entries=tuple(chunk)))
+        send(st, Entries(channel_id=st.channel_id, entries=tuple(chunk)))
 
 
-def retransmit(chan: Channel) -> None:
+def retransmit(st: ChannelState) -> None:
     """Re-send, once per reconnect, the proposals signed before it that still wait for a
     counter-signature (the same bytes: I1)."""
-    upto, chan._retransmit_upto = chan._retransmit_upto, -1
-    for signed, _, _ in chan._in_flight:
+    upto, st.retransmit_upto = st.retransmit_upto, -1
+    for signed, _, _ in st.in_flight:
         if signed.seq > upto:
             break
-        sig = signed.signatures[chan.index]
+        sig = signed.signatures[st.index]
         assert sig is not None
-        chan._out.append(
-            SendMessage(data=encode_propose(chan.channel_id, signed.update.body(), sig))
-        )
+        st.out.append(SendMessage(data=encode_propose(st.channel_id, signed.update.body(), sig)))
 
 
-def on_entries(chan: Channel, msg: Entries) -> None:
+def on_entries(st: ChannelState, msg: Entries) -> None:
+    """Adopt the entries this party lacks, each fully verified, then resume."""
     adopted = 0
     for signed in msg.entries:
-        if signed.seq <= chan.seq:
+        if signed.seq <= _seq(st):
             continue  # already have it
-        adopt(chan, signed)
+        adopt(st, signed)
         adopted += 1
     if adopted:
-        if not chan._in_flight and not chan._queue:
+        if not st.in_flight and not st.queue:
             # Caught up past everything it had proposed (or it had nothing, as after a
             # restore from the peer): new proposals build on the adopted head. Commands
             # already queued were applied on top of the same updates, so their tip stands.
-            chan._tip_state = chan.state
-        retransmit(chan)
-        _resume(chan)
+            st.tip_state = st.committed_state
+        retransmit(st)
+        _resume(st)
 
 
-def adopt(chan: Channel, signed: SignedUpdate) -> None:
+def adopt(st: ChannelState, signed: SignedUpdate) -> None:
     """Verify one doubly-signed entry that extends this party's log, and commit it."""
     u = signed.update
-    committed = chan.committed
-    if u.seq != chan.seq + 1 or u.prev_hash != _head_hash(chan):
-        raise chan._violation(f"entry {u.seq} does not extend this party's seq {chan.seq}")
-    if u.channel_id != chan.channel_id or u.app_id != chan.params.app_id:
-        raise chan._violation(f"entry {u.seq} belongs to another channel or app")
+    committed = st.committed
+    if u.seq != _seq(st) + 1 or u.prev_hash != _head_hash(st):
+        raise violation(st, f"entry {u.seq} does not extend this party's seq {_seq(st)}")
+    if u.channel_id != st.channel_id or u.app_id != st.params.app_id:
+        raise violation(st, f"entry {u.seq} belongs to another channel or app")
     if committed is not None and committed.update.final:
-        raise chan._violation(f"entry {u.seq} follows a final update")
-    if not signed.verify(chan.params, chan.format):
-        raise chan._violation(f"entry {u.seq} lacks a valid signature of both parties")
+        raise violation(st, f"entry {u.seq} follows a final update")
+    if not signed.verify(st.params, st.format):
+        raise violation(st, f"entry {u.seq} lacks a valid signature of both parties")
     try:
         if u.seq == 0:
             if u.commands:
                 raise CommandRejected("the opening update has commands")
-            state = chan.app.initial_state(chan.params)
+            state = st.app.initial_state(st.params)
         else:
-            state = chan.state
+            state = st.committed_state
             for entry in u.commands:
-                state = chan._apply_peer_command(state, entry.command, entry.actor)
+                state = apply_peer_command(st, state, entry.command, entry.actor)
     except CommandRejected as exc:
-        raise chan._violation(f"entry {u.seq}: invalid transition: {exc.reason}") from None
-    chan._check_result(u, state, f"entry {u.seq}")
-    if chan._in_flight:
-        mine, _, _ = chan._in_flight[0]
+        raise violation(st, f"entry {u.seq}: invalid transition: {exc.reason}") from None
+    check_result(st, u, state, f"entry {u.seq}")
+    if st.in_flight:
+        mine, _, _ = st.in_flight[0]
         if mine.update != u:
-            raise chan._violation(f"entry {u.seq} differs from this party's proposal (fork)")
-        chan._in_flight.popleft()
-    if chan._head_seq < u.seq:
-        chan._head_seq = u.seq
-        chan._head_hash = u.entry_hash()
-    chan._commit(signed, state)
-    _count_refs(chan, signed)
+            raise violation(st, f"entry {u.seq} differs from this party's proposal (fork)")
+        st.in_flight.popleft()
+    if st.head_seq < u.seq:
+        st.head_seq = u.seq
+        st.head_hash = u.entry_hash()
+    commit(st, signed, state)
+    _count_refs(st, signed)
     # Our own commands in it are done; after a final update nothing else can be.
-    done = {e.ref for e in u.commands if e.actor == chan.index}
+    done = {e.ref for e in u.commands if e.actor == st.index}
     if done or u.final:
-        still = [r for r in chan._requests if r[0] not in done]
-        chan._requests.clear()
+        still = [r for r in st.requests if r[0] not in done]
+        st.requests.clear()
         for ref, what in still:
             if u.final:
-                chan._out.append(CommandFailed(ref=ref, reason="channel closed"))
+                st.out.append(CommandFailed(ref=ref, reason="channel closed"))
             else:
-                chan._requests.append((ref, what))
+                st.requests.append((ref, what))
 
 
-def _count_refs(chan: Channel, signed: SignedUpdate) -> None:
+def _count_refs(st: ChannelState, signed: SignedUpdate) -> None:
     """Move both ref counters past the refs of an adopted entry.
 
     A party restored from an old backup learns here of commands it issued after that
@@ -211,27 +218,78 @@ def _count_refs(chan: Channel, signed: SignedUpdate) -> None:
     sequenced after its backup, so a replay of one is never run twice.
     """
     for entry in signed.update.commands:
-        if entry.actor == chan.index:
-            if entry.ref >= chan._next_ref:
-                chan._next_ref = entry.ref + 1
-        elif entry.ref > chan._handled_peer_ref:
-            chan._handled_peer_ref = entry.ref
-            chan._last_peer_ref = max(chan._last_peer_ref, entry.ref)
+        if entry.actor == st.index:
+            if entry.ref >= st.next_ref:
+                st.next_ref = entry.ref + 1
+        elif entry.ref > st.handled_peer_ref:
+            st.handled_peer_ref = entry.ref
+            st.last_peer_ref = max(st.last_peer_ref, entry.ref)
 
 
-def repeated_request(chan: Channel, ref: int) -> bool:
-    """Handle a request whose ref was seen before (re-sent after a reconnect).
+def restore(
+    st: ChannelState,
+    *,
+    committed: SignedUpdate | None,
+    state: Any,
+    proposals: list[tuple[SignedUpdate, Any]],
+    requests: list[tuple[int, Any, bool]],
+    next_ref: int,
+    last_peer_ref: int,
+) -> None:
+    """Fill a fresh record with what a party's store holds (see :meth:`Channel.restore`).
 
-    Returns ``True`` if it was handled here (ignored, or denied as already handled),
-    ``False`` if it is new.
+    Raises:
+        LocalError: the stored data does not fit together (a damaged store).
     """
-    if ref > chan._last_peer_ref:
-        return False
-    peer = chan.peer_index
-    queued = any(e.ref == ref for group, _, _ in chan._queue for e in group if e.actor == peer)
-    proposed = any(
-        e.ref == ref and e.actor == peer for s, _, _ in chan._in_flight for e in s.update.commands
-    )
-    if not (queued or proposed):
-        chan._deny(ref, "already handled")
-    return True
+    params, fmt = st.params, st.format
+    st.next_ref = next_ref
+    # Requests that were only queued died with the process; the peer re-sends them.
+    st.last_peer_ref = st.handled_peer_ref = last_peer_ref
+    if committed is not None:
+        u = committed.update
+        if u.channel_id != st.channel_id or not committed.verify(params, fmt):
+            raise LocalError("stored head is not a doubly-signed update of this channel")
+        if st.app.state_hash(state) != u.state_hash:
+            raise LocalError("stored state does not match the stored head's state hash")
+        st.committed, st.committed_state = committed, state
+        st.head_seq, st.head_hash = u.seq, u.entry_hash()
+        st.tip_state = state
+        set_phase(st, Phase.CLOSED if u.final else Phase.OPEN)
+    committed_seq = st.head_seq
+    for signed, pstate in proposals:
+        u = signed.update
+        if not signed.verify(params, fmt, require=(st.index,)):
+            raise LocalError(f"stored proposal {u.seq} is not signed by this party")
+        extends = u.seq == st.head_seq + 1 and u.prev_hash == st.head_hash
+        # A force move answering the peer's: it builds on the peer's forced move, which
+        # is on L1 and not in this store, so it does not extend what is stored (it skips
+        # that seq, or follows an own proposal the peer's move replaced).
+        answers = (
+            not extends
+            and u.seq > committed_seq + 1
+            and not u.final
+            and len(u.commands) == 1
+            and u.commands[0].actor == st.index
+        )
+        if not extends and not answers:
+            raise LocalError(f"stored proposal {u.seq} does not extend the stored log")
+        st.head_seq, st.head_hash = u.seq, u.entry_hash()
+        if answers:
+            st.dispute_base = (signed, pstate)
+            set_phase(st, Phase.DISPUTE)
+        elif st.role is Role.SEQUENCER:
+            digest = fmt.digest(u, u.body())
+            st.in_flight.append((signed, pstate, digest))
+            st.tip_state = pstate
+            if u.final:
+                st.close_wanted = st.final_proposed = True
+                set_phase(st, Phase.CLOSING)
+        else:  # a follower signs alone only to force a move
+            st.dispute_base = (signed, pstate)
+            set_phase(st, Phase.DISPUTE)
+    for ref, command, is_close in requests:
+        if st.phase is Phase.CLOSED:
+            break  # the final update answered them all (a store may still list some)
+        st.requests.append((ref, CLOSE_MARK if is_close else command))
+        if is_close and st.phase is Phase.OPEN:
+            set_phase(st, Phase.CLOSING)

@@ -1,8 +1,10 @@
 """Render the channel protocol's transition table (and a state diagram per role) as markdown.
 
-The source of truth is :data:`bfs_smr.TRANSITIONS`. Run ``python docs/gen_transition_table.py``
-to print the block, or with ``--write`` to replace it in docs/protocol.md between the
-``<!-- transitions:start -->`` and ``<!-- transitions:end -->`` markers.
+The source of truth is :data:`bfs_smr.TRANSITIONS` alone: each entry names its handler
+and the phases it may lead to (which the channel checks at dispatch). Run
+``python docs/gen_transition_table.py`` to print the block, or with ``--write`` to replace
+it in docs/protocol.md between the ``<!-- transitions:start -->`` and
+``<!-- transitions:end -->`` markers.
 tests/test_docs.py fails when the doc and the table disagree.
 """
 
@@ -13,39 +15,20 @@ from pathlib import Path
 
 from bfs_smr import TRANSITIONS, Input, Phase, Role
 
-__all__ = ["END", "LEAVES", "START", "render", "replace_block"]
+__all__ = ["END", "START", "phases_after", "render", "replace_block"]
 
 START = "<!-- transitions:start -->"
 END = "<!-- transitions:end -->"
 PROTOCOL_MD = Path(__file__).resolve().parent / "protocol.md"
 
 Key = tuple[Role, Phase, Input]
-_S, _F = Role.SEQUENCER, Role.FOLLOWER
-
-#: The triples of TRANSITIONS after which the phase may differ, and every phase it may be
-#: in afterwards (its own phase listed when it may also stay). All other triples keep the
-#: phase. The table only names handlers, so this is the one hand-kept part; the docs test
-#: checks it against the table and against phases observed in real channel runs.
-LEAVES: dict[Key, tuple[Phase, ...]] = {
-    (_S, Phase.OPENING, Input.RECV_ACCEPT): (Phase.OPEN,),
-    (_S, Phase.OPEN, Input.CLOSE): (Phase.CLOSING,),
-    (_S, Phase.OPEN, Input.RECV_CLOSE_REQUEST): (Phase.OPEN, Phase.CLOSING),
-    (_S, Phase.OPEN, Input.FORCE_MOVE): (Phase.DISPUTE,),
-    (_S, Phase.CLOSING, Input.RECV_ACCEPT): (Phase.CLOSING, Phase.CLOSED),
-    (_S, Phase.CLOSING, Input.FORCE_MOVE): (Phase.DISPUTE,),
-    (_F, Phase.OPENING, Input.RECV_PROPOSE): (Phase.OPEN,),
-    (_F, Phase.OPEN, Input.CLOSE): (Phase.CLOSING,),
-    (_F, Phase.OPEN, Input.FORCE_MOVE): (Phase.DISPUTE,),
-    (_F, Phase.OPEN, Input.RECV_PROPOSE): (Phase.OPEN, Phase.CLOSED),
-    (_F, Phase.CLOSING, Input.FORCE_MOVE): (Phase.DISPUTE,),
-    (_F, Phase.CLOSING, Input.RECV_PROPOSE): (Phase.CLOSING, Phase.CLOSED),
-    (_F, Phase.CLOSING, Input.RECV_DENIED): (Phase.OPEN, Phase.CLOSING),
-}
 
 
 def phases_after(key: Key) -> tuple[Phase, ...]:
-    """Every phase a party may be in after handling ``key`` without an error."""
-    return LEAVES.get(key, (key[1],))
+    """Every phase a party may be in after handling ``key`` without an error, in the
+    order of :class:`Phase` (the transition's targets, which the channel checks)."""
+    targets = TRANSITIONS[key].targets
+    return tuple(p for p in Phase if p in targets)
 
 
 def _order(key: Key) -> tuple[int, int, int]:
@@ -70,7 +53,7 @@ def _table() -> list[str]:
         shown = "same" if after == (phase,) else " or ".join(p.value for p in after)
         lines.append(
             f"| {role.value} | {phase.value} | {_input_label(what)} "
-            f"| `{TRANSITIONS[key]}` | {shown} |"
+            f"| `{TRANSITIONS[key].name}` | {shown} |"
         )
     return lines
 

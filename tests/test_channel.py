@@ -369,7 +369,7 @@ def test_the_largest_batches_decode_on_the_peer_and_in_a_resync():
     pair.pump()
     assert pair.bob.chan.seq == 4 and pair.bob.chan.state == (10**9 - 30_100, 30_100)
     # Serving the log in a resync: big updates go alone, and each message decodes.
-    pair.alice.chan._serving.append((1, 4))
+    pair.alice.chan._st.serving.append((1, 4))
     pair.alice.chan.serve_log(pair.alice.log[1:5])
     sent = [e.data for e in pair.alice.chan.effects() if isinstance(e, SendMessage)]
     served = [parse_message(data) for data in sent]
@@ -444,3 +444,34 @@ def test_messages_during_a_dispute_get_an_answer_not_a_violation():
             Denied(channel_id=cid, ref=message.ref, reason=reason)
         ]
     assert alice.phase is Phase.DISPUTE
+
+
+def test_a_handler_leading_outside_its_targets_is_an_internal_error(monkeypatch):
+    # The table entry for the sequencer's close claims it keeps the channel open; the
+    # handler moves it to closing. The dispatch check catches the mismatch as a bug in
+    # the framework, not as the caller's or the peer's fault.
+    from bfs_smr import InternalError
+    from bfs_smr._channel import _HANDLERS, Input, Transition
+
+    _, pair = opened()
+    real = TRANSITIONS[Role.SEQUENCER, Phase.OPEN, Input.CLOSE]
+    assert real.targets == {Phase.CLOSING}
+    wrong = Transition(real.handler, frozenset({Phase.OPEN}))
+    monkeypatch.setitem(_HANDLERS[Role.SEQUENCER][Phase.OPEN], Input.CLOSE, wrong)
+    with pytest.raises(InternalError, match=r"_sequencer\.close left the sequencer in phase cl"):
+        pair.alice.chan.close()
+    assert not isinstance(InternalError("x"), (LocalError, RemoteViolation))
+
+
+def test_transitions_are_frozen_records_of_functions_and_target_phases():
+    from dataclasses import FrozenInstanceError
+
+    from bfs_smr._channel import Input
+
+    entry = TRANSITIONS[Role.FOLLOWER, Phase.CLOSING, Input.RECV_DENIED]
+    assert entry.targets == {Phase.OPEN, Phase.CLOSING}
+    assert entry.name == "_follower.on_denied"
+    with pytest.raises(FrozenInstanceError):
+        entry.targets = frozenset()  # type: ignore[misc]
+    # Every handler is a plain function of the channel's record: no lookup by name.
+    assert all(not isinstance(t.handler, str) and callable(t.handler) for t in TRANSITIONS.values())

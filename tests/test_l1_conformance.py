@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bfs_smr.adapters.memory import MemoryL1, _Channel
+from bfs_smr.adapters.memory import ChannelRecord, MemoryL1
 
 from bfs_smr import L1ChannelStatus, L1Error, L1EventKind, LocalError, SignedUpdate
 from bfs_smr.testing import (
@@ -98,7 +98,7 @@ class CloseOverANewerUpdate(MemoryL1):
 
 
 class RefuteWithAnyUpdate(MemoryL1):
-    def _check_newer(self, ch: _Channel, signed: SignedUpdate) -> None:
+    def _check_newer(self, ch: ChannelRecord, signed: SignedUpdate) -> None:
         pass
 
 
@@ -119,7 +119,7 @@ class OpenNotCheckedAgainstBalance(MemoryL1):
 
 
 class HalfSignedUpdatesCount(MemoryL1):
-    def _check_doubly_signed(self, ch: _Channel, signed: SignedUpdate) -> None:
+    def _check_doubly_signed(self, ch: ChannelRecord, signed: SignedUpdate) -> None:
         if signed.update.outcome[0] + signed.update.outcome[1] != sum(ch.deposited):
             raise L1Error("outcome does not pay out exactly the locked value")
 

@@ -198,8 +198,9 @@ class Party:
         if chan.phase.value != "open":
             return
         if self.role == "alice":
-            own_pending = chan._queued + sum(
-                1 for s in chan.in_flight() for e in s.update.commands if e.actor == 0
+            # Everything pending less the follower's commands in flight.
+            own_pending = chan.pending - sum(
+                1 for s in chan.in_flight() for e in s.update.commands if e.actor != 0
             )
             while self.own_committed + own_pending < target and own_pending < 8:
                 k = min(self.batch, target - self.own_committed - own_pending)
@@ -212,7 +213,7 @@ class Party:
                 chan.close()
                 self.step("close")
         else:
-            while self.own_committed + len(chan._requests) < target and len(chan._requests) < 4:
+            while self.own_committed + chan.pending < target and chan.pending < 4:
                 if chan.state[1] < 1:
                     break
                 chan.issue({"pay": 1})

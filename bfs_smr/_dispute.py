@@ -1,0 +1,120 @@
+"""Force moves: a party's own, signed alone for L1, and the peer's, adopted from L1.
+
+Once a party signs a force move the channel is in :attr:`Phase.DISPUTE` and takes no
+more off-chain updates; each later move, its own or the peer's, builds on the newest
+one (the dispute's base). Never two signatures at one sequence number (I1): a sequencer
+whose oldest proposal is still in flight forces that same update. Each handler takes the
+party's :class:`~bfs_smr._state.ChannelState`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._codec import hash_bytes as _hash
+from ._errors import CommandRejected, LocalError
+from ._messages import PersistUpdate
+from ._state import (
+    ChannelState,
+    Phase,
+    apply_peer_command,
+    check_local_command,
+    check_result,
+    set_phase,
+    violation,
+)
+from ._update import CommandEntry, SignedUpdate, Update
+
+__all__ = ["adopt_forced_move", "force_base", "force_move"]
+
+
+def force_base(st: ChannelState) -> tuple[SignedUpdate, Any]:
+    """``(update, state)`` the next force move builds on.
+
+    Raises:
+        LocalError: nothing committed yet.
+    """
+    if st.dispute_base is not None:
+        return st.dispute_base
+    if st.committed is None:
+        raise LocalError("nothing committed yet")
+    return st.committed, st.committed_state
+
+
+def force_move(st: ChannelState, command: Any) -> SignedUpdate:
+    base, base_state = force_base(st)
+    seq = base.seq + 1
+    if st.dispute_base is None and st.in_flight:
+        # The sequencer already signed an update at seq: that one, never a second (I1).
+        signed, state, _ = st.in_flight[0]
+        entries = signed.update.commands
+        if signed.update.final or len(entries) != 1 or entries[0].actor != st.index:
+            raise LocalError(
+                f"this party already signed seq {seq}, and not as a single move of its "
+                "own; it cannot force a move there (I1)"
+            )
+        st.dispute_base = (signed, state)
+        st.own_forced = (signed, base_state)
+        set_phase(st, Phase.DISPUTE)
+        return signed
+    own = st.own_forced
+    if command is None and own is not None and own[0] is base:
+        return base  # signed already: posted again (the first post may have failed)
+    if st.head_seq >= seq:
+        raise LocalError(
+            f"this party already signed an update at seq {seq}; "
+            "a force move there would be a second signature (I1)"
+        )
+    if command is None:
+        raise LocalError("a force move needs a command")
+    if st.app.to_move(base_state) != st.index:
+        raise LocalError("it is not this party's move")
+    check_local_command(command)
+    state = st.app.apply(base_state, command, st.index)
+    ref = st.next_ref
+    st.next_ref += 1
+    update = Update(
+        channel_id=st.channel_id,
+        seq=seq,
+        prev_hash=base.update.entry_hash(),
+        app_id=st.params.app_id,
+        commands=(CommandEntry(st.index, ref, command),),
+        state_hash=st.app.state_hash(state),
+        outcome=st.app.checked_outcome(state, st.params),
+        final=False,
+    )
+    body = update.body()
+    sig = st.signer.sign(st.format.digest(update, body))
+    sigs = (sig, None) if st.index == 0 else (None, sig)
+    signed = SignedUpdate(update, sigs)
+    st.head_seq = update.seq
+    st.head_hash = _hash(body)
+    st.dispute_base = (signed, state)
+    st.own_forced = (signed, base_state)
+    set_phase(st, Phase.DISPUTE)
+    st.out.append(PersistUpdate(update=signed, state=state, committed=False))
+    return signed
+
+
+def adopt_forced_move(st: ChannelState, signed: SignedUpdate) -> None:
+    base, base_state = force_base(st)
+    u = signed.update
+    peer = st.peer_index
+    if u.channel_id != st.channel_id or u.app_id != st.params.app_id or u.final:
+        raise violation(st, "forced move of another channel or app, or a final one")
+    if u.seq != base.seq + 1 or u.prev_hash != base.update.entry_hash():
+        raise violation(st, f"forced move at seq {u.seq} does not follow seq {base.seq}")
+    if st.app.to_move(base_state) != peer:
+        raise violation(st, "forced move by a party whose move it was not")
+    if len(u.commands) != 1 or u.commands[0].actor != peer:
+        raise violation(st, "a forced move is exactly one command by the mover")
+    if not signed.verify(st.params, st.format, require=(peer,)):
+        raise violation(st, "forced move without a valid signature of the mover")
+    try:
+        state = apply_peer_command(st, base_state, u.commands[0].command, peer)
+    except CommandRejected as exc:
+        raise violation(st, f"forced move is invalid: {exc.reason}") from None
+    check_result(st, u, state, "forced move")
+    st.dispute_base = (signed, state)
+    st.own_forced = None
+    set_phase(st, Phase.DISPUTE)
