@@ -18,6 +18,7 @@ from bfs_smr._errors import LocalError
 from bfs_smr._limits import ChannelLimits
 from bfs_smr.runtime._logging import configure_logging
 from bfs_smr.runtime.node import Node, NodeConfig
+from bfs_smr.runtime.node._control import call
 from bfs_smr.runtime.store._datadir import parse_hex_id
 
 __all__ = [
@@ -347,8 +348,6 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _channel(args: argparse.Namespace) -> dict[str, Any]:
-    from bfs_smr.runtime.node._control import call
-
     command = args.channel_command
     request: dict[str, Any] = {}
     if command == "open":
