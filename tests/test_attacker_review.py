@@ -314,7 +314,7 @@ def test_an_unfunded_channel_does_not_fill_the_victims_disk(victim: NodeProc) ->
 def test_the_watcher_does_not_poll_a_strangers_unfunded_channel() -> None:
     from types import SimpleNamespace
 
-    from bfs_smr.runtime.node import _needs_l1_look
+    from bfs_smr.runtime.node._watcher import needs_l1_look
 
     accepted = SimpleNamespace(  # as the node holds a channel a stranger opened
         payouts=None,
@@ -324,7 +324,7 @@ def test_the_watcher_does_not_poll_a_strangers_unfunded_channel() -> None:
         l1_status=None,
         chan=SimpleNamespace(committed=object(), index=1),
     )
-    assert not _needs_l1_look(accepted, now=0)  # type: ignore[arg-type]
+    assert not needs_l1_look(accepted, now=0)  # type: ignore[arg-type]
 
 
 def test_a_restarted_sequencer_never_signs_a_second_update_at_its_forced_seq(

@@ -8,7 +8,6 @@ or a dropped RPC connection shows up, and look at the L1 itself for what happene
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from bfs_smr.adapters.local import LocalL1
 
 from bfs_smr import L1ChannelStatus, L1Error, LocalError
-from bfs_smr.runtime.node import Node
+from bfs_smr.runtime.node import Node, NodeConfig
 from bfs_smr.runtime.store._datadir import DataDir
 
 WINDOW = 2
@@ -28,9 +27,8 @@ WINDOW = 2
 async def _node(path: Path, chain: LocalL1, **options: Any) -> AsyncIterator[Node]:
     node_id = DataDir(path).init()
     chain.mint(node_id, 1_000)
-    if "max_inbound_deposit" in inspect.signature(Node).parameters:
-        options.setdefault("max_inbound_deposit", 1_000)  # these tests deposit for peers
-    node = Node(path, listen="127.0.0.1:0", l1=f"local:{chain.path}", **options)
+    options.setdefault("max_inbound_deposit", 1_000)  # these tests deposit for peers
+    node = Node(path, NodeConfig(listen="127.0.0.1:0", l1=f"local:{chain.path}", **options))
     ready = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(node.run(lambda _: ready.set_result(None)))
     await asyncio.wait({ready, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)

@@ -8,17 +8,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
 from typing import Any
 
 from bfs_smr._errors import LocalError
+from bfs_smr._limits import ChannelLimits
 from bfs_smr.adapters import evm
 from bfs_smr.plugins import load_l1
-from bfs_smr.runtime.store._datadir import DataDir
+from bfs_smr.runtime._logging import configure_logging
+from bfs_smr.runtime.node import Node, NodeConfig
+from bfs_smr.runtime.node._control import call
+from bfs_smr.runtime.store._datadir import DataDir, parse_hex_id
 
-__all__ = ["NODE_COMMANDS", "add_node_commands", "print_human", "run_node_command"]
+__all__ = [
+    "NODE_COMMANDS",
+    "add_node_commands",
+    "node_config",
+    "print_human",
+    "run_node_command",
+]
 
 NODE_COMMANDS = ("l1", "init", "node", "channel")
 
@@ -26,6 +37,11 @@ _L1_HELP = (
     "the L1, SCHEME:WHERE: local:PATH (a shared local L1 file), evm:URL (a JSON-RPC "
     "node), or the scheme of an installed L1 plug-in (docs/l1-adapters.md)"
 )
+#: The node's defaults, as :class:`NodeConfig` sets them: each ``node`` flag's default.
+_NODE_DEFAULTS: dict[str, Any] = {
+    f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    for f in dataclasses.fields(NodeConfig)
+}
 
 
 def _amount(text: str) -> int:
@@ -109,64 +125,68 @@ def add_node_commands(sub: Any) -> None:
     node.add_argument(
         "--max-window",
         type=_positive,
-        default=None,
+        default=_NODE_DEFAULTS["max_window"],
         metavar="SECONDS",
         help="the longest challenge window accepted in a channel a peer opens "
-        "(default 2,592,000: 30 days)",
+        f"(default {_NODE_DEFAULTS['max_window']:,}: {_NODE_DEFAULTS['max_window'] / 86_400:g} "
+        "days)",
     )
     node.add_argument(
         "--max-inbound-deposit",
         type=_amount,
-        default=0,
+        default=_NODE_DEFAULTS["max_inbound_deposit"],
         metavar="AMOUNT",
-        help="the most this node deposits into a channel a peer opens (default 0)",
+        help="the most this node deposits into a channel a peer opens (default %(default)s)",
     )
     node.add_argument(
         "--accept-app",
         action="append",
-        default=None,
+        default=None,  # (appended to: the default set is NodeConfig's, used if none given)
         metavar="NAME",
-        help="an app a peer may open a channel for (repeatable; default: payments)",
+        help="an app a peer may open a channel for (repeatable; default: "
+        f"{', '.join(sorted(_NODE_DEFAULTS['accept_apps']))})",
     )
     node.add_argument(
         "--max-control-connections",
         type=_positive,
-        default=None,
+        default=_NODE_DEFAULTS["max_control_connections"],
         metavar="N",
-        help="control connections served at once (default 256)",
+        help="control connections served at once (default %(default)s)",
     )
     node.add_argument(
         "--max-stranger-links",
         type=_positive,
-        default=None,
+        default=_NODE_DEFAULTS["max_stranger_links"],
         metavar="N",
-        help="links kept from peers that hold no channel with this node (default 64)",
+        help="links kept from peers that hold no channel with this node (default %(default)s)",
     )
     node.add_argument(
         "--max-channels-per-peer",
         type=_amount,
-        default=10_000,
+        default=_NODE_DEFAULTS["max_channels_per_peer"],
         metavar="N",
-        help="channels one peer may open with this node (default 10,000)",
+        help="channels one peer may open with this node "
+        f"(default {_NODE_DEFAULTS['max_channels_per_peer']:,})",
     )
     node.add_argument(
         "--max-in-flight",
         type=_amount,
-        default=64,
+        default=_NODE_DEFAULTS["limits"].max_in_flight,
         metavar="N",
-        help="updates a channel this node sequences may have awaiting the peer (default 64)",
+        help="updates a channel this node sequences may have awaiting the peer "
+        "(default %(default)s)",
     )
     node.add_argument(
         "--max-batch",
         type=_amount,
-        default=64,
+        default=_NODE_DEFAULTS["limits"].max_batch,
         metavar="N",
-        help="commands per update when they queue up under load (default 64; 1: never)",
+        help="commands per update when they queue up under load (default %(default)s; 1: never)",
     )
     node.add_argument(
         "--window",
         type=_amount,
-        default=None,
+        default=_NODE_DEFAULTS["window"],
         metavar="SECONDS",
         help="challenge window of the channels this node opens, and the least it accepts "
         "(default: the local L1's; 86,400 on the EVM)",
@@ -258,33 +278,34 @@ def _l1(args: argparse.Namespace) -> dict[str, Any]:
     return {"node_id": plugin.format_account(account), "balance": balance}
 
 
-def _node(args: argparse.Namespace) -> dict[str, Any]:
-    from bfs_smr.runtime._logging import configure_logging
-    from bfs_smr.runtime.node import Node
-    from bfs_smr.runtime.store._datadir import parse_hex_id
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The :class:`NodeConfig` the ``node`` command's flags ask for.
 
-    configure_logging(json=args.log_json, level=args.log_level)
-    allow = None if args.allow_peer is None else {parse_hex_id(p) for p in args.allow_peer}
-    # Options left out keep the Node's defaults (named there, with their reasons).
-    given = {
-        "max_window": args.max_window,
-        "accept_apps": args.accept_app,
-        "max_control_connections": args.max_control_connections,
-        "max_stranger_links": args.max_stranger_links,
-    }
-    policy: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    node = Node(
-        args.data_dir,
+    Raises:
+        LocalError: a bad option, in the flags' words.
+    """
+    allow = None if args.allow_peer is None else frozenset(map(parse_hex_id, args.allow_peer))
+    accept_apps = args.accept_app
+    return NodeConfig(
         listen=args.listen,
         l1=args.l1,
         allow=allow,
+        limits=ChannelLimits(max_in_flight=args.max_in_flight, max_batch=args.max_batch),
         max_channels_per_peer=args.max_channels_per_peer,
         window=args.window,
+        max_window=args.max_window,
         max_inbound_deposit=args.max_inbound_deposit,
-        max_in_flight=args.max_in_flight,
-        max_batch=args.max_batch,
-        **policy,
+        accept_apps=_NODE_DEFAULTS["accept_apps"]
+        if accept_apps is None
+        else frozenset(accept_apps),
+        max_control_connections=args.max_control_connections,
+        max_stranger_links=args.max_stranger_links,
     )
+
+
+def _node(args: argparse.Namespace) -> dict[str, Any]:
+    configure_logging(json=args.log_json, level=args.log_level)
+    node = Node(args.data_dir, node_config(args))
 
     def ready(n: Node) -> None:
         info = {"node_id": n.node_id.hex(), "listen": f"{n.listen[0]}:{n.port}", "ready": True}
@@ -306,8 +327,6 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _channel(args: argparse.Namespace) -> dict[str, Any]:
-    from bfs_smr.runtime.node._control import call
-
     command = args.channel_command
     request: dict[str, Any] = {}
     if command == "open":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -204,8 +205,6 @@ def call(
         LocalError: no node runs there, or it cannot be reached.
         ControlError: the node refused or failed the request.
     """
-    import socket
-
     dd = DataDir(data_dir)
     info = dd.control()
     secret = dd.secret()

@@ -1,7 +1,8 @@
 """Node messages: what two nodes say to each other outside any channel.
 
-A node frame on a link is ``0x02 ‖ CBOR`` (see :mod:`bfs_smr.runtime.node`). Its value is
-one of:
+Frames on a link (inside the transport's encryption): ``0x01 ‖ channel id ‖ message``
+for a channel message (:data:`CHANNEL_FRAME`), ``0x02 ‖ CBOR`` for a node message
+(:data:`NODE_FRAME`). A node message's value is one of:
 
 - ``["account", l1_domain, key]``: the key the sender signs channel updates with on the L1
   named by ``l1_domain`` (sent first on every link);
@@ -12,7 +13,7 @@ one of:
 :func:`parse_node_message` is pure: it decodes with the hardened decoder and checks the
 shape of every field, so the node acts only on a message it has fully understood. What a
 field means (is the account the right size for this L1, are the parameters acceptable) is
-the node's to judge.
+the node's to judge. The ``*_frame`` functions build the frames this node sends.
 """
 
 from __future__ import annotations
@@ -20,19 +21,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bfs_smr._codec import HASH_SIZE, decode
+from bfs_smr._codec import HASH_SIZE, decode, encode
 from bfs_smr._errors import CodecError
 
 __all__ = [
+    "CHANNEL_FRAME",
     "MAX_NODE_ITEMS",
     "MAX_NODE_MESSAGE",
     "MAX_REASON",
+    "NODE_FRAME",
     "Account",
     "NodeMessage",
     "Open",
     "OpenReply",
+    "account_frame",
+    "open_frame",
+    "open_reply_frame",
     "parse_node_message",
 ]
+
+#: The first byte of a frame carrying a channel message.
+CHANNEL_FRAME = 0x01
+#: The first byte of a frame carrying a node message.
+NODE_FRAME = 0x02
 
 #: Largest node message, in bytes.
 MAX_NODE_MESSAGE = 1 << 16
@@ -98,3 +109,22 @@ def parse_node_message(data: bytes) -> NodeMessage:
             raise CodecError("an open reply's reason is text or null")
         return OpenReply(cid, None if reason is None else reason[:MAX_REASON])
     raise CodecError(f"unknown node message {str(kind)[:20]!r}")
+
+
+def account_frame(domain: bytes, key: bytes) -> bytes:
+    """The frame announcing this node's channel ``key`` on the L1 ``domain``."""
+    return _node_frame(["account", domain, key])
+
+
+def open_frame(params: Any) -> bytes:
+    """The frame opening a channel with ``params`` (as plain data)."""
+    return _node_frame(["open", params])
+
+
+def open_reply_frame(channel_id: bytes, reason: str | None) -> bytes:
+    """The frame answering an open: ``reason`` is None if accepted."""
+    return _node_frame(["open-reply", channel_id, reason])
+
+
+def _node_frame(value: Any) -> bytes:
+    return bytes([NODE_FRAME]) + encode(value)

@@ -1,0 +1,160 @@
+"""What a node keeps about each channel beside the sans-IO :class:`bfs_smr.Channel`.
+
+:class:`NodeChannel` is the record every part of the node shares: the channel itself, its
+peer, what the node last read of it on L1, who waits for what, and its bound logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from bfs_smr._channel import Channel
+from bfs_smr._crypto import Signer
+from bfs_smr._errors import LocalError
+from bfs_smr._l1 import L1ChannelStatus
+from bfs_smr._limits import ChannelLimits
+from bfs_smr._update import ChannelParams
+from bfs_smr.plugins import L1Connection, load_app
+from bfs_smr.runtime._logging import Logger, get_logger
+from bfs_smr.runtime.store import Store
+
+__all__ = [
+    "ChannelLoader",
+    "NodeChannel",
+    "Waiter",
+    "check_app",
+    "fail_all",
+    "resolve",
+    "retrieve",
+    "wait",
+]
+
+T = TypeVar("T")
+
+
+class Waiter:
+    """Who waits for issued commands: a future that gets their seq once all ``left`` of
+    them are committed (one for a command, one for a caller's batch), or the first
+    failure. Each command is still reported on its own by the channel."""
+
+    __slots__ = ("future", "left")
+
+    def __init__(self, future: asyncio.Future[int], left: int) -> None:
+        self.future = future
+        self.left = left
+        # The caller may have stopped waiting (its timeout passed): a failure that comes
+        # later is still reported (the command's own CommandFailed, the shutdown), so it
+        # must not also end up in the log as "Future exception was never retrieved".
+        future.add_done_callback(retrieve)
+
+    def committed(self, seq: int) -> None:
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            self.future.set_result(seq)
+
+    def failed(self, exc: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass(eq=False)
+class NodeChannel:
+    chan: Channel
+    key: int
+    peer: bytes
+    log: Logger
+    l1_status: L1ChannelStatus | None = None
+    l1_deadline: int | None = None
+    l1_registered: int | None = None
+    payouts: tuple[int, int] | None = None
+    waiters: dict[int, Waiter] = field(default_factory=dict)
+    opened: list[asyncio.Future[None]] = field(default_factory=list)
+    settled: list[asyncio.Future[tuple[int, int] | None]] = field(default_factory=list)
+    close_asked: bool = False  # the owner asked for a cooperative close
+    unilateral_asked: bool = False  # the owner asked for a unilateral close
+    finalized_at: float | None = None
+    forced_tried: int = -1  # the newest seq of a peer's forced move looked at
+    # One look-and-act on L1 at a time per channel; failures in a row, and when to retry.
+    l1_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    l1_failures: int = 0
+    l1_retry_at: float = 0.0
+    l1_read_error: str | None = None  # the last read of a channel never seen on L1 failed
+
+    @property
+    def cid(self) -> bytes:
+        return self.chan.channel_id
+
+    @property
+    def l1_text(self) -> str:
+        return self.l1_status.value if self.l1_status else "none"
+
+
+class ChannelLoader:
+    """Loads a channel from the store into the node's table of channels.
+
+    Args:
+        chans: the node's channels by id (each one loaded is added).
+        store: the node's store.
+        l1: the node's L1 (its adapter tracks every channel loaded).
+        signer: the key channel updates are signed with.
+        limits: each channel's limits.
+    """
+
+    def __init__(
+        self,
+        chans: dict[bytes, NodeChannel],
+        store: Store,
+        l1: L1Connection,
+        signer: Signer,
+        limits: ChannelLimits,
+    ) -> None:
+        self.chans = chans
+        self.store = store
+        self.l1 = l1
+        self.signer = signer
+        self.limits = limits
+
+    def __call__(self, cid: bytes) -> NodeChannel:
+        params = self.store.params(cid)
+        app = load_app(params.app, params.app_version)
+        self.l1.adapter.track(params)
+        chan = self.store.load(cid, app, self.l1.adapter.format, self.signer, limits=self.limits)
+        peer = self.store.peer_of(cid) or params.participants[1 - chan.index]
+        log = get_logger("bfs_smr.node", channel=cid, peer=peer)
+        c = NodeChannel(chan=chan, key=self.store.key_of(cid), peer=peer, log=log)
+        self.chans[cid] = c
+        return c
+
+
+def check_app(params: ChannelParams, app: Any, l1: L1Connection, signer: Signer) -> None:
+    """The app accepts these parameters (options, deposits), or raise."""
+    Channel(params, app, l1.adapter.format, signer)
+    app.initial_state(params)
+
+
+async def wait(fut: asyncio.Future[T], timeout: float, message: str) -> T:
+    """Wait for ``fut`` (left running on timeout), or raise ``LocalError(message)``."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except TimeoutError:
+        raise LocalError(message) from None
+
+
+def retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # marks it retrieved; whoever awaits it still gets it
+
+
+def resolve(futures: list[asyncio.Future[Any]], value: Any) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_result(value)
+    futures.clear()
+
+
+def fail_all(c: NodeChannel, reason: str) -> None:
+    for waiter in c.waiters.values():
+        waiter.failed(LocalError(reason))
+    c.waiters.clear()

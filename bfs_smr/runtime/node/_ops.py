@@ -1,0 +1,381 @@
+"""The node's control operations: what ``bfs-smr channel …`` asks of a running node.
+
+:meth:`ControlOps.table` names every operation the control endpoint
+(:mod:`._control`) serves, with its handler: ``status``, ``open``, ``send``, ``pay``,
+``show``, ``list``, ``close`` and ``bench``. A handler takes the request's arguments
+(plain data from a client that knew the control secret, still checked here) and returns
+a JSON-able result, or raises a ``BfsSmrError`` whose message is the client's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bfs_smr._channel import Phase
+from bfs_smr._codec import check_plain, decode
+from bfs_smr._crypto import Signer
+from bfs_smr._errors import BfsSmrError, L1Error, LocalError
+from bfs_smr._l1 import L1ChannelInfo, L1ChannelStatus
+from bfs_smr._update import ChannelParams
+from bfs_smr.plugins import L1Connection, load_app
+from bfs_smr.runtime.node._channels import ChannelLoader, NodeChannel, check_app, wait
+from bfs_smr.runtime.node._effects import EffectExecutor
+from bfs_smr.runtime.node._links import PeerLinks
+from bfs_smr.runtime.node._tasks import L1Thread
+from bfs_smr.runtime.node._watcher import L1Watcher
+from bfs_smr.runtime.store import Store
+from bfs_smr.runtime.store._datadir import parse_hex_id, parse_hostport
+
+__all__ = ["MAX_BATCH", "ControlOps", "Handler"]
+
+#: Most copies one ``channel pay --count`` / ``send --count`` puts in one update.
+MAX_BATCH = 10_000
+
+#: One control operation: the request's arguments → the result.
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ControlOps:
+    """The control operations of one running node.
+
+    Args:
+        node_id: the node's identity.
+        listen: where it accepts peers (``HOST:PORT``, the port bound).
+        l1_spec: its ``--l1`` text.
+        l1: its L1.
+        thread: the thread L1 calls run in.
+        chans: its channels by id.
+        links: its peer links.
+        addresses: where to dial each peer it dials (an open adds the peer's).
+        store: its store.
+        load: loads a channel into ``chans``.
+        effects: carries out channels' effects.
+        watcher: its L1 watcher.
+        signer: the key it signs channel updates with (its account).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: bytes,
+        listen: str,
+        l1_spec: str,
+        l1: L1Connection,
+        thread: L1Thread,
+        chans: dict[bytes, NodeChannel],
+        links: PeerLinks,
+        addresses: dict[bytes, str],
+        store: Store,
+        load: ChannelLoader,
+        effects: EffectExecutor,
+        watcher: L1Watcher,
+        signer: Signer,
+    ) -> None:
+        self.node_id = node_id
+        self.listen = listen
+        self.l1_spec = l1_spec
+        self.l1 = l1
+        self.thread = thread
+        self.chans = chans
+        self.links = links
+        self.addresses = addresses
+        self.store = store
+        self.load = load
+        self.effects = effects
+        self.watcher = watcher
+        self.signer = signer
+        self.account = signer.public_key
+
+    def table(self) -> dict[str, Handler]:
+        """Every operation the control endpoint serves, by name."""
+        return {
+            "status": self.status,
+            "open": self.open,
+            "send": self.send,
+            "pay": self.pay,
+            "show": self.show,
+            "list": self.list_channels,
+            "close": self.close,
+            "bench": self.bench,
+        }
+
+    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id.hex(),
+            "listen": self.listen,
+            "l1": self.l1_spec,
+            "account": self.account.hex(),
+            "channels": len(self.chans),
+            "links": sorted(peer.hex() for peer in self.links.links),
+            "rss_bytes": _rss(),
+        }
+
+    async def open(self, args: dict[str, Any]) -> dict[str, Any]:
+        timeout = _number(args.get("timeout", 30.0), "timeout")
+        peer = parse_hex_id(str(args.get("peer_id", "")), "peer id")
+        address = str(args.get("peer", ""))
+        parse_hostport(address)
+        if peer == self.node_id:
+            raise LocalError("a node cannot open a channel with itself")
+        app = load_app(str(args.get("app", "payments")))
+        deposit = _amount(args.get("deposit", 0), "deposit")
+        peer_deposit = _amount(args.get("peer_deposit", 0), "peer deposit")
+        options = args.get("options") or {}
+        if type(options) is not dict:
+            raise LocalError("options must be a JSON object")
+        check_plain(options)
+        have = await self.thread.call(self.l1.adapter.balance)
+        if have < deposit:
+            raise LocalError(f"this node holds {have} on L1, less than the deposit {deposit}")
+        known = peer in self.addresses
+        self.addresses.setdefault(peer, address)
+        try:
+            link = await asyncio.wait_for(self.links.link_to(peer), timeout)
+            peer_account = await asyncio.wait_for(self.links.account_of(peer), timeout)
+        except (OSError, TimeoutError, BfsSmrError) as exc:
+            if not known:
+                self.addresses.pop(peer, None)  # never re-dial an address that did not work
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            raise LocalError(f"cannot reach the peer at {address}: {reason}") from None
+        if peer_account is None:
+            raise LocalError(f"the peer is not on this node's L1 ({self.l1_spec})")
+        params = ChannelParams(
+            l1=self.l1.adapter.format.domain,
+            participants=(self.account, peer_account),
+            deposits=(deposit, peer_deposit),
+            app=app.name,
+            app_version=app.version,
+            options=options,
+            nonce=secrets.randbits(63),
+            challenge_window=self.l1.window,
+        )
+        check_app(params, app, self.l1, self.signer)
+        cid = params.channel_id
+        refused = await self.links.ask_open(peer, link, params, timeout)
+        if refused is not None:
+            raise LocalError(f"the peer refused the channel: {refused}")
+        self.store.add_channel(params)
+        self.store.set_peer(cid, peer, address)
+        self.addresses[peer] = address
+        c = self.load(cid)
+        opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        c.opened.append(opened)
+        c.chan.start()
+        self.effects.flush(c)
+        late = f"channel {cid.hex()} is not open on L1 after {timeout:g} s (L1: {c.l1_text})"
+        await wait(opened, timeout, late + "; it may open later")
+        c.log.info("channel opened")
+        return self.describe(c)
+
+    async def send(self, args: dict[str, Any]) -> dict[str, Any]:
+        c = self._chan_arg(args)
+        command = args.get("command")
+        check_plain(command)
+        if c.l1_status is not L1ChannelStatus.OPEN:
+            await self.watcher.view(c)  # decide from the L1 now, not from an older look
+        if c.l1_status is L1ChannelStatus.CLOSING and c.chan.app.to_move(c.chan.state) is not None:
+            async with c.l1_lock:  # the dispute goes on, on L1
+                seq, deadline = await self.watcher.force(c, command)
+            return {"channel": c.cid.hex(), "seq": seq, "forced": True, "deadline": deadline}
+        if c.l1_status is not L1ChannelStatus.OPEN:
+            raise LocalError(f"the channel is {c.l1_text} on L1; it takes no commands")
+        count = int(_amount(args.get("count", 1), "count"))
+        if not 1 <= count <= MAX_BATCH:
+            raise LocalError(f"count must be 1 to {MAX_BATCH:,}")
+        # One command, or a caller's batch of ``count`` copies: one update, all or none.
+        issue = self.effects
+        fut = issue.issue(c, command) if count == 1 else issue.issue_batch(c, [command] * count)
+        timeout = _number(args.get("timeout", 30.0), "timeout")
+        late = f"not doubly signed within {timeout:g} s (is the peer up?)"
+        seq = await wait(fut, timeout, late + "; the command stays pending and may still complete")
+        return {"channel": c.cid.hex(), "seq": seq, "count": count}
+
+    async def pay(self, args: dict[str, Any]) -> dict[str, Any]:
+        amount = _amount(args.get("amount"), "amount")
+        return await self.send({**args, "command": {"pay": amount}})
+
+    async def show(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.describe(self._chan_arg(args))
+
+    async def list_channels(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"channels": [self.describe(c) for c in self.chans.values()]}
+
+    async def close(self, args: dict[str, Any]) -> dict[str, Any]:
+        c = self._chan_arg(args)
+        timeout = _number(args.get("timeout", 60.0), "timeout")
+        unilateral = bool(args.get("unilateral", False))
+        if c.payouts is None:
+            done: asyncio.Future[tuple[int, int] | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            c.settled.append(done)
+            if unilateral:
+                c.unilateral_asked = True
+            else:
+                c.close_asked = True
+            # What to do depends on the channel's L1 status read now, never on the status
+            # noted at the last look (stale after a restart, or right after an open).
+            try:
+                info = await self.watcher.react(c)
+            except L1Error as exc:
+                raise L1Error(f"L1 refused or unreachable: {exc}; the node retries") from None
+            self._check_close_underway(c, info, unilateral)
+            late = f"not paid out within {timeout:g} s (L1: {c.l1_text}"
+            if c.l1_status is L1ChannelStatus.CLOSING and c.l1_deadline is not None:
+                late += f", window ends at {c.l1_deadline}"
+            await wait(done, timeout, late + "); the node keeps at it")
+        assert c.payouts is not None
+        return {"channel": c.cid.hex(), "payouts": self._by_node(c, c.payouts)}
+
+    def _check_close_underway(
+        self, c: NodeChannel, info: L1ChannelInfo | None, unilateral: bool
+    ) -> None:
+        """After the L1 reaction to a close request: start the off-chain part of a
+        cooperative close, or raise if the close cannot go on."""
+        if info is None:
+            why = f" ({c.l1_read_error})" if c.l1_read_error else ""
+            raise LocalError(f"the channel is not on L1{why}: nothing is locked to close")
+        if info.status is not L1ChannelStatus.OPEN or c.payouts is not None:
+            return  # cancelled, closing (a window runs), or paid out
+        if unilateral:
+            # The policy closed with the newest update unless there is none.
+            raise LocalError("nothing is doubly signed yet: there is nothing to close")
+        if c.chan.phase not in (Phase.CLOSED, Phase.CLOSING):
+            c.chan.close()
+            self.effects.flush(c)
+
+    async def bench(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Pay 1, ``count`` times, through the same path as ``channel pay``; report the
+        rate and the latency from issue to doubly signed and durable.
+
+        ``window`` is the channel's pipelining window for the run (its ``max_in_flight``);
+        ``batch`` payments go in each caller's batch; ``max_batch`` is the automatic
+        batching for the run (1, the default, turns it off: one payment per update).
+        Twice the window's worth of payments (or batches) are kept issued, so the
+        sequencer always has the next one queued when a slot frees; a window of 1 is the
+        sequential case, one payment in flight and one outstanding.
+        """
+        c = self._chan_arg(args)
+        count = int(_amount(args.get("count", 1000), "count"))
+        window = max(1, int(_amount(args.get("window", 1), "window")))
+        batch = max(1, int(_amount(args.get("batch", 1), "batch")))
+        auto = max(1, int(_amount(args.get("max_batch", 1), "max_batch")))
+        if c.l1_status is not L1ChannelStatus.OPEN:
+            raise LocalError(f"the channel is {c.l1_text} on L1; it takes no commands")
+        rounds = -(-count // batch)
+        latencies: list[float] = []
+        left = rounds
+        pay = {"pay": 1}
+        effects = self.effects
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                t0 = time.perf_counter()
+                if batch == 1:
+                    await effects.issue(c, pay)
+                else:
+                    await effects.issue_batch(c, [pay] * batch)
+                latencies.append(time.perf_counter() - t0)
+
+        chan = c.chan
+        saved = chan.max_in_flight, chan.max_batch
+        chan.max_in_flight, chan.max_batch = window, auto
+        # (Bounded by the queue's size: a flood of batches gets "busy", not memory.)
+        outstanding = 1 if window == 1 else max(1, min(2 * window, chan.max_queue // batch))
+        try:
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(min(outstanding, rounds))))
+            elapsed = time.perf_counter() - start
+        finally:
+            chan.max_in_flight, chan.max_batch = saved
+        latencies.sort()
+        paid = rounds * batch
+        return {
+            "payments": paid,
+            "window": window,
+            "k": batch,
+            "max_batch": auto,
+            "outstanding": outstanding,
+            "seconds": elapsed,
+            "payments_per_second": paid / elapsed,
+            "p50_ms": latencies[len(latencies) // 2] * 1e3,
+            "p99_ms": latencies[min(len(latencies) - 1, len(latencies) * 99 // 100)] * 1e3,
+        }
+
+    def _chan_arg(self, args: dict[str, Any]) -> NodeChannel:
+        text = str(args.get("channel", ""))
+        matches = [c for cid, c in self.chans.items() if cid.hex().startswith(text.lower())]
+        if not text or len(text) < 8 or not matches:
+            raise LocalError(f"no channel {text!r} on this node")
+        if len(matches) > 1:
+            raise LocalError(f"{text!r} names {len(matches)} channels; give more digits")
+        return matches[0]
+
+    def describe(self, c: NodeChannel) -> dict[str, Any]:
+        """A channel as ``channel show`` prints it."""
+        chan = c.chan
+        newest = chan.committed
+        phase = chan.phase.value
+        if c.l1_status in (L1ChannelStatus.CLOSING, L1ChannelStatus.SETTLED):
+            phase = c.l1_status.value
+        # In a dispute the game goes on from the newest forced move: show that position.
+        forced, state = chan.force_base if chan.phase is Phase.DISPUTE else (None, chan.state)
+        to_move = None if state is None else chan.app.to_move(state)
+        return {
+            "channel": c.cid.hex(),
+            "app": chan.params.app,
+            "seq": chan.seq,
+            "phase": phase,
+            "l1": c.l1_status.value if c.l1_status else None,
+            "peer": c.peer.hex(),
+            "outcome": None if newest is None else self._by_node(c, newest.update.outcome),
+            "state": None if state is None else _jsonable(decode(chan.app.encode_state(state))),
+            "to_move": None
+            if to_move is None
+            else (self.node_id if to_move == chan.index else c.peer).hex(),
+            "forced_seq": None if forced is None else forced.seq,
+            "payouts": None if c.payouts is None else self._by_node(c, c.payouts),
+        }
+
+    def _by_node(self, c: NodeChannel, amounts: tuple[int, int]) -> dict[str, int]:
+        ids = [b"", b""]
+        ids[c.chan.index], ids[1 - c.chan.index] = self.node_id, c.peer
+        return {ids[i].hex(): amounts[i] for i in (0, 1)}
+
+
+def _amount(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise LocalError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    if type(value) not in (int, float) or value <= 0:
+        raise LocalError(f"{what} must be a positive number")
+    return float(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if type(value) is bytes:
+        return value.hex()
+    if type(value) in (list, tuple):
+        return [_jsonable(v) for v in value]
+    if type(value) is dict:
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _rss() -> int:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
