@@ -212,7 +212,7 @@ def test_a_byzantine_peer_is_dropped_and_the_channel_lives_on(
         result = attacks[name]
         assert result["established"] and result["closed_by_victim"], (name, result)
         assert reason in (result["close_reason"] or ""), (name, result)
-        closed = logged("link closed", peer=result["local_address"])
+        closed = logged("link closed", address=result["local_address"])
         assert closed and reason in closed[0]["reason"], (name, closed)
     broke = [e for e in logged("peer broke the protocol", peer=attacker[:16])]
     assert [e["level"] for e in broke] == ["warning"] * len(PROTOCOL), broke

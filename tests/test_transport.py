@@ -14,6 +14,7 @@ import structlog
 
 from bfs_smr import Ed25519, LocalError, Signer
 from bfs_smr.runtime import transport as package
+from bfs_smr.runtime._logging import short_id
 from bfs_smr.runtime.transport import (
     KEEPALIVE,
     MAGIC,
@@ -913,7 +914,10 @@ def test_the_public_names_are_pinned() -> None:
 
 
 def test_link_logs_are_bound_to_the_peer() -> None:
-    async def main() -> list[dict[str, Any]]:
+    """Link lines name the peer as every line about a peer does (``peer``: the start of its
+    node id) and the socket address it is at (``address``)."""
+
+    async def main() -> tuple[list[dict[str, Any]], str]:
         with structlog.testing.capture_logs() as events:
             async with running() as srv:
                 link = await dial(HOST, srv.port, ALICE, BOB.public_key)
@@ -922,16 +926,16 @@ def test_link_logs_are_bound_to_the_peer() -> None:
                 link.close("done")
                 await closed(link)
                 await closed(server_link)
-        return [dict(e, address=address) for e in events]
+        return events, address
 
-    events = asyncio.run(main())
-    alice, bob = ALICE.public_key.hex()[:16] + "…", BOB.public_key.hex()[:16] + "…"
+    events, address = asyncio.run(main())
+    alice, bob = short_id(ALICE.public_key), short_id(BOB.public_key)
     closed_events = [e for e in events if e["event"] == "link closed"]
-    by_side = {e["peer_id"]: e for e in closed_events}
+    by_side = {e["peer"]: e for e in closed_events}
     assert set(by_side) == {alice, bob}, closed_events
-    assert by_side[bob]["peer"] == by_side[bob]["address"]  # the dialler's view of the server
+    assert by_side[bob]["address"] == address  # the dialler's view of the server
     assert by_side[bob]["reason"] == "done"
     assert by_side[alice]["reason"] == "the peer closed the link: done"
     established = [e for e in events if e["event"] == "link established"]
-    assert {e["peer_id"] for e in established} == {alice, bob}
-    assert all(e["peer"].startswith("127.0.0.1:") for e in events), events
+    assert {e["peer"] for e in established} == {alice, bob}
+    assert all(e["address"].startswith("127.0.0.1:") for e in events), events

@@ -55,7 +55,7 @@ async def dial(
     loop = asyncio.get_running_loop()
     result: asyncio.Future[Link] = loop.create_future()
     where = f"{host}:{port}"
-    log = _log.bind(peer=where)
+    log = _log.bind(address=where)
     deadline = loop.time() + timeout
 
     def established(link: Link) -> None:
@@ -131,7 +131,7 @@ async def serve(
     gate = _HandshakeGate(config.max_handshakes, config.max_handshakes_per_host)
 
     def refused(peer: str, reason: str) -> None:
-        _log.warning("connection refused", peer=peer, reason=reason)
+        _log.warning("connection refused", address=peer, reason=reason)
 
     def factory() -> _Connection:
         return _Connection(

@@ -13,7 +13,7 @@ import contextlib
 import socket
 from collections.abc import Callable, Iterable
 
-from bfs_smr.runtime._logging import get_logger
+from bfs_smr.runtime._logging import bind_ids, get_logger
 
 from ._config import TransportConfig
 from ._errors import TransportError
@@ -72,7 +72,7 @@ class Link:
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._linger = linger
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._log = _log.bind(peer=peer_address, peer_id=_short(self.peer_id))
+        self._log = bind_ids(_log, peer=self.peer_id).bind(address=peer_address)
 
     def __repr__(self) -> str:
         state = f"closed: {self._close_reason}" if self._close_reason else "open"
@@ -248,7 +248,7 @@ class _Connection(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
             self.peer_address = f"{host}:{peer[1]}"
-        self._log = _log.bind(peer=self.peer_address)
+        self._log = _log.bind(address=self.peer_address)
         if self._gate is not None:
             refusal = self._gate.enter(host)
             if refusal is not None:

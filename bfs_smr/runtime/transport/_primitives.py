@@ -15,6 +15,7 @@ import nacl.exceptions
 
 from bfs_smr._crypto import Ed25519, Signer
 from bfs_smr._errors import LocalError
+from bfs_smr.runtime._logging import short_id
 
 from ._errors import TransportError
 
@@ -77,8 +78,8 @@ def _dh(secret: bytes, public: bytes) -> bytes:
 
 
 def _short(node_id: bytes) -> str:
-    """The first 16 hex digits of a node id, for reasons and logs."""
-    return node_id.hex()[:16] + "…"
+    """A node id in a reason: as log lines show it (:func:`short_id`), marked as cut."""
+    return short_id(node_id) + "…"
 
 
 def _check_identity(identity: Signer) -> None:
