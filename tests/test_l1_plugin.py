@@ -26,8 +26,10 @@ from bfs_smr.plugins import (
     KeyProvider,
     L1Connection,
     L1Plugin,
+    available_apps,
     available_l1s,
     connect_l1,
+    load_app,
     load_l1,
     register_l1,
 )
@@ -139,6 +141,41 @@ def test_a_plugin_that_fails_to_load_is_reported(
     with pytest.raises(LocalError, match=r"the 'broken' L1 plug-in .* does not load"):
         load_l1("broken:x")
     assert "broken" not in available_l1s() and "local" in available_l1s()
+
+
+def test_a_plugin_whose_factory_raises_is_one_line_at_the_command_line(
+    explicit: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A third party's bug in its factory is that plug-in's fault, said in one line (exit
+    code 2), not a traceback."""
+
+    def factory(rest: str) -> L1Plugin:
+        raise ValueError(f"cannot parse {rest}")
+
+    register_l1("buggy", factory)
+    with pytest.raises(LocalError, match=r"the 'buggy' L1 plug-in failed on 'x': ValueError"):
+        load_l1("buggy:x")
+    assert main(["l1", "init", "--l1", "buggy:x", "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bfs-smr: error: the 'buggy' L1 plug-in failed") and "\n" not in err
+
+
+def test_an_app_plugin_that_fails_to_load_is_named_when_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist = tmp_path / "broken_app-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-app\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[bfs_smr.apps]\nbroken = no_such_module_here:App\nodd = json:dumps\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    unusable = "is installed but unusable: its plug-in"
+    with pytest.raises(LocalError, match=rf"app 'broken' {unusable} .* does not load"):
+        load_app("broken")
+    with pytest.raises(LocalError, match=rf"app 'odd' {unusable} .* not a StateMachine"):
+        load_app("odd")
+    assert {"broken", "odd"}.isdisjoint(available_apps()) and "payments" in available_apps()
 
 
 # -- the bundled plug-ins -----------------------------------------------------------------

@@ -14,8 +14,6 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-import structlog
-
 from bfs_smr._app import StateMachine
 from bfs_smr._errors import LocalError
 from bfs_smr.plugins._l1 import (
@@ -47,7 +45,6 @@ __all__ = [
 
 APP_GROUP = "bfs_smr.apps"
 
-_log = structlog.get_logger("bfs_smr.registry")
 
 _explicit: dict[str, type[StateMachine[Any]]] = {}
 
@@ -60,17 +57,27 @@ def register_app(cls: type[StateMachine[Any]]) -> type[StateMachine[Any]]:
     return cls
 
 
-def available_apps() -> dict[str, type[StateMachine[Any]]]:
-    """Every app that can be loaded, by name (explicit registrations win)."""
+def _scan_apps() -> tuple[dict[str, type[StateMachine[Any]]], dict[str, str]]:
+    """The installed apps by name, and why each broken app plug-in is unusable."""
     found: dict[str, type[StateMachine[Any]]] = {}
+    broken: dict[str, str] = {}
     for ep in entry_points(group=APP_GROUP):
         try:
             cls = ep.load()
         except Exception as exc:  # noqa: BLE001 - one broken plug-in must not hide the others
-            _log.warning("app plug-in failed to load", entry_point=ep.name, error=repr(exc))
+            broken[ep.name] = f"its plug-in ({ep.value}) does not load: {type(exc).__name__}: {exc}"
             continue
         if isinstance(cls, type) and issubclass(cls, StateMachine):
             found[ep.name] = cls
+        else:
+            broken[ep.name] = f"its plug-in ({ep.value}) is not a StateMachine subclass"
+    return found, broken
+
+
+def available_apps() -> dict[str, type[StateMachine[Any]]]:
+    """Every app that can be loaded, by name (explicit registrations win). A plug-in that
+    does not load is left out; :func:`load_app` of its name says why."""
+    found, _ = _scan_apps()
     found.update(_explicit)
     return found
 
@@ -81,7 +88,12 @@ def load_app(name: str, version: int | None = None) -> StateMachine[Any]:
     Raises:
         LocalError: no such app, or it is not the requested version.
     """
-    cls = _explicit.get(name) or available_apps().get(name)
+    cls = _explicit.get(name)
+    if cls is None:
+        found, broken = _scan_apps()
+        if name in broken:
+            raise LocalError(f"app {name!r} is installed but unusable: {broken[name]}")
+        cls = found.get(name)
     if cls is None:
         known = ", ".join(sorted(available_apps())) or "none"
         raise LocalError(f"unknown app {name!r} (available: {known})")

@@ -14,13 +14,12 @@ See docs/l1-adapters.md for a walk through a third-party adapter package.
 from __future__ import annotations
 
 import abc
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeAlias
-
-import structlog
 
 from bfs_smr import L1Adapter, LocalError, Signer
 
@@ -42,8 +41,6 @@ L1_GROUP = "bfs_smr.l1"
 KeyProvider: TypeAlias = Callable[[], bytes]
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
-
-_log = structlog.get_logger("bfs_smr.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +168,12 @@ def _load(ep: EntryPoint) -> L1Factory:
 def available_l1s() -> dict[str, L1Factory]:
     """Every L1 scheme that can be used, with its factory (explicit registrations win).
 
-    An entry point that fails to load is logged and left out.
+    An entry point that fails to load is left out; :func:`load_l1` of its scheme says why.
     """
     found: dict[str, L1Factory] = {}
     for ep in _entry_points():
-        try:
+        with contextlib.suppress(LocalError):
             found.setdefault(ep.name, _load(ep))
-        except LocalError as exc:
-            _log.warning("L1 plug-in failed to load", entry_point=ep.name, error=str(exc))
     found.update(_explicit)
     return found
 
@@ -207,7 +202,14 @@ def load_l1(spec: str) -> L1Plugin:
         if not eps:
             raise LocalError(f"unknown L1 {scheme!r} in {spec!r} (available: {_known()})")
         factory = _load(eps[0])
-    plugin = factory(rest)
+    try:
+        plugin = factory(rest)
+    except LocalError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a third party's bug becomes one clear line
+        raise LocalError(
+            f"the {scheme!r} L1 plug-in failed on {rest!r}: {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(plugin, L1Plugin):
         raise LocalError(
             f"the {scheme!r} L1 plug-in returned {type(plugin).__name__}, not an L1Plugin"
