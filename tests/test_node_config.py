@@ -3,19 +3,24 @@ operations' table and the node's bound loggers: no process is started."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import structlog
+from bfs_smr.adapters.local import LocalL1
 
 from bfs_smr import ChannelLimits, LocalError
 from bfs_smr.cli import _build_parser
 from bfs_smr.cli._node_commands import node_config
 from bfs_smr.runtime._logging import get_logger, short_id
-from bfs_smr.runtime.node import NodeConfig
+from bfs_smr.runtime.node import Node, NodeConfig
 from bfs_smr.runtime.node._ops import ControlOps
+from bfs_smr.runtime.store._datadir import DataDir
+from bfs_smr.runtime.transport import TransportConfig
 
 NEEDED = ("node", "--data-dir", "d", "--listen", "127.0.0.1:0", "--l1", "local:l1")
 
@@ -104,3 +109,34 @@ def test_a_channels_logger_names_it_and_its_peer_by_short_ids() -> None:
         "seq": 3,
     }
     assert logs[1]["peer"] == short_id(peer) == peer.hex()[:16] and "channel" not in logs[1]
+
+
+def test_the_nodes_transport_settings_reach_its_links(tmp_path: Path) -> None:
+    """NodeConfig.transport is what the node serves with: a connection that never
+    completes the handshake is closed after the configured 0.3 s, not the default 5 s."""
+    chain = LocalL1.create(tmp_path / "l1.sqlite3", window=2)
+    DataDir(tmp_path / "node").init()
+    fast = TransportConfig(handshake_timeout=0.3)
+    config = NodeConfig(listen="127.0.0.1:0", l1=f"local:{chain.path}", transport=fast)
+    assert TransportConfig().handshake_timeout >= 5  # the default would not close it in time
+
+    async def main() -> bytes:
+        node = Node(tmp_path / "node", config)
+        ready = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(node.run(lambda _: ready.set_result(None)))
+        await asyncio.wait({ready, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert ready.done(), "the node did not start"
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            try:
+                return await asyncio.wait_for(reader.read(), 3)  # b"" once the node closes it
+            finally:
+                writer.close()
+        finally:
+            node.stop()
+            await asyncio.wait_for(task, 30)
+
+    try:
+        assert asyncio.run(main()) == b""
+    finally:
+        chain.close()

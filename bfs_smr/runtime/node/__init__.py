@@ -230,6 +230,7 @@ class Node:
             account_size=self.chan_signer.scheme.public_key_size,
             allow=config.allow,
             max_stranger_links=config.max_stranger_links,
+            transport_config=config.transport,
             effects=effects,
             background=self._background,
             answer_open=inbound.answer,

@@ -14,6 +14,7 @@ from bfs_smr._limits import ChannelLimits
 from bfs_smr.plugins import load_app
 from bfs_smr.runtime.node._control import MAX_CONNECTIONS as MAX_CONTROL_CONNECTIONS
 from bfs_smr.runtime.store._datadir import parse_hostport
+from bfs_smr.runtime.transport import TransportConfig
 
 __all__ = [
     "ACCEPT_APPS",
@@ -64,6 +65,8 @@ class NodeConfig:
             :func:`bfs_smr.runtime.node._control.serve_control`).
         max_stranger_links: links kept at once from peers without a channel with this
             node (see :data:`MAX_STRANGER_LINKS`).
+        transport: the links' handshake timeout, frame size, handshake caps and keepalive
+            (:class:`bfs_smr.runtime.transport.TransportConfig`).
 
     Raises:
         LocalError: a bad option (a malformed address, an unknown app, a limit out of
@@ -82,6 +85,7 @@ class NodeConfig:
     accept_apps: frozenset[str] = ACCEPT_APPS
     max_control_connections: int = MAX_CONTROL_CONNECTIONS
     max_stranger_links: int = MAX_STRANGER_LINKS
+    transport: TransportConfig = field(default_factory=TransportConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen)

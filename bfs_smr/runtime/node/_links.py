@@ -72,6 +72,7 @@ class PeerLinks:
         allow: if not None, the only peers that may connect (besides those dialled).
         max_stranger_links: links from strangers kept at once.
         effects: carries out the channels' effects.
+        transport_config: the links' transport settings, when serving and dialling.
         background: runs the answers to opens.
         answer_open: decides a peer's open.
         stopping: set once the node is stopping (no more re-dialling).
@@ -89,6 +90,7 @@ class PeerLinks:
         account_size: int,
         allow: frozenset[bytes] | None,
         max_stranger_links: int,
+        transport_config: transport.TransportConfig,
         effects: EffectExecutor,
         background: Background,
         answer_open: OpenAnswer,
@@ -103,6 +105,7 @@ class PeerLinks:
         self.account_size = account_size
         self.allow = allow
         self.max_stranger_links = max_stranger_links
+        self.transport = transport_config
         self.effects = effects
         self.background = background
         self._answer_open = answer_open
@@ -129,7 +132,13 @@ class PeerLinks:
             OSError: cannot listen there.
         """
         return await transport.serve(
-            host, port, self.signer, self._on_incoming, allow=self.allowed, on_refused=_refused
+            host,
+            port,
+            self.signer,
+            self._on_incoming,
+            allow=self.allowed,
+            on_refused=_refused,
+            config=self.transport,
         )
 
     async def close(self) -> None:
@@ -261,7 +270,7 @@ class PeerLinks:
 
     async def _dial_once(self, peer: bytes) -> transport.Link:
         host, port = parse_hostport(self.addresses[peer])
-        link = await transport.dial(host, port, self.signer, peer, timeout=5.0)
+        link = await transport.dial(host, port, self.signer, peer, config=self.transport)
         self._attach(link, dialed_by=self.node_id)
         return self.links.get(peer, link)
 
