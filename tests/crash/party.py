@@ -26,6 +26,7 @@ from pathlib import Path
 from bfs_smr import (
     ChannelFinalized,
     ChannelLimits,
+    ChannelParams,
     CommandCommitted,
     CommandFailed,
     Ed25519,
@@ -37,7 +38,7 @@ from bfs_smr import (
 )
 from bfs_smr._codec import decode
 from bfs_smr.runtime import load_app
-from bfs_smr.runtime.store import Store, params_from_value
+from bfs_smr.runtime.store import Store
 
 MAX_FRAME = 4 << 20
 STEPS = (
@@ -57,7 +58,7 @@ class Party:
         cfg = json.loads((directory / "config.json").read_text())
         self.cfg = cfg
         self.role = cfg["role"]
-        self.params = params_from_value(decode(bytes.fromhex(cfg["params"])))
+        self.params = ChannelParams.from_value(decode(bytes.fromhex(cfg["params"])))
         self.app = load_app(self.params.app)
         from bfs_smr.adapters.memory import MemoryFormat
 

@@ -19,7 +19,7 @@ from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.node._channels import ChannelLoader, NodeChannel, check_app
 from bfs_smr.runtime.node._config import NodeConfig
 from bfs_smr.runtime.node._tasks import L1Thread
-from bfs_smr.runtime.store import Store, params_from_value
+from bfs_smr.runtime.store import Store
 
 __all__ = ["MAX_UNFUNDED_INBOUND", "InboundPolicy"]
 
@@ -188,7 +188,7 @@ class InboundPolicy:
 def _params(value: Any) -> ChannelParams:
     """Channel parameters as a peer sent them, checked."""
     try:
-        return params_from_value(value)
+        return ChannelParams.from_value(value)
     except (ValueError, TypeError, LookupError, LocalError, CodecError) as exc:
         # LookupError: e.g. participants sent as [] or {} (an index or key fails)
         raise LocalError(f"malformed channel parameters: {exc}") from None

@@ -92,21 +92,6 @@ class StoreError(BfsSmrError):
         self.path = path
 
 
-def params_from_value(value: Any) -> ChannelParams:
-    """Rebuild :class:`ChannelParams` from :meth:`ChannelParams.to_value` output."""
-    l1, participants, deposits, app, version, options, nonce, window = value
-    return ChannelParams(
-        l1=l1,
-        participants=(participants[0], participants[1]),
-        deposits=(deposits[0], deposits[1]),
-        app=app,
-        app_version=version,
-        options=options,
-        nonce=nonce,
-        challenge_window=window,
-    )
-
-
 class Store:
     """A party's channels on disk, in ``data_dir/channels.sqlite3``.
 
@@ -254,7 +239,7 @@ class Store:
         if not rows:
             raise StoreError(self.path, f"channel {channel_id.hex()[:16]}… is not in this store")
         try:
-            params = params_from_value(decode(rows[0][0]))
+            params = ChannelParams.from_value(decode(rows[0][0]))
         except (CodecError, ValueError, TypeError, LocalError) as exc:
             raise StoreError(self.path, f"channel parameters are damaged ({exc})") from None
         if params.channel_id != channel_id:
