@@ -32,6 +32,10 @@ __all__ = [
 PARTIES = (0, 1)
 
 
+#: The most a channel locks in all, in the L1's smallest unit: the codec's largest integer.
+MAX_AMOUNT = (1 << 64) - 1
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChannelParams:
     """What both parties agree on before the channel exists; hashed into its id.
@@ -65,6 +69,14 @@ class ChannelParams:
             raise LocalError("challenge_window must be a positive integer")
         if type(self.nonce) is not int or self.nonce < 0:
             raise LocalError("nonce must be a non-negative integer")
+        if max(self.locked, self.nonce, self.challenge_window) > MAX_AMOUNT:
+            # Every amount a channel's states and outcomes hold is at most the total locked:
+            # beyond 64 bits the codec has no integer for it, and a channel opened with it
+            # could never be read back (its funds stuck on L1).
+            raise LocalError(
+                f"deposits, nonce and challenge_window must stay at most 2**64 - 1 in all "
+                f"(the codec's integers); the deposits total {self.locked}"
+            )
         if not self.app or type(self.app_version) is not int:
             raise LocalError("app needs a name and an integer version")
 

@@ -12,6 +12,8 @@ from bfs_smr import (
     LogVerificationError,
     SignedUpdate,
     Update,
+    decode,
+    encode,
     hash_bytes,
     verify_log,
 )
@@ -151,3 +153,33 @@ def test_params_are_validated(kwargs):
     }
     with pytest.raises(LocalError):
         ChannelParams(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "deposits, nonce, window",
+    [((2**64, 0), 0, 60), ((2**63, 2**63), 0, 60), ((1, 1), 2**64, 60), ((1, 1), 0, 2**64)],
+)
+def test_amounts_beyond_the_codecs_integers_are_refused_when_parameters_are_made(
+    deposits, nonce, window
+):
+    """A channel whose total, nonce or window the codec cannot hold as an integer would
+    open on L1 and then never be read back (found by the L1 kit on the local L1, whose
+    file then failed on every read with the funds locked): it is refused up front."""
+    with pytest.raises(LocalError, match="at most 2\\*\\*64 - 1"):
+        ChannelParams(
+            l1=b"l1",
+            participants=(b"a" * 32, b"b" * 32),
+            deposits=deposits,
+            app="payments",
+            app_version=1,
+            nonce=nonce,
+            challenge_window=window,
+        )
+    edge = ChannelParams(
+        l1=b"l1",
+        participants=(b"a" * 32, b"b" * 32),
+        deposits=(2**64 - 2, 1),
+        app="payments",
+        app_version=1,
+    )
+    assert ChannelParams.from_value(decode(encode(edge.to_value()))) == edge
