@@ -196,7 +196,8 @@ def load_l1(spec: str) -> L1Plugin:
 
     Raises:
         LocalError: not ``SCHEME:REST``, no plug-in has that scheme (the message lists
-            those that do), the plug-in does not load, or it refuses ``REST``.
+            those that do), the plug-in does not load, or it refuses ``REST`` (any
+            exception of its factory is reported so, in one line).
     """
     scheme, colon, rest = spec.partition(":")
     if not colon or not scheme:
@@ -207,7 +208,13 @@ def load_l1(spec: str) -> L1Plugin:
         if not eps:
             raise LocalError(f"unknown L1 {scheme!r} in {spec!r} (available: {_known()})")
         factory = _load(eps[0])
-    plugin = factory(rest)
+    try:
+        plugin = factory(rest)
+    except LocalError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in is reported, not a crash
+        reason = f"{type(exc).__name__}: {exc}"
+        raise LocalError(f"the {scheme!r} L1 plug-in failed on {rest!r}: {reason}") from None
     if not isinstance(plugin, L1Plugin):
         raise LocalError(
             f"the {scheme!r} L1 plug-in returned {type(plugin).__name__}, not an L1Plugin"
