@@ -373,7 +373,7 @@ def print_human(command: str, result: dict[str, Any]) -> None:
         return
     table = Table(title=f"bfs-smr {command}", show_header=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # ids are copied from here: never cut them
     for key, value in result.items():
         table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
     console.print(table)
