@@ -170,7 +170,7 @@ def add_node_commands(sub: Any) -> None:
     )
     node.add_argument(
         "--max-in-flight",
-        type=_amount,
+        type=_positive,
         default=_NODE_DEFAULTS["limits"].max_in_flight,
         metavar="N",
         help="updates a channel this node sequences may have awaiting the peer "
@@ -178,7 +178,7 @@ def add_node_commands(sub: Any) -> None:
     )
     node.add_argument(
         "--max-batch",
-        type=_amount,
+        type=_positive,
         default=_NODE_DEFAULTS["limits"].max_batch,
         metavar="N",
         help="commands per update when they queue up under load (default %(default)s; 1: never)",
