@@ -27,6 +27,7 @@ class is the public face over that record.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from . import _dispute, _follower, _recovery, _sequencer
@@ -228,9 +229,6 @@ class Channel:
         self.index = params.participants.index(signer.public_key)
         self.peer_index = 1 - self.index
         self.role = Role.SEQUENCER if self.index == 0 else Role.FOLLOWER
-        self.max_in_flight = limits.max_in_flight
-        self.max_batch = limits.max_batch
-        self.max_queue = limits.max_queue
         self._st = ChannelState(
             params=params,
             app=app,
@@ -243,6 +241,40 @@ class Channel:
         )
 
     # -- public API ---------------------------------------------------------------
+
+    @property
+    def limits(self) -> ChannelLimits:
+        """The limits the handlers apply now; set it (or one of the three below) to change
+        them on a live channel, as ``bfs-smr channel bench --window`` does for a run."""
+        return self._st.limits
+
+    @limits.setter
+    def limits(self, limits: ChannelLimits) -> None:
+        self._st.limits = limits
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._st.limits.max_in_flight
+
+    @max_in_flight.setter
+    def max_in_flight(self, value: int) -> None:
+        self._st.limits = replace(self._st.limits, max_in_flight=value)
+
+    @property
+    def max_batch(self) -> int:
+        return self._st.limits.max_batch
+
+    @max_batch.setter
+    def max_batch(self, value: int) -> None:
+        self._st.limits = replace(self._st.limits, max_batch=value)
+
+    @property
+    def max_queue(self) -> int:
+        return self._st.limits.max_queue
+
+    @max_queue.setter
+    def max_queue(self, value: int) -> None:
+        self._st.limits = replace(self._st.limits, max_queue=value)
 
     @property
     def phase(self) -> Phase:

@@ -14,7 +14,7 @@ class ChannelLimits:
     """How much a party keeps in flight and queued in one channel.
 
     The in-process pair, the node and the command line (``--max-in-flight``,
-    ``--max-batch``, ``--max-queue``) all start from these defaults.
+    ``--max-batch``; the queue has no flag) all start from these defaults.
 
     Attributes:
         max_in_flight: the sequencer's bound on proposals awaiting counter-signature

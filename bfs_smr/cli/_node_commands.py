@@ -170,7 +170,7 @@ def add_node_commands(sub: Any) -> None:
     )
     node.add_argument(
         "--max-in-flight",
-        type=_amount,
+        type=_positive,
         default=_NODE_DEFAULTS["limits"].max_in_flight,
         metavar="N",
         help="updates a channel this node sequences may have awaiting the peer "
@@ -178,7 +178,7 @@ def add_node_commands(sub: Any) -> None:
     )
     node.add_argument(
         "--max-batch",
-        type=_amount,
+        type=_positive,
         default=_NODE_DEFAULTS["limits"].max_batch,
         metavar="N",
         help="commands per update when they queue up under load (default %(default)s; 1: never)",
@@ -373,7 +373,7 @@ def print_human(command: str, result: dict[str, Any]) -> None:
         return
     table = Table(title=f"bfs-smr {command}", show_header=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # ids are copied from here: never cut them
     for key, value in result.items():
         table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
     console.print(table)

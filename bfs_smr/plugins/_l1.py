@@ -191,7 +191,8 @@ def load_l1(spec: str) -> L1Plugin:
 
     Raises:
         LocalError: not ``SCHEME:REST``, no plug-in has that scheme (the message lists
-            those that do), the plug-in does not load, or it refuses ``REST``.
+            those that do), the plug-in does not load, or it refuses ``REST`` (any
+            exception of its factory is reported so, in one line).
     """
     scheme, colon, rest = spec.partition(":")
     if not colon or not scheme:

@@ -117,7 +117,19 @@ class ChannelLoader:
         self.limits = limits
 
     def __call__(self, cid: bytes) -> NodeChannel:
+        """Load channel ``cid``.
+
+        Raises:
+            LocalError: it is on another L1 than the node's.
+            StoreError: its rows are damaged.
+        """
         params = self.store.params(cid)
+        if params.l1 != self.l1.adapter.format.domain:
+            # Its signatures are in another L1's domain: not damage, the wrong --l1.
+            raise LocalError(
+                f"channel {cid.hex()[:16]}… is on another L1 than this node's; start the "
+                "node with the --l1 its channels were opened on"
+            )
         app = load_app(params.app, params.app_version)
         self.l1.adapter.track(params)
         chan = self.store.load(cid, app, self.l1.adapter.format, self.signer, limits=self.limits)
