@@ -27,7 +27,6 @@ class is the public face over that record.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from . import _dispute, _follower, _recovery, _sequencer
@@ -244,8 +243,8 @@ class Channel:
 
     @property
     def limits(self) -> ChannelLimits:
-        """The limits the handlers apply now; set it (or one of the three below) to change
-        them on a live channel, as ``bfs-smr channel bench --window`` does for a run."""
+        """The limits the handlers apply now; set it to change them on a live channel, as
+        ``bfs-smr channel bench --window`` does for a run."""
         return self._st.limits
 
     @limits.setter
@@ -256,25 +255,13 @@ class Channel:
     def max_in_flight(self) -> int:
         return self._st.limits.max_in_flight
 
-    @max_in_flight.setter
-    def max_in_flight(self, value: int) -> None:
-        self._st.limits = replace(self._st.limits, max_in_flight=value)
-
     @property
     def max_batch(self) -> int:
         return self._st.limits.max_batch
 
-    @max_batch.setter
-    def max_batch(self, value: int) -> None:
-        self._st.limits = replace(self._st.limits, max_batch=value)
-
     @property
     def max_queue(self) -> int:
         return self._st.limits.max_queue
-
-    @max_queue.setter
-    def max_queue(self, value: int) -> None:
-        self._st.limits = replace(self._st.limits, max_queue=value)
 
     @property
     def phase(self) -> Phase:

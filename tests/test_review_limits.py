@@ -9,6 +9,8 @@ every bench ran at the default window and batching (64, 64) whatever was asked.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bfs_smr import ChannelLimits, SendMessage
 from bfs_smr._messages import Propose, parse_message
 from bfs_smr.runtime import memory_pair
@@ -26,7 +28,7 @@ def test_setting_the_window_on_a_live_channel_bounds_what_is_in_flight() -> None
     _, pair = memory_pair("payments", (100, 0))
     pair.open()
     chan = pair.alice.chan
-    chan.max_in_flight, chan.max_batch = 1, 1  # as the bench op does for a run
+    chan.limits = replace(chan.limits, max_in_flight=1, max_batch=1)  # as the bench op does
     for _ in range(3):
         chan.issue({"pay": 1})
     assert _proposals(chan.effects()) == 1, "the window of 1 was not applied"
@@ -37,7 +39,7 @@ def test_setting_the_batch_on_a_live_channel_bounds_each_update() -> None:
     _, pair = memory_pair("payments", (100, 0), limits=ChannelLimits(max_in_flight=1))
     pair.open()
     chan = pair.alice.chan
-    chan.max_batch = 2
+    chan.limits = replace(chan.limits, max_batch=2)
     for _ in range(5):
         chan.issue({"pay": 1})
     pair.pump()

@@ -14,6 +14,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -286,8 +287,8 @@ class ControlOps:
                 latencies.append(time.perf_counter() - t0)
 
         chan = c.chan
-        saved = chan.max_in_flight, chan.max_batch
-        chan.max_in_flight, chan.max_batch = window, auto
+        saved = chan.limits
+        chan.limits = replace(saved, max_in_flight=window, max_batch=auto)
         # (Bounded by the queue's size: a flood of batches gets "busy", not memory.)
         outstanding = 1 if window == 1 else max(1, min(2 * window, chan.max_queue // batch))
         try:
@@ -295,7 +296,7 @@ class ControlOps:
             await asyncio.gather(*(worker() for _ in range(min(outstanding, rounds))))
             elapsed = time.perf_counter() - start
         finally:
-            chan.max_in_flight, chan.max_batch = saved
+            chan.limits = saved
         latencies.sort()
         paid = rounds * batch
         return {
