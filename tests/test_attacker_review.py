@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bfs_smr import ChannelParams, Ed25519, Signer, decode, encode
-from bfs_smr.runtime import memory_pair
+from bfs_smr.runtime import LocalPair, memory_pair
 from bfs_smr.runtime import transport as t
 from bfs_smr.runtime.store import Store
 from tests.nodeproc import NodeProc, local_l1, ok
@@ -473,17 +473,23 @@ def test_a_too_deep_request_is_a_violation_not_a_codec_error() -> None:
     pair.alice.chan.effects()  # or denied: fine too
 
 
+def _game_after_two_moves() -> LocalPair:
+    """A tic-tac-toe channel at seq 2: Alice took cell 0, Bob cell 4; Alice to move."""
+    _, pair = memory_pair("tictactoe", (10, 10))
+    pair.open()
+    pair.alice.chan.issue({"cell": 0})
+    pair.pump()
+    pair.bob.chan.issue({"cell": 4})
+    pair.pump()
+    return pair
+
+
 def test_an_answer_to_a_forced_move_that_failed_to_post_is_posted_later() -> None:
     from bfs_smr import LocalError
     from bfs_smr._reaction import ForceMove, Intent
 
-    _, pair = memory_pair("tictactoe", (10, 10))
-    pair.open()
+    pair = _game_after_two_moves()
     alice, bob = pair.alice, pair.bob
-    alice.chan.issue({"cell": 0})
-    pair.pump()
-    bob.chan.issue({"cell": 4})
-    pair.pump()
     pair.react(alice, Intent(unilateral=True))  # Alice closes at seq 2 and, to move, forces
     _, base = alice.chan.force_base
     alice.l1.force_move(alice.chan.app.encode_state(base), alice.chan.force_move({"cell": 8}))
@@ -503,13 +509,8 @@ def test_a_force_move_whose_post_failed_is_tried_again() -> None:
     from bfs_smr import LocalError
     from bfs_smr._reaction import Intent, _move_signed
 
-    _, pair = memory_pair("tictactoe", (10, 10))
-    pair.open()
+    pair = _game_after_two_moves()
     alice, bob = pair.alice, pair.bob
-    alice.chan.issue({"cell": 0})
-    pair.pump()
-    bob.chan.issue({"cell": 4})
-    pair.pump()
     alice.chan.issue({"cell": 8})  # seq 3, signed by Alice; Bob never counter-signs
     pair.drain(alice)
     bob.inbox.clear()
