@@ -94,9 +94,9 @@ def load_app(name: str, version: int | None = None) -> StateMachine[Any]:
         if name in broken:
             raise LocalError(f"app {name!r} is installed but unusable: {broken[name]}")
         cls = found.get(name)
-    if cls is None:
-        known = ", ".join(sorted(available_apps())) or "none"
-        raise LocalError(f"unknown app {name!r} (available: {known})")
+        if cls is None:
+            known = ", ".join(sorted(found.keys() | _explicit.keys())) or "none"
+            raise LocalError(f"unknown app {name!r} (available: {known})")
     if version is not None and cls.version != version:
         raise LocalError(f"app {name!r} is version {cls.version}, the channel needs {version}")
     return cls()
