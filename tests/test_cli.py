@@ -1,6 +1,7 @@
 """The bfs-smr command line, run as a user runs it: the installed script, in a subprocess."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -168,3 +169,21 @@ def test_gas_report_json_on_the_embedded_chain(capsys):
 def test_evm_options_without_evm_are_a_usage_error():
     proc = run("demo", "payments", "--key", "00")
     assert proc.returncode == 2 and "--l1 evm" in proc.stderr
+
+
+@pytest.mark.parametrize("json_flag", [True, False])
+def test_output_to_a_reader_that_went_away_is_not_a_traceback(tmp_path, json_flag):
+    """``bfs-smr … | head``: the reader closes the pipe before the command writes."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the writer's first write fails with EPIPE
+    cmd = [SCRIPT] if SCRIPT else [sys.executable, "-m", "bfs_smr.cli"]
+    cmd += ["init", "--data-dir", str(tmp_path / "node")] + (["--json"] if json_flag else [])
+    try:
+        proc = subprocess.run(
+            cmd, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    assert (tmp_path / "node").is_dir()  # the command itself was carried out

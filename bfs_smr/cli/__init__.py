@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -301,10 +302,14 @@ def _gas(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad input or refused operation)."""
+    """Run the CLI; returns the exit code (0 ok, 2 bad input or refused operation, 1 the
+    reader of the output went away, as in ``bfs-smr … | head``)."""
     try:
         args = _build_parser().parse_args(argv)
         result = _run(args)
+        if args.json:
+            print(json.dumps(result, sort_keys=True))
+            sys.stdout.flush()
     except _UsageError as exc:
         print(f"bfs-smr: error: {exc}", file=sys.stderr)
         return 2
@@ -314,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bfs-smr: interrupted", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
+    except BrokenPipeError:
+        # Nobody reads the rest: say nothing more, and keep the interpreter's final flush
+        # of stdout from failing again on its way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
