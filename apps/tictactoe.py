@@ -38,6 +38,8 @@ class TicTacToe(StateMachine[GameState]):
 
     name = "tictactoe"
     version = 1
+    # On the EVM the rules contract (apps/contracts/TicTacToe.vy) reads this encoding.
+    state_abi = "(uint8[9],uint8,uint256,uint256)"
 
     def initial_state(self, params: ChannelParams) -> GameState:
         if params.deposits[0] != params.deposits[1]:

@@ -35,6 +35,10 @@ class StateMachine(abc.ABC, Generic[S]):
     name: ClassVar[str]
     #: Version, bound into every signed update; bump it when the rules change.
     version: ClassVar[int] = 1
+    #: The state's type in the Ethereum ABI, e.g. ``"(uint8[9],uint8,uint256,uint256)"``,
+    #: for L1s whose on-chain rules read states (the EVM: docs/evm.md). ``None``: the app
+    #: has no rules on such an L1, so moves cannot be forced there.
+    state_abi: ClassVar[str | None] = None
 
     @abc.abstractmethod
     def initial_state(self, params: ChannelParams) -> S:

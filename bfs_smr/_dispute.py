@@ -79,7 +79,7 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
         prev_hash=base.update.entry_hash(),
         app_id=st.params.app_id,
         commands=(CommandEntry(st.index, ref, command),),
-        state_hash=st.app.state_hash(state),
+        state_hash=st.format.state_hash(st.app, state),
         outcome=st.app.checked_outcome(state, st.params),
         final=False,
     )

@@ -18,9 +18,10 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._app import StateMachine
     from ._crypto import SignatureScheme
     from ._update import ChannelParams, SignedUpdate, Update
 
@@ -54,6 +55,25 @@ class L1Format(abc.ABC):
         It must bind the L1 domain, the channel id, the sequence number, the state hash,
         the outcome and the final flag (I5, docs/design.md §4).
         """
+
+    def encode_state(self, app: StateMachine[Any], state: Any) -> bytes:
+        """The bytes of ``state`` this L1 is given when a move is forced on it.
+
+        Default: the app's own canonical encoding (:meth:`StateMachine.encode_state`).
+        An L1 whose rules run in another language chooses an encoding it can read (the
+        EVM's is the ABI encoding of the app's :attr:`~StateMachine.state_abi`).
+        """
+        return app.encode_state(state)
+
+    def state_hash(self, app: StateMachine[Any], state: Any) -> bytes:
+        """The state hash every update of a channel on this L1 carries.
+
+        It is the hash of :meth:`encode_state`, so an L1 can check a state it is given
+        against a signed update. Default: :meth:`StateMachine.state_hash` (BLAKE2b-256 of
+        the canonical CBOR encoding). Both parties compute it with the same format, so an
+        app writes its state once and each L1 chooses how it is encoded and hashed.
+        """
+        return app.state_hash(state)
 
 
 class L1ChannelStatus(enum.Enum):
@@ -168,12 +188,18 @@ class L1Adapter(abc.ABC):
     def refute(self, update: SignedUpdate) -> None:
         """Replace the registered update with a newer doubly-signed one, in the window."""
 
-    def force_move(self, state: bytes, update: SignedUpdate) -> int:
+    def force_move(
+        self, state: bytes, update: SignedUpdate, base: SignedUpdate | None = None
+    ) -> int:
         """Post the next move signed by the mover alone; returns the new deadline.
 
         Args:
-            state: the registered update's state, encoded (its hash must match).
+            state: the registered update's state, as :meth:`L1Format.encode_state`
+                encodes it (its hash must match the registered update's).
             update: the next update, signed by the party whose move it is.
+            base: the registered update the move builds on, as the party holds it. An L1
+                that keeps only a commitment to the registered update (the EVM's) needs
+                it; the embedded L1 ignores it.
         """
         raise NotImplementedError("this L1 adapter does not support force moves")
 

@@ -249,7 +249,7 @@ def restore(
         u = committed.update
         if u.channel_id != st.channel_id or not committed.verify(params, fmt):
             raise LocalError("stored head is not a doubly-signed update of this channel")
-        if st.app.state_hash(state) != u.state_hash:
+        if st.format.state_hash(st.app, state) != u.state_hash:
             raise LocalError("stored state does not match the stored head's state hash")
         st.committed, st.committed_state = committed, state
         st.head_seq, st.head_hash = u.seq, u.entry_hash()

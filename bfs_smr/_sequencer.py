@@ -82,7 +82,7 @@ def propose(
         prev_hash=st.head_hash,
         app_id=st.params.app_id,
         commands=entries,
-        state_hash=st.app.state_hash(state),
+        state_hash=st.format.state_hash(st.app, state),
         outcome=st.app.checked_outcome(state, st.params),
         final=final,
     )

@@ -278,7 +278,7 @@ def check_result(st: ChannelState, u: Update, state: Any, what: str) -> None:
     Raises:
         RemoteViolation: it does not.
     """
-    if st.app.state_hash(state) != u.state_hash:
+    if st.format.state_hash(st.app, state) != u.state_hash:
         raise violation(st, f"{what}: state hash differs from re-execution")
     outcome = st.app.checked_outcome(state, st.params)
     if outcome != u.outcome:

@@ -360,7 +360,7 @@ def verify_log(
                 state = replay_commands(app, state, u.commands)
         except CommandRejected as exc:
             raise LogVerificationError(f"invalid transition: {exc.reason}", u.seq) from None
-        if app.state_hash(state) != u.state_hash:
+        if fmt.state_hash(app, state) != u.state_hash:
             raise LogVerificationError("state hash differs from replay", u.seq)
         if tuple(app.checked_outcome(state, params)) != u.outcome:
             raise LogVerificationError("outcome differs from replay", u.seq)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bfs_smr.adapters.evm._crypto import Secp256k1
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
-from bfs_smr import L1Format, LocalError, Update, hash_bytes
+from bfs_smr import L1Format, LocalError, StateMachine, Update, hash_bytes
 
 __all__ = ["EvmFormat", "evm_domain"]
 
@@ -59,3 +61,19 @@ class EvmFormat(L1Format):
             hash_bytes(body),
         )
         return keccak(self._prefix + abi_encode(_DIGEST_TYPES, fields))
+
+    def encode_state(self, app: StateMachine[Any], state: Any) -> bytes:
+        """The ABI encoding of ``state`` as ``app.state_abi`` (the app's CBOR encoding if
+        the app declares no ABI type: it has no rules on chain)."""
+        abi = app.state_abi
+        if abi is None:
+            return app.encode_state(state)
+        return abi_encode([abi], [state])
+
+    def state_hash(self, app: StateMachine[Any], state: Any) -> bytes:
+        """``keccak256`` of :meth:`encode_state` for an app with on-chain rules, so the
+        adjudicator checks a forced move's state against a signed update; BLAKE2b of the
+        CBOR encoding otherwise."""
+        if app.state_abi is None:
+            return app.state_hash(state)
+        return keccak(self.encode_state(app, state))
