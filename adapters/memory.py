@@ -413,7 +413,9 @@ class MemoryAdapter(L1Adapter):
     def refute(self, update: SignedUpdate) -> None:
         self.chain.refute(self._account, update)
 
-    def force_move(self, state: bytes, update: SignedUpdate) -> int:
+    def force_move(
+        self, state: bytes, update: SignedUpdate, base: SignedUpdate | None = None
+    ) -> int:
         return self.chain.force_move(self._account, state, update)
 
     def cancel(self, channel_id: bytes) -> None:
