@@ -28,8 +28,11 @@ if TYPE_CHECKING:
         check_adjudicator,
         connect,
         deploy_adjudicator,
+        deploy_all_rules,
+        deploy_rules,
         deployment_block,
         parse_evm_spec,
+        rules_address,
     )
     from bfs_smr.adapters.evm.devchain import Anvil, DevChain, find_anvil, install_anvil
 
@@ -47,8 +50,11 @@ _WHERE = {
     "check_adjudicator": "deploy",
     "connect": "deploy",
     "deploy_adjudicator": "deploy",
+    "deploy_all_rules": "deploy",
+    "deploy_rules": "deploy",
     "deployment_block": "deploy",
     "parse_evm_spec": "deploy",
+    "rules_address": "deploy",
     "EvmL1Plugin": "_plugin",
     "Anvil": "devchain",
     "DevChain": "devchain",
@@ -85,9 +91,12 @@ __all__ = [
     "connect",
     "decode_slot",
     "deploy_adjudicator",
+    "deploy_all_rules",
+    "deploy_rules",
     "deployment_block",
     "evm_domain",
     "find_anvil",
     "install_anvil",
     "parse_evm_spec",
+    "rules_address",
 ]

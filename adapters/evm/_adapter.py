@@ -396,6 +396,10 @@ class EvmAdapter(L1Adapter):
         if signature is None:
             raise L1Error("a force move must be signed by the party to move")
         move = (state, entry.ref, encode(entry.command), sig_tuple(signature))
+        if not self.w3.eth.get_code(struct[-1]):
+            # Anyone may deploy an app's rules at their address: a party about to lose by
+            # silence does so rather than wait for `l1 init` (the key binds the address).
+            self._deploy_rules(params)
         forced = self._forced_now(params)
         if forced is not None:
             call = self.contract.functions.force_next(struct, forced.fields(), move)
@@ -415,6 +419,17 @@ class EvmAdapter(L1Adapter):
         record = self._forced_record(params, self._slot(params))
         return record.deadline
 
+    def _deploy_rules(self, params: ChannelParams) -> None:
+        from bfs_smr.adapters.evm.artifact import load_rules_artifact
+        from bfs_smr.adapters.evm.deploy import CREATE2_DEPLOYER, RULES_SALT
+
+        art = load_rules_artifact(load_app(params.app, params.app_version))
+        assert art is not None  # the key names a rules address only for apps with rules
+        if not self.w3.eth.get_code(to_checksum_address(CREATE2_DEPLOYER)):
+            raise L1Error(f"the rules contract of {params.app_id} is not deployed on this chain")
+        data = RULES_SALT + bytes.fromhex(art["bytecode"].removeprefix("0x"))
+        self._send_tx({"to": to_checksum_address(CREATE2_DEPLOYER), "data": data})
+
     @_rpc
     def withdraw(self) -> int:
         """Collect payouts this account refused to receive in the closing transaction."""
@@ -428,6 +443,20 @@ class EvmAdapter(L1Adapter):
         The call is simulated first, so a transaction that would revert is never sent and
         the contract's revert reason becomes the error's message.
         """
+        return self._transact(call.build_transaction, value)
+
+    def _send_tx(self, fields: TxParams) -> TxReceipt:
+        """Sign and send a plain transaction (``to``, ``data``) as this account."""
+
+        def build(tx: TxParams) -> TxParams:
+            tx.update(fields)
+            tx["gasPrice"] = self.w3.eth.gas_price
+            tx["gas"] = self.w3.eth.estimate_gas(tx)
+            return tx
+
+        return self._transact(build, 0)
+
+    def _transact(self, build: Callable[[TxParams], TxParams], value: int) -> TxReceipt:
         w3 = self.w3
         try:
             have = int(w3.eth.get_balance(self._address))
@@ -439,7 +468,7 @@ class EvmAdapter(L1Adapter):
                 "nonce": w3.eth.get_transaction_count(self._address, "pending"),
                 "chainId": self.chain_id,
             }
-            built = call.build_transaction(tx)
+            built = build(tx)
             built["gas"] = int(built["gas"]) * 5 // 4 + 10_000
             signed = Account.sign_transaction(built, self._secret)
             tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)

@@ -89,14 +89,17 @@ class EvmL1Plugin(L1Plugin):
         return str(w3.to_checksum_address(account))
 
     def init(self, *, window: int | None = None, chain_id: str | None = None) -> dict[str, Any]:
-        """Deploy the adjudicator (``window`` and ``chain_id`` are the chain's own)."""
+        """Deploy the adjudicator and every installed app's rules contract, unless they
+        are there (``window`` and ``chain_id`` are the chain's own)."""
         w3, _ = self._client(check=False)
         with _extra():
             address, deployed = evm.deploy_adjudicator(w3)
+            rules = evm.deploy_all_rules(w3)
         return {
             "chain_id": int(w3.eth.chain_id),
             "adjudicator": "0x" + address.hex(),
             "deployed": deployed,
+            "rules": {app: "0x" + where.hex() for app, (where, _) in sorted(rules.items())},
         }
 
     def balance(self, account: bytes) -> int:

@@ -56,12 +56,15 @@ class DevChain:
         self.address = b""
 
     @classmethod
-    def embedded(cls, *, genesis_code: Mapping[bytes, bytes] | None = None) -> DevChain:
+    def embedded(
+        cls, *, genesis_code: Mapping[bytes, bytes] | None = None, rules: bool = True
+    ) -> DevChain:
         """A fresh in-process chain (eth-tester with the py-evm backend).
 
         Args:
             genesis_code: runtime code to place at addresses in the genesis state (tests
                 use it to make a channel participant a hostile contract).
+            rules: deploy the installed apps' rules contracts too.
         """
         from bfs_smr.adapters.evm.deploy import CREATE2_DEPLOYER, CREATE2_DEPLOYER_CODE
         from eth_tester import EthereumTester, PyEVMBackend  # type: ignore[import-untyped]
@@ -77,16 +80,17 @@ class DevChain:
             state[bytes(address)] = {"balance": 0, "nonce": 0, "code": runtime, "storage": {}}
         backend = PyEVMBackend(genesis_state=state)
         tester = EthereumTester(backend)
-        return cls(Web3(EthereumTesterProvider(tester)), kind="embedded").deploy()
+        return cls(Web3(EthereumTesterProvider(tester)), kind="embedded").deploy(rules=rules)
 
     @classmethod
     def rpc(cls, url: str) -> DevChain:
         """A node at ``url`` whose first account is unlocked and funded (anvil's are)."""
         return cls(Web3(HTTPProvider(url, request_kwargs={"timeout": 30})), kind="rpc").deploy()
 
-    def deploy(self) -> DevChain:
-        """Deploy the committed adjudicator artifact from the faucet account, and the rules
-        contract of every installed app that has one (through the deployment proxy)."""
+    def deploy(self, *, rules: bool = True) -> DevChain:
+        """Deploy the committed adjudicator artifact from the faucet account, and (unless
+        ``rules`` is false) the rules contract of every installed app that has one, through
+        the deployment proxy."""
         from bfs_smr.adapters.evm.deploy import deploy_all_rules
 
         art = load_artifact()
@@ -97,7 +101,8 @@ class DevChain:
             raise LocalError("adjudicator deployment failed")
         self.deploy_receipt = receipt
         self.address = bytes.fromhex(receipt["contractAddress"][2:])
-        deploy_all_rules(self.w3, self.faucet)
+        if rules:
+            deploy_all_rules(self.w3, self.faucet)
         return self
 
     def adapter(self, secret: bytes) -> EvmAdapter:

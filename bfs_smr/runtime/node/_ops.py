@@ -131,6 +131,8 @@ class ControlOps:
         if type(options) is not dict:
             raise LocalError("options must be a JSON object")
         check_plain(options)
+        if deposit == peer_deposit == 0:
+            raise LocalError("a channel must lock some value: give --deposit or --peer-deposit")
         have = await self.thread.call(self.l1.adapter.balance)
         if have < deposit:
             raise LocalError(f"this node holds {have} on L1, less than the deposit {deposit}")
