@@ -135,7 +135,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         st.just("force"),
         st.sampled_from([-1, -1, 0, 1]),  # -1: the party to move
         st.one_of(st.just(-1), st.integers(0, 8)),  # -1: the first free cell
-        st.sampled_from(["legal", "legal", "signer", "state", "actor"]),
+        st.sampled_from(["legal", "legal", "stranger", "signer", "state", "actor"]),
     )
     # In the window: refutations, force moves and answers, time passing.
     window = st.one_of(refute, force, force, st.tuples(st.just("advance"), st.integers(1, 60)))
@@ -307,8 +307,9 @@ def force_update(
     side: Side, mover: int, cell: int, variant: str
 ) -> tuple[int, bytes, SignedUpdate, SignedUpdate, Any]:
     """A move on the registered update (or, with none, the newest signed one) by
-    ``mover`` (-1: the party to move), signed by one party alone: legal, or signed by
-    the other party, from a wrong state, or by the party not to move. Returns the mover,
+    ``mover`` (-1: the party to move), signed by one party alone: legal (posted by the
+    mover or a stranger), or signed by the other party, from a wrong state, or by the
+    party not to move. Returns the mover,
     the state to post (encoded by the L1's format), the move, the update it builds on,
     and the state after it."""
     pair, fmt = side.pair, side.fmt
@@ -376,7 +377,8 @@ def run(side: Side, action: tuple[Any, ...], due: int) -> Any:
         return None
     assert kind == "force"
     mover, encoded, move, base, after = force_update(side, *action[1:])
-    deadline = side.adapters[mover].force_move(encoded, move, base)
+    submitter = side.adapters[2 if action[3] == "stranger" else mover]  # anyone may post it
+    deadline = submitter.force_move(encoded, move, base)
     side.registered = (move, after)
     return side.offset(deadline)
 
@@ -552,13 +554,29 @@ def test_both_l1s_agree_on_a_forced_game(devchain: Any) -> None:
         ("force", 0, 0, "legal"),  # a taken cell: refused
         ("advance", 40),
         ("force", 0, 2, "legal"),  # a fresh window
-        ("refute", 1, 3),  # the doubly-signed update at the same seq beats the forced one
+        ("refute", 2, 3),  # the doubly-signed update at the same seq beats the forced one
         ("force", 1, 6, "legal"),  # O answers the move both signed
         ("to_deadline", 0),
         ("force", 0, 1, "legal"),  # the window has ended: refused
         ("settle", 2),
     )
     check(Scenario("tictactoe", (30, 30), (30, 30), history, False, actions), devchain)
+    # A forced move that wins: nobody moves after it, and it pays the winner.
+    history = ((0, {"cell": 0}), (1, {"cell": 3}), (0, {"cell": 1}), (1, {"cell": 4}))
+    actions = (
+        ("open", 1),
+        ("deposit", 0, "due"),
+        ("close", 1, -1),  # seq 4: X to move, and X wins at cell 2
+        ("force", 0, 2, "stranger"),  # posted by a stranger
+        ("force", 1, 5, "legal"),  # the game is over: refused
+        ("coop", 0, -1),  # not final: refused
+        ("to_deadline", -1),
+        ("settle", 1),  # refused: one second left
+        ("advance", 1),
+        ("settle", 1),
+        ("force", 0, 2, "legal"),  # paid out: refused
+    )
+    check(Scenario("tictactoe", (30, 30), (37, 30), history, False, actions), devchain)
 
 
 class LateWindow(MemoryL1):
