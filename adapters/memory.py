@@ -166,6 +166,8 @@ class MemoryL1:
             raise L1Error("a channel with this id exists already (use a fresh nonce)")
         if sender not in params.participants:
             raise L1Error("only a participant can open the channel")
+        if params.locked == 0:  # nothing to pay out: it would only take a channel id
+            raise L1Error("a channel must lock some value")
         index = params.participants.index(sender)
         amount = params.deposits[index]
         self._debit(sender, amount)
@@ -413,7 +415,9 @@ class MemoryAdapter(L1Adapter):
     def refute(self, update: SignedUpdate) -> None:
         self.chain.refute(self._account, update)
 
-    def force_move(self, state: bytes, update: SignedUpdate) -> int:
+    def force_move(
+        self, state: bytes, update: SignedUpdate, base: SignedUpdate | None = None
+    ) -> int:
         return self.chain.force_move(self._account, state, update)
 
     def cancel(self, channel_id: bytes) -> None:

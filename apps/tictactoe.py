@@ -40,6 +40,7 @@ class TicTacToe(StateMachine[GameState]):
     version = 1
     # On the EVM the rules contract (apps/contracts/TicTacToe.vy) reads this encoding.
     state_abi = "(uint8[9],uint8,uint256,uint256)"
+    l1_rules = {"evm": "bfs_smr.apps:contracts/TicTacToe.json"}  # noqa: RUF012 - read only
 
     def initial_state(self, params: ChannelParams) -> GameState:
         if params.deposits[0] != params.deposits[1]:

@@ -9,6 +9,7 @@ must validate them and raise :class:`CommandRejected` for anything it does not a
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._codec import decode, encode, hash_bytes
@@ -39,6 +40,11 @@ class StateMachine(abc.ABC, Generic[S]):
     #: for L1s whose on-chain rules read states (the EVM: docs/evm.md). ``None``: the app
     #: has no rules on such an L1, so moves cannot be forced there.
     state_abi: ClassVar[str | None] = None
+    #: The app's rules contract on L1s that run rules on chain, by L1 scheme: a compiled
+    #: artifact as a package resource ``"package:path"``, e.g.
+    #: ``{"evm": "bfs_smr.apps:contracts/TicTacToe.json"}``. Without one, moves cannot be
+    #: forced on that L1 (docs/writing-an-app.md).
+    l1_rules: ClassVar[Mapping[str, str]] = {}
 
     @abc.abstractmethod
     def initial_state(self, params: ChannelParams) -> S:

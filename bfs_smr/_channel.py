@@ -382,16 +382,17 @@ class Channel:
         self._dispatch(Input.ADOPT_FORCED, update)
 
     @property
-    def pending_force(self) -> tuple[SignedUpdate, Any] | None:
-        """This party's own forced move and the state it applies to (what L1 takes with
-        it), while it is the newest step of the dispute; ``None`` otherwise, and after a
-        restart. If it is not on L1 (its post failed), post it again: :meth:`force_move`
-        with no command returns it."""
+    def pending_force(self) -> tuple[SignedUpdate, Any, SignedUpdate] | None:
+        """This party's own forced move, the state it applies to and the update it builds
+        on (what L1 takes with it), while it is the newest step of the dispute; ``None``
+        otherwise, and after a restart. If it is not on L1 (its post failed), post it
+        again: :meth:`force_move` with no command returns it."""
         return self._st.own_forced
 
     @property
     def force_base(self) -> tuple[SignedUpdate, Any]:
-        """``(update, state)`` the next force move builds on; post the encoded state with it.
+        """``(update, state)`` the next force move builds on; post the state, encoded by the
+        L1's format (:meth:`L1Format.encode_state`), and the update with it.
 
         Raises:
             LocalError: nothing committed yet.

@@ -54,7 +54,7 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
                 "own; it cannot force a move there (I1)"
             )
         st.dispute_base = (signed, state)
-        st.own_forced = (signed, base_state)
+        st.own_forced = (signed, base_state, base)
         set_phase(st, Phase.DISPUTE)
         return signed
     own = st.own_forced
@@ -90,7 +90,7 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
     st.head_seq = update.seq
     st.head_hash = _hash(body)
     st.dispute_base = (signed, state)
-    st.own_forced = (signed, base_state)
+    st.own_forced = (signed, base_state, base)
     set_phase(st, Phase.DISPUTE)
     st.out.append(PersistUpdate(update=signed, state=state, committed=False))
     return signed

@@ -191,7 +191,7 @@ class ChannelState:
     dispute_base: tuple[SignedUpdate, Any] | None = None
     #: This party's own forced move (the dispute base) and the state it applies to, until
     #: the peer's answer is adopted: what to post on L1 again if posting failed.
-    own_forced: tuple[SignedUpdate, Any] | None = None
+    own_forced: tuple[SignedUpdate, Any, SignedUpdate] | None = None
     # -- resynchronisation
     #: Log ranges asked for by ServeLog effects not yet answered, oldest first: one step
     #: may emit two (a HELLO, commits, another HELLO in one read).

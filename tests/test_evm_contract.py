@@ -311,6 +311,10 @@ OPEN_REJECTIONS = {
     "no_window": ("window", 0, 0, "the window must be positive"),
     "not_a_participant": ("a", "mallory", 0, "only a participant can open the channel"),
     "too_much": (None, None, DEPOSIT + 1, "deposit is more than the amount due"),
+    # a deadline past 64 bits would leave the funds stuck: the window is bounded at open
+    "window_too_long": ("window", 2**32, 0, "the window is too long"),
+    "largest_window_overflowing_before": ("window", 2**64 - 1, 0, "the window is too long"),
+    "nothing_locked": ("deposits", (0, 0), 0, "a channel must lock some value"),
 }
 
 
@@ -320,12 +324,14 @@ def test_open_rejections(kind: str, request: pytest.FixtureRequest, case: str) -
     w = make_world(new_chain(kind, request))
     p = dict(
         zip(
-            ("channel_id", "a", "b", "deposit_a", "deposit_b", "window"),
+            ("channel_id", "a", "b", "deposit_a", "deposit_b", "window", "rules"),
             params_tuple(w.params),
             strict=True,
         )
     )
-    if field is not None:
+    if field == "deposits":
+        p["deposit_a"], p["deposit_b"] = value
+    elif field is not None:
         if value in ("alice", "mallory"):
             value = w.adapters[value].contract.w3.to_checksum_address(w.adapters[value].account)
         p[field] = value

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from bfs_smr.adapters.evm.gas import DISPUTE_PATH_TARGET, HAPPY_PATH_TARGET, gas_report
+from bfs_smr.adapters.evm.gas import (
+    DISPUTE_PATH_TARGET,
+    FORCE_MOVE_TARGET,
+    HAPPY_PATH_TARGET,
+    gas_report,
+)
 
 KEYS = {
     "deploy",
@@ -13,6 +18,8 @@ KEYS = {
     "settle",
     "happy_path_total",
     "dispute_path_total",
+    "force_move",
+    "force_answer",
 }
 
 
@@ -25,6 +32,7 @@ def check(report: dict[str, int]) -> None:
     )
     assert report["happy_path_total"] <= HAPPY_PATH_TARGET, report
     assert report["dispute_path_total"] <= DISPUTE_PATH_TARGET, report
+    assert report["force_move"] <= FORCE_MOVE_TARGET, report
 
 
 def test_gas_on_the_embedded_chain() -> None:
@@ -36,5 +44,5 @@ def test_gas_on_anvil(anvil_url: str) -> None:
     check(report)
     embedded = gas_report()
     # Same bytecode, same EVM rules: the figures agree to within calldata noise.
-    for key in ("open", "cooperative_close", "unilateral_close", "refute", "settle"):
+    for key in ("open", "cooperative_close", "unilateral_close", "refute", "settle", "force_move"):
         assert abs(report[key] - embedded[key]) <= 200, (key, report[key], embedded[key])

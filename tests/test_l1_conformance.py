@@ -52,9 +52,8 @@ def harness(request: pytest.FixtureRequest) -> Iterator[L1Harness]:
 
 @pytest.mark.parametrize("rule", list(L1_RULES))
 def test_every_bundled_l1_keeps_every_rule(harness: L1Harness, rule: str) -> None:
-    checked = check_l1_adapter(harness, rules=[rule], check_reasons=True)
-    forces = not isinstance(harness, EvmL1Harness)  # the adjudicator has no force moves
-    assert checked == ([rule] if forces or rule not in FORCE_RULES else [])
+    # every bundled L1 forces moves: the adjudicator through the app's rules contract
+    assert check_l1_adapter(harness, rules=[rule], check_reasons=True) == [rule]
 
 
 def test_a_whole_run_checks_every_rule_in_order() -> None:

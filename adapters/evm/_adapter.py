@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import requests
 from bfs_smr.adapters.evm._crypto import Secp256k1
-from bfs_smr.adapters.evm._format import EvmFormat
+from bfs_smr.adapters.evm._format import EvmFormat, binding
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.address import to_checksum_address
@@ -22,6 +22,8 @@ from web3.types import TxParams, TxReceipt
 
 from bfs_smr import (
     ChannelParams,
+    CodecError,
+    CommandEntry,
     L1Adapter,
     L1ChannelInfo,
     L1ChannelStatus,
@@ -30,7 +32,12 @@ from bfs_smr import (
     L1EventKind,
     LocalError,
     SignedUpdate,
+    Update,
+    decode,
+    encode,
+    hash_bytes,
 )
+from bfs_smr.plugins import load_app
 
 __all__ = ["LOG_RANGE", "EvmAdapter", "channel_key", "decode_slot"]
 
@@ -63,6 +70,12 @@ LOG_RANGE = 5_000
 
 _MASK64 = (1 << 64) - 1
 _MASK96 = (1 << 96) - 1
+_MASK248 = (1 << 248) - 1
+#: The longest challenge window the adjudicator takes (deadlines then fit in 64 bits).
+MAX_WINDOW = (1 << 32) - 1
+_FORCED_PHASE = 6
+_FORCED_TYPES = ["uint64", "uint64", "uint96", "bytes32", "bytes32"]
+_ZERO_ADDRESS = "0x" + "00" * 20
 _PHASES = {
     1: L1ChannelStatus.FUNDING,
     2: L1ChannelStatus.OPEN,
@@ -78,18 +91,40 @@ _EVENT_KINDS = {
     "Refuted": L1EventKind.REFUTED,
     "Settled": L1EventKind.SETTLED,
     "Cancelled": L1EventKind.CANCELLED,
+    "ForceMoved": L1EventKind.FORCE_MOVED,
 }
 
 
-def params_tuple(params: ChannelParams) -> tuple[bytes, str, str, int, int, int]:
-    """The adjudicator's ``Params`` struct for ``params`` (checks what fits on chain)."""
+@functools.cache
+def _rules_of(app: str, version: int) -> bytes | None:
+    """The rules contract's address of an app on every chain, or None (no rules, or the
+    app is not installed here, or in another version)."""
+    from bfs_smr.adapters.evm.deploy import rules_address
+
+    try:
+        instance = load_app(app, version)
+    except LocalError:
+        return None
+    return rules_address(instance)
+
+
+def params_tuple(params: ChannelParams) -> tuple[bytes, str, str, int, int, int, str]:
+    """The adjudicator's ``Params`` struct for ``params`` (checks what fits on chain).
+
+    Its last field is the app's rules contract (the zero address for an app without one),
+    found from the app's code alone, so both parties name the same channel key.
+    """
     a, b = params.participants
     if len(a) != 20 or len(b) != 20:
         raise LocalError("EVM participants are 20-byte addresses")
     if max(params.deposits) > _MASK96:
         raise LocalError("a deposit must fit in 96 bits")
-    if params.challenge_window > _MASK64:
-        raise LocalError("the challenge window must fit in 64 bits")
+    if params.challenge_window > MAX_WINDOW:
+        raise LocalError(
+            f"the challenge window must be at most {MAX_WINDOW} seconds on the EVM "
+            f"(got {params.challenge_window})"
+        )
+    rules = _rules_of(params.app, params.app_version)
     return (
         params.channel_id,
         to_checksum_address(a),
@@ -97,14 +132,14 @@ def params_tuple(params: ChannelParams) -> tuple[bytes, str, str, int, int, int]
         params.deposits[0],
         params.deposits[1],
         params.challenge_window,
+        _ZERO_ADDRESS if rules is None else to_checksum_address(rules),
     )
 
 
 def channel_key(params: ChannelParams) -> bytes:
     """The storage key the adjudicator keeps ``params``' channel under."""
-    cid, a, b, da, db, window = params_tuple(params)
-    types = ["bytes32", "address", "address", "uint256", "uint256", "uint256"]
-    return keccak(abi_encode(types, [cid, a, b, da, db, window]))
+    types = ["bytes32", "address", "address", "uint256", "uint256", "uint256", "address"]
+    return keccak(abi_encode(types, list(params_tuple(params))))
 
 
 def sig_tuple(signature: bytes | None) -> tuple[int, bytes, bytes]:
@@ -119,7 +154,7 @@ def state_tuple(signed: SignedUpdate) -> tuple[int, int, int, bool, bytes]:
     u = signed.update
     if u.seq > _MASK64 or max(u.outcome) > _MASK96:
         raise L1Error("update does not fit on chain (seq or outcome too large)")
-    return (u.seq, u.outcome[0], u.outcome[1], u.final, u.entry_hash())
+    return (u.seq, u.outcome[0], u.outcome[1], u.final, binding(u.state_hash, u.entry_hash()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +167,7 @@ class DecodedSlot:
     deadline: int | None = None
     out_a: int | None = None
     payouts: tuple[int, int] | None = None
+    forced: bool = False
 
 
 def decode_slot(slot: int) -> DecodedSlot:
@@ -149,7 +185,31 @@ def decode_slot(slot: int) -> DecodedSlot:
         )
     if status is L1ChannelStatus.SETTLED:
         return DecodedSlot(status, payouts=((slot >> 8) & _MASK96, (slot >> 104) & _MASK96))
+    if phase == _FORCED_PHASE:  # closing on a forced move: the fields are in its event
+        return DecodedSlot(L1ChannelStatus.CLOSING, forced=True)
     return DecodedSlot(status)
+
+
+@dataclass(frozen=True, slots=True)
+class ForcedRecord:
+    """A move forced on chain, as its event tells it: the fields the adjudicator keeps a
+    commitment to (later calls repeat them), and the update it registered."""
+
+    seq: int
+    deadline: int
+    out_a: int
+    state_hash: bytes
+    entry_hash: bytes
+    update: SignedUpdate | None
+
+    def fields(self) -> tuple[int, int, int, bytes, bytes]:
+        """The adjudicator's ``Forced`` struct."""
+        return (self.seq, self.deadline, self.out_a, self.state_hash, self.entry_hash)
+
+    def commitment(self) -> int:
+        """The slot a channel with this forced move registered holds."""
+        digest = keccak(abi_encode(_FORCED_TYPES, list(self.fields())))
+        return _FORCED_PHASE | ((int.from_bytes(digest, "big") & _MASK248) << 8)
 
 
 class EvmAdapter(L1Adapter):
@@ -172,7 +232,7 @@ class EvmAdapter(L1Adapter):
             read in ranges of :data:`LOG_RANGE` blocks.
     """
 
-    supports_force_move = False
+    supports_force_move = True
     format: EvmFormat
 
     def __init__(
@@ -201,6 +261,8 @@ class EvmAdapter(L1Adapter):
         # The last block whose logs are in _events; None: find the deployment block first.
         self._scanned: int | None = None if from_block is None else from_block - 1
         self._block_times: dict[int, int] = {}
+        # the newest move forced in each channel (by key), from the ForceMoved events
+        self._forced: dict[bytes, ForcedRecord] = {}
         #: Wei this adapter spent on transaction fees.
         self.fees_paid = 0
         #: Receipts of every transaction this adapter sent, oldest first.
@@ -237,7 +299,15 @@ class EvmAdapter(L1Adapter):
         if self._account not in params.participants:
             raise L1Error("only a participant can open the channel")
         amount = params.deposits[params.participants.index(self._account)]
-        self.send(self.contract.functions.open(params_tuple(params)), value=amount)
+        struct = params_tuple(params)
+        rules = struct[-1]
+        if rules != _ZERO_ADDRESS and not self.w3.eth.get_code(rules):
+            # its moves could not be forced: a silent opponent would win the game
+            raise L1Error(
+                f"the rules contract of {params.app_id} is not deployed at {rules} on this "
+                "chain; deploy it with: bfs-smr l1 init --l1 evm:URL"
+            )
+        self.send(self.contract.functions.open(struct), value=amount)
         return cid
 
     @_rpc
@@ -250,13 +320,29 @@ class EvmAdapter(L1Adapter):
     def _update_call(self, name: str, update: SignedUpdate) -> ContractFunction:
         params = self._known(update.update.channel_id)
         fn = getattr(self.contract.functions, name)
-        call: ContractFunction = fn(
+        args: list[Any] = [
             params_tuple(params),
             state_tuple(update),
             sig_tuple(update.signatures[0]),
             sig_tuple(update.signatures[1]),
-        )
+        ]
+        if name != "unilateral_close" and (forced := self._forced_now(params)) is not None:
+            args.append(forced.fields())  # the forced move the channel closes on
+        call: ContractFunction = fn(*args)
         return call
+
+    def _forced_now(self, params: ChannelParams) -> ForcedRecord | None:
+        """The forced move registered in the channel now, or None if none is."""
+        if not decode_slot(slot := self._slot(params)).forced:
+            return None
+        return self._forced_record(params, slot)
+
+    def _forced_record(self, params: ChannelParams, slot: int) -> ForcedRecord:
+        self.events()  # read the logs up to now
+        record = self._forced.get(channel_key(params))
+        if record is None or record.commitment() != slot:
+            raise L1Error("the registered forced move's event is not in the logs read")
+        return record
 
     @_rpc
     def cooperative_close(self, update: SignedUpdate) -> tuple[int, int]:
@@ -285,10 +371,49 @@ class EvmAdapter(L1Adapter):
     @_rpc
     def settle(self, channel_id: bytes) -> tuple[int, int]:
         params = self._known(channel_id)
-        self.send(self.contract.functions.settle(params_tuple(params)))
+        forced = self._forced_now(params)
+        if forced is None:
+            self.send(self.contract.functions.settle(params_tuple(params)))
+        else:
+            self.send(self.contract.functions.settle(params_tuple(params), forced.fields()))
         payouts = decode_slot(self._slot(params)).payouts
         assert payouts is not None
         return payouts
+
+    @_rpc
+    def force_move(
+        self, state: bytes, update: SignedUpdate, base: SignedUpdate | None = None
+    ) -> int:
+        u = update.update
+        params = self._known(u.channel_id)
+        struct = params_tuple(params)
+        if struct[-1] == _ZERO_ADDRESS:
+            raise L1Error(f"{params.app_id} has no rules contract on chain; nothing to force")
+        if len(u.commands) != 1:
+            raise L1Error("a force move is exactly one command by the party to move")
+        entry = u.commands[0]
+        signature = update.signatures[entry.actor]
+        if signature is None:
+            raise L1Error("a force move must be signed by the party to move")
+        move = (state, entry.ref, encode(entry.command), sig_tuple(signature))
+        forced = self._forced_now(params)
+        if forced is not None:
+            call = self.contract.functions.force_next(struct, forced.fields(), move)
+        else:
+            if base is None or not base.doubly_signed:
+                raise L1Error("a first force move on the EVM needs the registered update")
+            b = base.update
+            if b.seq > _MASK64 or max(b.outcome) > _MASK96:
+                raise L1Error("update does not fit on chain (seq or outcome too large)")
+            call = self.contract.functions.force_move(
+                struct,
+                (b.seq, b.outcome[0], b.outcome[1], b.state_hash, b.entry_hash()),
+                sig_tuple(base.signatures[1 - entry.actor]),  # the other party's
+                move,
+            )
+        self.send(call)
+        record = self._forced_record(params, self._slot(params))
+        return record.deadline
 
     @_rpc
     def withdraw(self) -> int:
@@ -352,9 +477,21 @@ class EvmAdapter(L1Adapter):
     @_rpc
     def channel(self, channel_id: bytes) -> L1ChannelInfo:
         params = self._known(channel_id)
-        slot = decode_slot(self._slot(params))
+        raw = self._slot(params)
+        slot = decode_slot(raw)
         if slot.status is None:
             raise L1Error("no such channel")
+        if slot.forced:
+            record = self._forced_record(params, raw)
+            return L1ChannelInfo(
+                channel_id=channel_id,
+                status=L1ChannelStatus.CLOSING,
+                locked=params.locked,
+                registered_seq=record.seq,
+                deadline=record.deadline,
+                payouts=None,
+                forced=record.update,
+            )
         if slot.status in (L1ChannelStatus.FUNDING, L1ChannelStatus.OPEN):
             locked = sum(slot.deposited)
         elif slot.status is L1ChannelStatus.CLOSING:
@@ -410,14 +547,20 @@ class EvmAdapter(L1Adapter):
             payouts = None
             if kind is L1EventKind.SETTLED:
                 payouts = (int(args["payout_a"]), int(args["payout_b"]))
+            time = self._block_time(int(log["blockNumber"]))
+            deadline = int(args["deadline"]) if "deadline" in args else None
+            if kind is L1EventKind.FORCE_MOVED:
+                deadline = None if params is None else time + params.challenge_window
+                if params is not None:
+                    self._forced[bytes(args["key"])] = _forced_from_event(params, args, time)
             found.append(
                 L1Event(
                     index=len(self._events) + len(found),
                     kind=kind,
                     channel_id=cid,
-                    time=self._block_time(int(log["blockNumber"])),
+                    time=time,
                     seq=int(args["seq"]) if "seq" in args else None,
-                    deadline=int(args["deadline"]) if "deadline" in args else None,
+                    deadline=deadline,
                     payouts=payouts,
                 )
             )
@@ -448,3 +591,78 @@ def _revert_reason(message: str) -> str:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:300]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _cbor_head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes([major << 5 | n])
+    width = next(w for w in (1, 2, 4, 8) if n < 1 << (8 * w))
+    return bytes([major << 5 | {1: 24, 2: 25, 4: 26, 8: 27}[width]]) + n.to_bytes(width, "big")
+
+
+def forced_body(params: ChannelParams, args: Any, *, out_b: int) -> bytes:
+    """The canonical body the adjudicator built for a forced update from its event's
+    fields (the same bytes :meth:`Update.body` makes when the command decodes)."""
+    app_id = params.app_id.encode()
+    return b"".join(
+        (
+            b"\x88\x58\x20",
+            params.channel_id,
+            _cbor_head(0, int(args["seq"])),
+            b"\x58\x20",
+            bytes(args["prev_hash"]),
+            _cbor_head(3, len(app_id)),
+            app_id,
+            b"\x81\x83",
+            _cbor_head(0, int(args["mover"])),
+            _cbor_head(0, int(args["ref"])),
+            bytes(args["command"]),
+            b"\x58\x20",
+            bytes(args["state_hash"]),
+            b"\x82",
+            _cbor_head(0, int(args["out_a"])),
+            _cbor_head(0, out_b),
+            b"\xf4",
+        )
+    )
+
+
+def _forced_from_event(params: ChannelParams, args: Any, time: int) -> ForcedRecord:
+    """Rebuild the update a force move registered from its event (the adjudicator built
+    its body from the same fields, and checked the mover's signature over it; its deadline
+    is the block's time plus the window).
+
+    Its ``update`` is None if the command does not decode as the framework's canonical
+    CBOR (a rules contract that accepts what its app would not): the fields still serve to
+    refute and settle.
+    """
+    mover = int(args["mover"])
+    out_a = int(args["out_a"])
+    out_b = params.locked - out_a
+    entry_hash = hash_bytes(forced_body(params, args, out_b=out_b))
+    fields = {
+        "seq": int(args["seq"]),
+        "deadline": time + params.challenge_window,
+        "out_a": out_a,
+        "state_hash": bytes(args["state_hash"]),
+        "entry_hash": entry_hash,
+    }
+    try:
+        command = decode(bytes(args["command"]))
+    except CodecError:
+        return ForcedRecord(**fields, update=None)
+    update = Update(
+        channel_id=params.channel_id,
+        seq=int(args["seq"]),
+        prev_hash=bytes(args["prev_hash"]),
+        app_id=params.app_id,
+        commands=(CommandEntry(mover, int(args["ref"]), command),),
+        state_hash=bytes(args["state_hash"]),
+        outcome=(out_a, out_b),
+        final=False,
+    )
+    if update.entry_hash() != entry_hash:
+        return ForcedRecord(**fields, update=None)
+    signature = bytes(args["r"]) + bytes(args["s"]) + bytes([int(args["v"])])
+    sigs = (signature, None) if mover == 0 else (None, signature)
+    return ForcedRecord(**fields, update=SignedUpdate(update, sigs))

@@ -10,7 +10,7 @@ from eth_utils.crypto import keccak
 
 from bfs_smr import L1Format, LocalError, StateMachine, Update, hash_bytes
 
-__all__ = ["EvmFormat", "evm_domain"]
+__all__ = ["EvmFormat", "binding", "evm_domain"]
 
 _DOMAIN_TAG = b"evm:"
 _WORD = 1 << 256
@@ -26,13 +26,22 @@ def evm_domain(chain_id: int, contract: bytes) -> bytes:
     return _DOMAIN_TAG + chain_id.to_bytes(32, "big") + contract
 
 
+def binding(state_hash: bytes, entry_hash: bytes) -> bytes:
+    """What the adjudicator's digest binds an update by: ``keccak256(state_hash ‖
+    entry_hash)``."""
+    return keccak(state_hash + entry_hash)
+
+
 class EvmFormat(L1Format):
     """secp256k1 over the EIP-191 (version 0) digest the adjudicator recomputes.
 
     ``keccak256(0x19 ‖ 0x00 ‖ contract ‖ abi_encode(chain_id, channel_id, seq, out_a, out_b,
-    final, entry_hash))`` where ``entry_hash`` is :meth:`bfs_smr.Update.entry_hash`, the
-    BLAKE2b hash of the canonical update, which binds the state hash, the previous hash, the
-    app and the commands. The chain id and the contract address bind the L1 (I5, docs/design.md §4).
+    final, binding))`` where ``binding = keccak256(state_hash ‖ entry_hash)``:
+    ``entry_hash`` is :meth:`bfs_smr.Update.entry_hash`, the BLAKE2b hash of the canonical
+    update, which binds the previous hash, the app and the commands; ``state_hash`` is
+    repeated in the clear so the adjudicator can check a state it is given against a
+    signed update without the update's body. The chain id and the contract address bind
+    the L1 (I5, docs/design.md §4).
 
     Args:
         chain_id: the EVM chain id.
@@ -58,7 +67,7 @@ class EvmFormat(L1Format):
             out_a,
             out_b,
             update.final,
-            hash_bytes(body),
+            binding(update.state_hash, hash_bytes(body)),
         )
         return keccak(self._prefix + abi_encode(_DIGEST_TYPES, fields))
 

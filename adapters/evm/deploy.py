@@ -14,40 +14,63 @@ from __future__ import annotations
 
 from typing import Any
 
-from bfs_smr.adapters.evm.artifact import load_artifact
+from bfs_smr.adapters.evm.artifact import load_artifact, load_rules_artifact
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.exceptions import Web3Exception
 from web3.providers.rpc import HTTPProvider
 
-from bfs_smr import L1Error, LocalError
+from bfs_smr import L1Error, LocalError, StateMachine
+from bfs_smr.plugins import available_apps
 
 __all__ = [
     "CREATE2_DEPLOYER",
+    "RULES_SALT",
     "SALT",
     "adjudicator_address",
     "check_adjudicator",
     "connect",
     "deploy_adjudicator",
+    "deploy_all_rules",
+    "deploy_rules",
     "deployment_block",
     "parse_evm_spec",
+    "rules_address",
 ]
 
 #: The deterministic deployment proxy (Arachnid's), at the same address on every chain.
 CREATE2_DEPLOYER = bytes.fromhex("4e59b44847b379578588920ca78fbf26c0b4956c")
 #: The salt bfs-smr deploys its adjudicator with.
 SALT = keccak(b"bfs-smr adjudicator")
+#: The salt apps' rules contracts are deployed with.
+RULES_SALT = keccak(b"bfs-smr rules")
+#: The proxy's runtime code (what DevChain puts at genesis on the in-process chain).
+CREATE2_DEPLOYER_CODE = bytes.fromhex(
+    "7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe03601600081602082378035828234f58015156039578182fd5b8082525050506014600cf3"
+)
 
 
 def _hex(text: str) -> bytes:
     return bytes.fromhex(text.removeprefix("0x"))
 
 
+def _create2_address(salt: bytes, init_code: bytes) -> bytes:
+    return keccak(b"\xff" + CREATE2_DEPLOYER + salt + keccak(init_code))[12:]
+
+
 def adjudicator_address() -> bytes:
     """Where :func:`deploy_adjudicator` puts the committed artifact on any chain."""
-    init_code = _hex(load_artifact()["bytecode"])
-    return keccak(b"\xff" + CREATE2_DEPLOYER + SALT + keccak(init_code))[12:]
+    return _create2_address(SALT, _hex(load_artifact()["bytecode"]))
+
+
+def rules_address(app: StateMachine[Any]) -> bytes | None:
+    """Where :func:`deploy_rules` puts ``app``'s rules contract on any chain (it depends on
+    the contract's code alone, so both parties compute it); ``None``: the app has none."""
+    art = load_rules_artifact(app)
+    if art is None:
+        return None
+    return _create2_address(RULES_SALT, _hex(art["bytecode"]))
 
 
 def parse_evm_spec(where: str) -> tuple[str, bytes | None]:
@@ -127,6 +150,30 @@ def deployment_block(w3: Web3, address: bytes) -> int:
     return high
 
 
+def _deploy(w3: Web3, salt: bytes, init_code: bytes, what: str, sender: Any) -> bytes:
+    if not w3.eth.get_code(to_checksum_address(CREATE2_DEPLOYER)):
+        raise L1Error(
+            "this chain has no deterministic deployment proxy at "
+            f"0x{CREATE2_DEPLOYER.hex()}; deploy Adjudicator.json yourself and use "
+            "evm:URL#0xADDRESS"
+        )
+    if sender is None:
+        accounts = w3.eth.accounts
+        if not accounts:
+            raise L1Error(f"the node has no unlocked account to pay for the {what}'s deployment")
+        sender = accounts[0]
+    tx_hash = w3.eth.send_transaction(
+        {"from": sender, "to": to_checksum_address(CREATE2_DEPLOYER), "data": salt + init_code}
+    )
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    if receipt["status"] != 1:
+        raise L1Error(f"the {what}'s deployment reverted")
+    address = _create2_address(salt, init_code)
+    if not w3.eth.get_code(to_checksum_address(address)):
+        raise L1Error(f"the {what}'s deployment left no code at 0x{address.hex()}")
+    return address
+
+
 def deploy_adjudicator(w3: Web3, sender: Any = None) -> tuple[bytes, bool]:
     """Deploy the adjudicator at :func:`adjudicator_address` unless it is there already.
 
@@ -142,26 +189,42 @@ def deploy_adjudicator(w3: Web3, sender: Any = None) -> tuple[bytes, bool]:
             deployment failed.
     """
     address = adjudicator_address()
-    if w3.eth.get_code(to_checksum_address(address)):
+    if not w3.eth.get_code(to_checksum_address(address)):
+        _deploy(w3, SALT, _hex(load_artifact()["bytecode"]), "adjudicator", sender)
         check_adjudicator(w3, address)
-        return address, False
-    if not w3.eth.get_code(to_checksum_address(CREATE2_DEPLOYER)):
-        raise L1Error(
-            "this chain has no deterministic deployment proxy at "
-            f"0x{CREATE2_DEPLOYER.hex()}; deploy Adjudicator.json yourself and use "
-            "evm:URL#0xADDRESS"
-        )
-    if sender is None:
-        accounts = w3.eth.accounts
-        if not accounts:
-            raise L1Error("the node has no unlocked account to pay for the deployment")
-        sender = accounts[0]
-    data = SALT + _hex(load_artifact()["bytecode"])
-    tx_hash = w3.eth.send_transaction(
-        {"from": sender, "to": to_checksum_address(CREATE2_DEPLOYER), "data": data}
-    )
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
-    if receipt["status"] != 1:
-        raise L1Error("the adjudicator's deployment reverted")
+        return address, True
     check_adjudicator(w3, address)
+    return address, False
+
+
+def deploy_rules(w3: Web3, app: StateMachine[Any], sender: Any = None) -> tuple[bytes, bool]:
+    """Deploy ``app``'s rules contract at :func:`rules_address` unless it is there.
+
+    Returns:
+        The address, and whether this call deployed it.
+
+    Raises:
+        LocalError: the app has no rules contract on the EVM.
+        L1Error: as :func:`deploy_adjudicator`.
+    """
+    art = load_rules_artifact(app)
+    if art is None:
+        raise LocalError(f"{app.app_id} has no rules contract on the EVM")
+    address = _create2_address(RULES_SALT, _hex(art["bytecode"]))
+    code = bytes(w3.eth.get_code(to_checksum_address(address)))
+    if code:
+        if "bytecode_runtime" in art and code != _hex(art["bytecode_runtime"]):
+            raise L1Error(f"the contract at 0x{address.hex()} is not {app.app_id}'s rules")
+        return address, False
+    _deploy(w3, RULES_SALT, _hex(art["bytecode"]), f"{app.app_id} rules", sender)
     return address, True
+
+
+def deploy_all_rules(w3: Web3, sender: Any = None) -> dict[str, tuple[bytes, bool]]:
+    """Deploy the rules contract of every installed app that has one; by app id."""
+    done = {}
+    for cls in available_apps().values():
+        app = cls()
+        if load_rules_artifact(app) is not None:
+            done[app.app_id] = deploy_rules(w3, app, sender)
+    return done

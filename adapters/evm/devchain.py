@@ -63,15 +63,19 @@ class DevChain:
             genesis_code: runtime code to place at addresses in the genesis state (tests
                 use it to make a channel participant a hostile contract).
         """
+        from bfs_smr.adapters.evm.deploy import CREATE2_DEPLOYER, CREATE2_DEPLOYER_CODE
         from eth_tester import EthereumTester, PyEVMBackend  # type: ignore[import-untyped]
         from web3 import EthereumTesterProvider
 
-        backend = PyEVMBackend()
+        # the deployment proxy, as on anvil and most chains: rules contracts go through it
+        code = {CREATE2_DEPLOYER: CREATE2_DEPLOYER_CODE, **(genesis_code or {})}
         if genesis_code:
             state = PyEVMBackend.generate_genesis_state(num_accounts=1)
-            for address, code in genesis_code.items():
-                state[bytes(address)] = {"balance": 0, "nonce": 0, "code": code, "storage": {}}
-            backend = PyEVMBackend(genesis_state=state)
+        else:
+            state = PyEVMBackend.generate_genesis_state()
+        for address, runtime in code.items():
+            state[bytes(address)] = {"balance": 0, "nonce": 0, "code": runtime, "storage": {}}
+        backend = PyEVMBackend(genesis_state=state)
         tester = EthereumTester(backend)
         return cls(Web3(EthereumTesterProvider(tester)), kind="embedded").deploy()
 
@@ -81,7 +85,10 @@ class DevChain:
         return cls(Web3(HTTPProvider(url, request_kwargs={"timeout": 30})), kind="rpc").deploy()
 
     def deploy(self) -> DevChain:
-        """Deploy the committed adjudicator artifact from the faucet account."""
+        """Deploy the committed adjudicator artifact from the faucet account, and the rules
+        contract of every installed app that has one (through the deployment proxy)."""
+        from bfs_smr.adapters.evm.deploy import deploy_all_rules
+
         art = load_artifact()
         factory = self.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
         tx_hash = factory.constructor().transact({"from": self.faucet})
@@ -90,6 +97,7 @@ class DevChain:
             raise LocalError("adjudicator deployment failed")
         self.deploy_receipt = receipt
         self.address = bytes.fromhex(receipt["contractAddress"][2:])
+        deploy_all_rules(self.w3, self.faucet)
         return self
 
     def adapter(self, secret: bytes) -> EvmAdapter:

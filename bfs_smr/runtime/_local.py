@@ -270,11 +270,11 @@ class LocalPair:
             elif isinstance(action, ForceMove):
                 pending = chan.pending_force
                 if pending is not None:  # signed already: posted again
-                    move, base = pending
+                    move, base_state, base = pending
                 else:
-                    _, base = chan.force_base
+                    base, base_state = chan.force_base
                     move = chan.force_move()
-                l1.force_move(chan.app.encode_state(base), move)
+                l1.force_move(chan.format.encode_state(chan.app, base_state), move, base)
             else:
                 assert isinstance(action, AdoptForced)
                 chan.adopt_forced_move(action.update)

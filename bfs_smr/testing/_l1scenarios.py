@@ -313,9 +313,10 @@ def play(pair: LocalPair, cells: list[int]) -> None:
 
 def force(party: Party, command: Any) -> tuple[SignedUpdate, int]:
     """``party`` forces ``command`` from its force base; returns the move and deadline."""
-    _, base = party.chan.force_base
+    base, state = party.chan.force_base
     move = party.chan.force_move(command)
-    return move, party.l1.force_move(party.chan.app.encode_state(base), move)
+    encoded = party.chan.format.encode_state(party.chan.app, state)
+    return move, party.l1.force_move(encoded, move, base)
 
 
 def signed_move(
@@ -334,7 +335,7 @@ def signed_move(
         prev_hash=base.update.entry_hash(),
         app_id=pair.params.app_id,
         commands=(CommandEntry(actor, 1_000 + base.seq, command),),
-        state_hash=app.state_hash(after),
+        state_hash=by.l1.format.state_hash(app, after),
         outcome=app.outcome(after),
     )
     signature = by.signer.sign(by.l1.format.digest(update, update.body()))
@@ -376,23 +377,26 @@ def force_move_checked(kit: Kit) -> None:
     assert base is not None
     play(pair, [8])
     newest = kit.committed(pair)  # doubly signed, one above the base
-    encoded = app.encode_state(state)
+    fmt = alice.l1.format
+    encoded = fmt.encode_state(app, state)
     legal = signed_move(pair, alice, base=base, state=state, actor=0, command={"cell": 1})
     post = alice.l1.force_move
-    kit.refused(pair, "a force move on an open channel", "not closing", post, encoded, legal)
+    kit.refused(pair, "a force move on an open channel", "not closing", post, encoded, legal, base)
     alice.l1.unilateral_close(base)
-    wrong_state = app.encode_state(app.initial_state(pair.params))
-    kit.refused(pair, "a force move from another state", "registered", post, wrong_state, legal)
+    wrong_state = fmt.encode_state(app, app.initial_state(pair.params))
+    kit.refused(
+        pair, "a force move from another state", "registered", post, wrong_state, legal, base
+    )
     by_bob = signed_move(pair, bob, base=base, state=state, actor=1, command={"cell": 1})
     what = "a force move by the party not to move"
-    kit.refused(pair, what, "party to move", bob.l1.force_move, encoded, by_bob)
+    kit.refused(pair, what, "party to move", bob.l1.force_move, encoded, by_bob, base)
     misplaced = SignedUpdate(legal.update, (None, legal.signatures[0]))
     what = "a force move signed by the other party"
-    kit.refused(pair, what, "party to move", post, encoded, misplaced)
+    kit.refused(pair, what, "party to move", post, encoded, misplaced, base)
     illegal = signed_move(pair, alice, base=base, state=state, actor=0, command={"cell": 4})
-    kit.refused(pair, "an illegal force move", "illegal move", post, encoded, illegal)
+    kit.refused(pair, "an illegal force move", "illegal move", post, encoded, illegal, base)
     kit.equal(kit.info(pair).registered_seq, base.seq, "registered seq after refused force moves")
-    post(encoded, legal)  # a move other than the one both signed, at the same seq
+    post(encoded, legal, base)  # a move other than the one both signed, at the same seq
     bob.l1.refute(newest)  # doubly signed beats forced at the same seq
     info = kit.info(pair)
     kit.equal(

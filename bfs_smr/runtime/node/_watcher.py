@@ -269,14 +269,14 @@ class L1Watcher:
             raise LocalError("this L1 does not support force moves")
         pending = c.chan.pending_force
         if command is None and pending is not None:
-            update, base_state = pending  # signed already: posted again
+            update, base_state, base = pending  # signed already: posted again
         else:
-            _, base_state = c.chan.force_base
+            base, base_state = c.chan.force_base
             update = c.chan.force_move(command)
             self._flush(c)  # a new signature is durable before it goes to L1
-        state = c.chan.app.encode_state(base_state)
+        state = c.chan.format.encode_state(c.chan.app, base_state)
         c.log.info("forcing a move on L1", seq=update.seq)
-        deadline = await self.thread.call(self.l1.adapter.force_move, state, update)
+        deadline = await self.thread.call(self.l1.adapter.force_move, state, update, base)
         return update.seq, deadline
 
 
