@@ -38,8 +38,9 @@ class EvmL1Plugin(L1Plugin):
     ``bfs-smr l1 init`` makes at the same address on every chain). See docs/evm.md.
 
     A node transacts and signs channel updates with its secp256k1 key, whose 20-byte
-    address is its account. ``l1 init`` deploys the adjudicator unless it is there;
-    ``l1 fund`` sends wei from the RPC node's first unlocked account (anvil's).
+    address is its account. ``l1 init`` deploys the adjudicator and the installed apps'
+    rules contracts unless they are there; ``l1 fund`` sends wei from the RPC node's first
+    unlocked account (anvil's).
 
     Raises:
         LocalError: not an http(s) URL or a malformed address; the evm extra is missing.
@@ -89,14 +90,17 @@ class EvmL1Plugin(L1Plugin):
         return str(w3.to_checksum_address(account))
 
     def init(self, *, window: int | None = None, chain_id: str | None = None) -> dict[str, Any]:
-        """Deploy the adjudicator (``window`` and ``chain_id`` are the chain's own)."""
+        """Deploy the adjudicator, and the rules contract of every installed app that has
+        one, unless they are there (``window`` and ``chain_id`` are the chain's own)."""
         w3, _ = self._client(check=False)
         with _extra():
             address, deployed = evm.deploy_adjudicator(w3)
+            rules = evm.deploy.deploy_all_rules(w3)
         return {
             "chain_id": int(w3.eth.chain_id),
             "adjudicator": "0x" + address.hex(),
             "deployed": deployed,
+            "rules": {app_id: "0x" + where.hex() for app_id, (where, _) in sorted(rules.items())},
         }
 
     def balance(self, account: bytes) -> int:
