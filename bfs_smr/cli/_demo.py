@@ -286,7 +286,7 @@ def demo_dispute(
             f"Bob's watcher refuted it within the {_DISPUTE_WINDOW} s window with seq "
             f"{newest.seq}, which Alice had signed too."
         )
-    w1.chain.advance(_DISPUTE_WINDOW)
+    w1.chain.advance(_DISPUTE_WINDOW + 1)
     pair.react(pair.bob)  # the window is over: settle
     stale_payouts = _payouts(w1)
     by = newest if tuple(stale_payouts.values()) == tuple(newest.update.outcome) else stale
@@ -329,12 +329,12 @@ def demo_dispute(
         f"it alone would make her forfeit) and forced her move on L1 as seq "
         f"{forced.registered_seq}, checked by the app's rules: Bob to move."
     )
-    w2.chain.advance(_DISPUTE_WINDOW)  # Bob's window passes in silence
+    w2.chain.advance(_DISPUTE_WINDOW + 1)  # Bob's window passes in silence
     game.react(game.alice)  # settle
     force_payouts = _payouts(w2)
     story.append(
         "Bob did not answer within the window"
-        + (", so he forfeits" if force_payouts["bob"] == 0 else "")
+        + (", so he forfeits" if force_payouts == {"alice": 200, "bob": 0} else "")
         + f": L1 paid Alice {force_payouts['alice']:,}, Bob {force_payouts['bob']:,}."
     )
     force_part: dict[str, Any] = {
