@@ -123,14 +123,16 @@ def _block(l1: str) -> int:
 @pytest.fixture
 def players(tmp_path: Path, l1: str) -> Iterator[tuple[Player, Player]]:
     extra = ("--window", str(WINDOW)) if _kind(l1) == "evm" else ()
-    alice = NodeProc(tmp_path / "alice", l1, extra=extra)
-    bob = NodeProc(tmp_path / "bob", l1, extra=(*extra, *GAMES))
-    made = (Player(alice, l1), Player(bob, l1))
-    plugin = load_l1(l1)  # as ``bfs-smr l1 fund`` does (tests/test_node_evm.py runs it)
-    for player in made:
-        plugin.fund(plugin.parse_account(player.account), FUND[_kind(l1)])
-    # Both nodes start at once: each takes seconds to import its L1 client.
+    # Both at once (``bfs-smr init``, then the node): each process takes seconds to start.
     with ThreadPoolExecutor(2) as pool:
+        alice, bob = pool.map(
+            lambda who: NodeProc(tmp_path / who[0], l1, extra=who[1]),
+            [("alice", extra), ("bob", (*extra, *GAMES))],
+        )
+        made = (Player(alice, l1), Player(bob, l1))
+        plugin = load_l1(l1)  # as ``bfs-smr l1 fund`` does (tests/test_node_evm.py runs it)
+        for player in made:
+            plugin.fund(plugin.parse_account(player.account), FUND[_kind(l1)])
         list(pool.map(NodeProc.start, (alice, bob)))
     yield made
     for player in made:
@@ -154,9 +156,15 @@ def _move(player: Player, channel: str, cell: int) -> dict[str, Any]:
     return result
 
 
-def _play(alice: Player, bob: Player, channel: str, cells: list[int]) -> None:
+def _play(alice: Player, bob: Player, channel: str, cells: list[int], *, cli: bool) -> None:
+    """Alice and Bob move in turn; each move as ``channel send`` (``cli``), or through the
+    control endpoint that command uses (quicker: no process to start)."""
     for i, cell in enumerate(cells):
-        _move((alice, bob)[i % 2], channel, cell)
+        player = (alice, bob)[i % 2]
+        if cli:
+            _move(player, channel, cell)
+        else:
+            player.node.call("send", channel=channel, command={"cell": cell}, count=1)
 
 
 def _cheat(player: Player, channel: str) -> tuple[Any, Any, list[SignedUpdate]]:
@@ -178,7 +186,7 @@ def test_a_game_played_to_the_end_pays_the_winner(players: tuple[Player, Player]
     block = _block(alice.l1)
     channel = _game(alice, bob)
     # X takes the top row while O plays the middle one.
-    _play(alice, bob, channel, [0, 3, 1, 4, 2])
+    _play(alice, bob, channel, [0, 3, 1, 4, 2], cli=True)
     shown = ok("channel", "show", "--data-dir", str(bob.node.dir), channel)
     assert shown["to_move"] is None and shown["state"][0] == [1, 1, 1, 2, 2, 0, 0, 0, 0]
     closed = ok("channel", "close", "--data-dir", str(bob.node.dir), channel)
@@ -193,7 +201,7 @@ def test_a_silent_opponent_loses_to_forced_moves(players: tuple[Player, Player])
     before = (alice.balance(), bob.balance())
     block = _block(alice.l1)
     channel = _game(alice, bob)
-    _play(alice, bob, channel, [0, 4])
+    _play(alice, bob, channel, [0, 4], cli=False)
     bob.node.kill()  # Bob's node dies: Alice's next move is never counter-signed
     pending = cli(
         "channel", "send", "--data-dir", str(alice.node.dir), channel, '{"cell": 8}',
@@ -223,7 +231,7 @@ def test_a_stale_close_is_refuted_and_the_honest_player_wins(
     before = bob.balance()
     block = _block(bob.l1)
     channel = _game(alice, bob)
-    _play(alice, bob, channel, CHEATED)
+    _play(alice, bob, channel, CHEATED, cli=False)
     alice.node.stop()
     # Alice cheats: she closes on L1 with seq 1 (her first move, doubly signed), where
     # Bob is to move and would forfeit if the window passed.
@@ -250,7 +258,7 @@ def test_a_move_forced_at_a_signed_seq_loses_to_the_signed_update(
     before = bob.balance()
     block = _block(bob.l1)
     channel = _game(alice, bob)
-    _play(alice, bob, channel, CHEATED)
+    _play(alice, bob, channel, CHEATED, cli=False)
     alice.node.stop()
     # Alice cheats: she registers seq 4 and forces, at seq 5, the move she wishes she had
     # made (cell 2, three in a row) where both signed cell 8. Bob's node is paused
@@ -294,13 +302,13 @@ def test_a_move_forced_at_a_signed_seq_loses_to_the_signed_update(
     assert bob.balance() == before - STAKE + pot - bob.fees_since(block)
 
 
-@pytest.mark.parametrize("where", ["embedded", "anvil"])
-def test_the_dispute_demo_on_the_evm(where: str, request: pytest.FixtureRequest) -> None:
+def test_the_dispute_demo_on_the_evm() -> None:
+    """On the in-process chain (``--l1 evm:URL`` is the same code on an RPC node: only
+    its refusal of a URL where nothing answers is tested, in tests/test_cli.py)."""
     why = _evm_ready()
     if why:
         pytest.skip(why)
-    spec = "evm" if where == "embedded" else request.getfixturevalue("anvil_spec")
-    result = cli("demo", "dispute", "--l1", spec, "--seed", "2", "--json")
+    result = cli("demo", "dispute", "--l1", "evm", "--seed", "2", "--json")
     assert result.code == 0, result.stderr
     told = result.json
     assert told["l1"] == "evm"
