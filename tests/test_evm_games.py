@@ -1,7 +1,9 @@
 """Tic-tac-toe between two ``bfs-smr node`` processes on a chain, played from the CLI.
 
-Each story runs on the local L1 file and on the Vyper adjudicator on anvil (``--l1
-evm:URL``, anvil from npm, a block a second so block time follows the clock): a game
+Each story runs on the Vyper adjudicator on anvil (``--l1 evm:URL``, anvil from npm, a
+block a second so block time follows the clock; tests/test_node.py tells the same
+stories on the local L1 file, and the ``local`` parameter here is kept for debugging,
+``BFS_SMR_GAMES_L1=local,evm``): a game
 played to the end; a game against an opponent whose node dies when the honest player
 needs its counter-signature (the honest node closes, forces its move, and takes the pot
 when the window passes unanswered); and two cheats by an opponent who stops its node and
@@ -14,6 +16,7 @@ what the game paid it, less, on the EVM, the gas its own transactions cost.
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -62,7 +65,7 @@ def anvil_spec() -> Iterator[str]:
         yield spec
 
 
-@pytest.fixture(params=["local", "evm"])
+@pytest.fixture(params=os.environ.get("BFS_SMR_GAMES_L1", "evm").split(","))
 def l1(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "local":
         return local_l1(tmp_path, WINDOW)

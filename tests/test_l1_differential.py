@@ -389,13 +389,10 @@ def view(side: Side) -> Any:
         info = side.pair.alice.l1.channel(side.pair.params.channel_id)
     except L1Error:
         return None
-    settled = info.status is L1ChannelStatus.SETTLED
     forced = None if info.forced is None else (info.forced.seq, info.forced.update.outcome)
     return {
         "status": info.status.value,
-        # Once paid out, the embedded L1 still reports the deposits as locked and the EVM
-        # 0: left out here, shown by test_a_paid_out_channel_locks_nothing_on_either_l1.
-        "locked": None if settled else info.locked,
+        "locked": info.locked,
         "seq": info.registered_seq,
         "deadline": side.offset(info.deadline),
         "payouts": info.payouts,
@@ -596,11 +593,6 @@ def test_the_check_catches_an_l1_that_differs(devchain: Any) -> None:
         check(scenario, devchain, LateWindow())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the embedded L1 reports a paid-out channel's deposits as still locked "
-    "(MemoryL1.channel: locked=sum(deposited), not reset by _pay); the EVM reports 0",
-)
 def test_a_paid_out_channel_locks_nothing_on_either_l1(devchain: Any) -> None:
     scenario = Scenario("payments", (10, 5), (10, 5), ((0, {"pay": 3}),), True, ())
     locked = []
