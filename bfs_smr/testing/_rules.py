@@ -476,6 +476,7 @@ class _Twin:
         """Bytes that are not the canonical ABI encoding of any state: every call reverts."""
         from eth_abi.abi import decode as abi_decode
         from eth_abi.abi import encode as abi_encode
+        from eth_abi.exceptions import DecodingError
 
         enc = self.encode(where, state)
         abi = self.app.state_abi
@@ -494,7 +495,7 @@ class _Twin:
             data = bytes(b)
             try:
                 canonical = abi_encode([abi], abi_decode([abi], data, strict=True)) == data
-            except Exception:  # noqa: BLE001 - eth-abi's many decoding errors all mean "not canonical"
+            except DecodingError:
                 canonical = False
             if not canonical:
                 bad.append(data)
