@@ -23,6 +23,7 @@ from bfs_smr import CommandEntry, L1ChannelStatus, L1Error, SignedUpdate, Update
 from bfs_smr.plugins import load_app
 from bfs_smr.runtime import LocalPair
 from bfs_smr.runtime._local import evm_pair
+from bfs_smr.testing._l1scenarios import signed_move as kit_signed_move
 
 WINDOW = 600
 
@@ -52,23 +53,9 @@ def signed_move(
 ) -> SignedUpdate:
     """A move ``cell`` on ``state`` (after ``base``) by party ``by``, signed by it alone,
     whatever the app says of it."""
-    app, party = pair.app, pair.parties[by]
-    fmt = party.l1.format
-    try:
-        after = app.apply(state, {"cell": cell}, by)
-    except Exception:  # noqa: BLE001 - an illegal move, built on purpose
-        after = state
-    update = Update(
-        channel_id=pair.params.channel_id,
-        seq=base.seq + 1,
-        prev_hash=base.update.entry_hash(),
-        app_id=pair.params.app_id,
-        commands=(CommandEntry(by, 7, {"cell": cell}),),
-        state_hash=fmt.state_hash(app, after),
-        outcome=app.outcome(after),
+    return kit_signed_move(
+        pair, pair.parties[by], base=base, state=state, actor=by, command={"cell": cell}
     )
-    sig = party.signer.sign(fmt.digest(update, update.body()))
-    return SignedUpdate(update, (sig, None) if by == 0 else (None, sig))
 
 
 def closed(pair: LocalPair) -> tuple[SignedUpdate, Any]:
