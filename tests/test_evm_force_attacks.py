@@ -7,6 +7,7 @@ contract-level refusals; these follow the honest party's reaction through
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +34,10 @@ from bfs_smr import (
     encode,
     hash_bytes,
 )
+from bfs_smr._reaction import Intent
 from bfs_smr.runtime import LocalPair
 from bfs_smr.runtime._local import evm_pair
+from bfs_smr.runtime.store import Store
 
 WINDOW = 600
 _nonce = iter(range(1, 1_000_000))
@@ -88,13 +91,6 @@ def settle_after_window(chain: Any, p: LocalPair) -> tuple[int, int]:
 # -- findings ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: the sequencer's node does not take its own in-flight proposal, forced "
-    "on L1 by the peer, as the dispute's base (_reaction._closing skips a forced move by "
-    "this party; adopt_forced_move wants the peer's); the peer's answer then 'does not "
-    "follow' and the node never answers: it forfeits the pot at settle",
-)
 def test_a_peer_that_posts_my_own_proposal_as_a_force_move_does_not_strand_me() -> None:
     """Alice (X) proposes her move; Bob never counter-signs it, closes on the update before
     it and posts *her* proposal as a force move himself (anyone may: it carries her
@@ -122,6 +118,39 @@ def test_a_peer_that_posts_my_own_proposal_as_a_force_move_does_not_strand_me() 
     move = p.alice.chan.force_move({"cell": 1})  # she blocks O's row
     p.alice.l1.force_move(encoded(p, a_state), move, a_base)
     assert settle_after_window(chain, p) == (100, 0)  # Bob is silent now: he forfeits
+
+
+def test_a_sequencer_restarted_after_forcing_its_move_still_answers(tmp_path: Path) -> None:
+    """No attacker: Alice forces her in-flight move (Bob never counter-signed), restarts,
+    and Bob answers on L1. Restored from the store, her move is a proposal in flight again,
+    not the dispute's base; she must take it back from L1 to adopt Bob's answer."""
+    chain, p = evm_pair(
+        "tictactoe",
+        (50, 50),
+        challenge_window=WINDOW,
+        nonce=next(_nonce),
+        stores=(Store(tmp_path / "a"), Store(tmp_path / "b")),
+    )
+    p.open()
+    for cell in (4, 0):
+        p.parties[p.app.to_move(p.alice.chan.state)].chan.issue({"cell": cell})
+        p.pump()
+    p.alice.chan.issue({"cell": 8})
+    p.drain(p.alice)
+    p.bob.inbox.clear()  # Bob withholds his counter-signature
+    p.react(p.alice, Intent(unilateral=True))  # she closes ...
+    assert [type(a).__name__ for a in p.react(p.alice)] == ["ForceMove"]  # ... and forces
+    p.restart(p.alice)
+    p.react(p.bob)  # Bob adopts her move and answers it
+    b_base, b_state = p.bob.chan.force_base
+    answer = p.bob.chan.force_move({"cell": 2})
+    p.bob.l1.force_move(encoded(p, b_state), answer, b_base)
+    p.react(p.alice)
+    a_base, a_state = p.alice.chan.force_base
+    assert a_base == answer
+    move = p.alice.chan.force_move({"cell": 1})
+    p.alice.l1.force_move(encoded(p, a_state), move, a_base)
+    assert settle_after_window(chain, p) == (100, 0)
 
 
 # -- what held ----------------------------------------------------------------------------
