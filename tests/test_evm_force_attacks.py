@@ -358,12 +358,6 @@ def test_an_event_with_a_command_the_app_would_refuse_never_breaks_the_reader(
         assert record.update.update.entry_hash() == record.entry_hash
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: EvmAdapter keeps a ForceMoved event only if the channel was tracked "
-    "when the logs were read; tracked later, channel()/refute()/settle() raise 'the "
-    "registered forced move's event is not in the logs read' forever",
-)
 def test_an_adapter_that_read_the_logs_before_tracking_the_channel_still_finds_the_move() -> None:
     """An adapter reads the logs (events(): e.g. a watcher's first pass) and only then is
     told the channel (track: a channel loaded later, a watchtower given it mid-dispute).
