@@ -7,7 +7,6 @@ contract-level refusals; these follow the honest party's reaction through
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,13 @@ import pytest
 
 pytest.importorskip("web3")
 
-from bfs_smr.adapters.evm import DevChain, Secp256k1, rules_address
+from bfs_smr.adapters.evm import Secp256k1
 from bfs_smr.adapters.evm._adapter import (
     _forced_from_event,
     forced_body,
     params_tuple,
     sig_tuple,
 )
-from bfs_smr.adapters.evm.artifact import load_rules_artifact
-from eth_abi.abi import encode as abi_encode
-from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from bfs_smr import (
@@ -39,7 +35,6 @@ from bfs_smr import (
     hash_bytes,
 )
 from bfs_smr._reaction import Intent
-from bfs_smr.plugins import load_app
 from bfs_smr.runtime import LocalPair
 from bfs_smr.runtime._local import evm_pair
 from bfs_smr.runtime.store import Store
@@ -378,51 +373,3 @@ def test_an_adapter_that_read_the_logs_before_tracking_the_channel_still_finds_t
     late.track(p.params)
     info = late.channel(p.params.channel_id)
     assert info.forced == move and info.registered_seq == move.seq
-
-
-def test_the_rules_contract_plays_exactly_as_the_python_app() -> None:
-    """A force move's outcome is the rules contract's, a cooperative one the Python app's:
-    on seeded random games, every reachable state gives the same mover, next state and
-    outcome for the move played, the same refusal for a taken cell and for a command with
-    a needless head, and, once the game is over, a refusal."""
-    app = load_app("tictactoe")
-    chain = DevChain.embedded()
-    address = rules_address(app)
-    artifact = load_rules_artifact(app)
-    assert address is not None and artifact is not None
-    rules = chain.w3.eth.contract(address=to_checksum_address(address), abi=artifact["abi"])
-    force = rules.functions.force
-    rng = random.Random(13)
-    params = ChannelParams(
-        l1=b"evm:" + bytes(52),
-        participants=(os.urandom(20), os.urandom(20)),
-        deposits=(7, 7),
-        app="tictactoe",
-        app_version=1,
-    )
-    for _ in range(4):  # games (about 35 states)
-        state = app.initial_state(params)
-        while True:
-            raw = abi_encode([app.state_abi], [state])
-            assert rules.functions.to_move(raw).call() == (
-                2 if app.to_move(state) is None else app.to_move(state)
-            )
-            assert tuple(rules.functions.outcome(raw).call()) == app.outcome(state)
-            free = [i for i in range(9) if state[0][i] == 0]
-            if app.is_final(state):
-                with pytest.raises(Exception, match="the game is over"):
-                    force(raw, encode({"cell": rng.choice(free or [0])})).call()
-                break
-            cell = rng.choice(free)
-            mover, after, out_a, out_b = force(raw, encode({"cell": cell})).call()
-            expected = app.apply(state, {"cell": cell}, state[1])
-            assert mover == state[1]
-            assert bytes(after) == abi_encode([app.state_abi], [expected])
-            assert (out_a, out_b) == app.outcome(expected)
-            taken = [i for i in range(9) if state[0][i] != 0]
-            if taken:
-                with pytest.raises(Exception, match="taken"):
-                    force(raw, encode({"cell": rng.choice(taken)})).call()
-            with pytest.raises(Exception, match="cell"):
-                force(raw, b"\xa1dcell\x18" + bytes([cell])).call()
-            state = expected
