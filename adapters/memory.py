@@ -148,7 +148,8 @@ class MemoryL1:
         return L1ChannelInfo(
             channel_id=channel_id,
             status=ch.status,
-            locked=sum(ch.deposited),
+            # once paid out (settled) or refunded (cancelled) nothing is locked any more
+            locked=0 if ch.status is L1ChannelStatus.SETTLED else sum(ch.deposited),
             registered_seq=None if ch.registered is None else ch.registered.seq,
             deadline=ch.deadline,
             payouts=ch.payouts,

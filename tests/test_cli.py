@@ -87,6 +87,22 @@ def test_dispute_pays_by_the_newest_and_the_force_mover_wins(capsys):
     assert result["force_move"]["payouts"] == {"alice": 200, "bob": 0}
 
 
+def test_the_dispute_demo_says_what_happened():
+    proc = run("demo", "dispute", "--seed", "2")
+    assert proc.returncode == 0, proc.stderr
+    told = " ".join(proc.stdout.split())  # the story is folded to the terminal's width
+    for words in (
+        "Alice cheated: she closed on L1 alone with the stale seq 1, where Bob holds only 100.",
+        "Bob's watcher refuted it within the 600 s window with seq 6",
+        "L1 paid by seq 6: Alice 650, Bob 350. The cheat gained nothing.",
+        "Bob went silent",
+        "forced her move on L1 as seq",
+        "so he forfeits: L1 paid Alice 200, Bob 0.",
+    ):
+        assert words in told, proc.stdout
+    assert "paid to alice" in proc.stdout  # and the figures, as before
+
+
 def test_human_output_is_a_table():
     proc = run("demo", "payments", "--payments", "20")
     assert proc.returncode == 0
@@ -107,6 +123,10 @@ def test_human_output_is_a_table():
         (["demo", "payments", "--bogus"], "unrecognized"),
         (["nosuchcommand"], "invalid choice"),
         ([], "required"),
+        (["demo", "dispute", "--l1", "ropsten"], "is not an L1"),
+        (["demo", "dispute", "--l1", "evm:localhost:8545"], "evm:http://HOST:PORT"),
+        (["demo", "dispute", "--l1", "evm:http://127.0.0.1:9"], "no EVM node answers"),
+        (["demo", "payments", "--l1", "evm", "--rpc", "http://127.0.0.1:9"], "no EVM node answers"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):

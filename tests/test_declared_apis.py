@@ -16,8 +16,8 @@ RUNTIME = {
 
 TESTING = {
     "EvmL1Harness", "HOSTILE_COMMANDS", "L1Harness", "L1RuleBroken", "L1_RULES",
-    "LocalL1Harness", "LocalPair", "MemoryL1Harness", "Party", "check_app",
-    "check_l1_adapter", "memory_pair",
+    "LocalL1Harness", "LocalPair", "MemoryL1Harness", "Party", "RULES_ABI", "check_app",
+    "check_app_rules", "check_l1_adapter", "memory_pair",
 }  # fmt: skip
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +27,12 @@ from bfs_smr.adapters.evm import (
 from bfs_smr.adapters.evm import _adapter as evm_adapter
 from bfs_smr.adapters.evm._adapter import params_tuple, sig_tuple, state_tuple
 from bfs_smr.adapters.evm._crypto import SECP256K1_N
-from bfs_smr.adapters.evm.artifact import compile_artifact, load_artifact
+from bfs_smr.adapters.evm.artifact import (
+    RULES_SOURCES,
+    compile_artifact,
+    load_artifact,
+    load_rules_artifact,
+)
 
 from bfs_smr import (
     ChannelParams,
@@ -36,6 +43,7 @@ from bfs_smr import (
     Update,
     hash_bytes,
 )
+from bfs_smr.plugins import load_app
 
 GAS_MONEY = 10**18
 DEPOSIT = 10**15
@@ -145,6 +153,19 @@ def test_committed_artifact_is_the_compiled_source() -> None:
         "Adjudicator.vy changed: run `python -m bfs_smr.adapters.evm` to rebuild Adjudicator.json"
     )
     assert fresh == committed, "Adjudicator.json drifted: run `python -m bfs_smr.adapters.evm`"
+
+
+@pytest.mark.parametrize("source", RULES_SOURCES, ids=lambda p: p.stem)
+def test_committed_rules_artifacts_are_the_compiled_sources(source: Path) -> None:
+    """The bundled apps' rules contracts are rebuilt with the adjudicator, and what an app
+    names in ``l1_rules`` is that artifact (what a non-editable install ships)."""
+    fresh = compile_artifact(source)
+    committed = json.loads(source.with_suffix(".json").read_text(encoding="utf-8"))
+    assert fresh == committed, (
+        f"{source.name} and its artifact drifted: run `python -m bfs_smr.adapters.evm`"
+    )
+    app = load_app(source.stem.lower())
+    assert load_rules_artifact(app) == committed
 
 
 def test_python_digest_and_key_are_the_contracts(world: World) -> None:

@@ -74,6 +74,7 @@ def test_wheel_ships_framework_apps_adapters_and_py_typed(tmp_path):
         "bfs_smr/apps/tictactoe.py",
         "bfs_smr/adapters/memory.py",
         "bfs_smr/adapters/evm/Adjudicator.json",
+        "bfs_smr/apps/contracts/TicTacToe.json",  # the rules l1_rules names
     ):
         assert needed in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

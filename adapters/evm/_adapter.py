@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -302,7 +303,7 @@ class EvmAdapter(L1Adapter):
         amount = params.deposits[params.participants.index(self._account)]
         struct = params_tuple(params)
         rules = struct[-1]
-        if rules != _ZERO_ADDRESS and not self.w3.eth.get_code(rules):
+        if rules != _ZERO_ADDRESS and not self.w3.eth.get_code(to_checksum_address(rules)):
             # its moves could not be forced: a silent opponent would win the game
             raise L1Error(
                 f"the rules contract of {params.app_id} is not deployed at {rules} on this "
@@ -398,7 +399,7 @@ class EvmAdapter(L1Adapter):
         if signature is None:
             raise L1Error("a force move must be signed by the party to move")
         move = (state, entry.ref, encode(entry.command), sig_tuple(signature))
-        if not self.w3.eth.get_code(struct[-1]):
+        if not self.w3.eth.get_code(to_checksum_address(struct[-1])):
             # Anyone may deploy an app's rules at their address: a party about to lose by
             # silence does so rather than wait for `l1 init` (the key binds the address).
             self._deploy_rules(params)
@@ -671,17 +672,18 @@ def _forced_from_event(params: ChannelParams, args: Any, time: int) -> ForcedRec
     out_a = int(args["out_a"])
     out_b = params.locked - out_a
     entry_hash = hash_bytes(forced_body(params, args, out_b=out_b))
-    fields = {
-        "seq": int(args["seq"]),
-        "deadline": time + params.challenge_window,
-        "out_a": out_a,
-        "state_hash": bytes(args["state_hash"]),
-        "entry_hash": entry_hash,
-    }
+    record = ForcedRecord(
+        seq=int(args["seq"]),
+        deadline=time + params.challenge_window,
+        out_a=out_a,
+        state_hash=bytes(args["state_hash"]),
+        entry_hash=entry_hash,
+        update=None,
+    )
     try:
         command = decode(bytes(args["command"]))
     except CodecError:
-        return ForcedRecord(**fields, update=None)
+        return record
     update = Update(
         channel_id=params.channel_id,
         seq=int(args["seq"]),
@@ -693,7 +695,7 @@ def _forced_from_event(params: ChannelParams, args: Any, time: int) -> ForcedRec
         final=False,
     )
     if update.entry_hash() != entry_hash:
-        return ForcedRecord(**fields, update=None)
+        return record
     signature = bytes(args["r"]) + bytes(args["s"]) + bytes([int(args["v"])])
     sigs = (signature, None) if mover == 0 else (None, signature)
-    return ForcedRecord(**fields, update=SignedUpdate(update, sigs))
+    return dataclasses.replace(record, update=SignedUpdate(update, sigs))

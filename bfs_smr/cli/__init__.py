@@ -44,11 +44,23 @@ def _positive(text: str) -> int:
     return value
 
 
+def _demo_l1(text: str) -> tuple[str, str | None]:
+    """``memory``, ``evm`` or ``evm:URL`` (a node such as anvil): the L1 and its RPC URL."""
+    if text in ("memory", "evm"):
+        return text, None
+    kind, _, url = text.partition(":")
+    if kind == "evm" and url.startswith(("http://", "https://")):
+        return "evm", url
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not an L1: give memory, evm or evm:http://HOST:PORT"
+    )
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(prog="bfs-smr", description="Two-party channels on a signed, replicated log.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    demo = sub.add_parser("demo", help="run a bundled demo on the embedded L1")
+    demo = sub.add_parser("demo", help="run a bundled demo on an embedded L1")
     apps = demo.add_subparsers(dest="app", required=True, parser_class=_Parser)
 
     pay = apps.add_parser("payments", help="Alice pays Bob N times, then both close")
@@ -74,6 +86,14 @@ def _build_parser() -> _Parser:
 
     dispute = apps.add_parser("dispute", help="a stale close refuted, and a win by force move")
     dispute.add_argument("--seed", type=int, default=None)
+    dispute.add_argument(
+        "--l1",
+        type=_demo_l1,
+        default=("memory", None),
+        metavar="L1",
+        help="memory (default), evm (the adjudicator on an in-process chain) or evm:URL "
+        "(on a node such as anvil)",
+    )
     dispute.add_argument("--json", action="store_true")
 
     gas = sub.add_parser("gas", help="gas of the EVM adjudicator, from real receipts")
@@ -143,6 +163,15 @@ def _print_table(title: str, rows: list[tuple[str, Any]]) -> None:
     for key, value in rows:
         table.add_row(key, str(value))
     Console().print(table)
+
+
+def _print_story(lines: list[str]) -> None:
+    """What a demo did, one paragraph a step, folded to the terminal's width."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    for line in lines:
+        console.print(line, markup=False)
 
 
 def _summary(result: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -281,9 +310,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     elif args.app == "tictactoe":
         result = _demo.demo_tictactoe(args.stake, args.seed)
     else:
-        result = _demo.demo_dispute(args.seed)
+        kind, rpc = args.l1
+        result = _demo.demo_dispute(args.seed, l1=kind, rpc=rpc)
     if show:
         _print_table(f"bfs-smr demo {args.app}", _summary(result))
+        _print_story(result.get("story", []))
     return result
 
 

@@ -41,11 +41,23 @@ def _world(
     return _World(chain, pair)
 
 
+def _check_rpc(rpc: str | None) -> None:
+    """Refuse, in one line, an RPC URL where no EVM node answers."""
+    if rpc is None:
+        return
+    try:
+        from bfs_smr.adapters.evm import connect
+    except ImportError:
+        raise LocalError("the EVM L1 needs the evm extra: pip install 'bfs-smr[evm]'") from None
+    connect(rpc)
+
+
 def _evm_world(deposits: tuple[int, int], rpc: str | None, key: str | None) -> _World:
     try:
         secret = bytes.fromhex(key) if key else None
     except ValueError:
         raise LocalError("--key must be a private key in hex") from None
+    _check_rpc(rpc)
     chain, pair = evm_pair("payments", deposits, rpc=rpc, alice_secret=secret)
     return _World(chain, pair)
 
@@ -73,7 +85,8 @@ def _result(
 
 
 def _payouts(world: _World) -> dict[str, int]:
-    info = world.chain.channel(world.pair.params.channel_id)
+    """What L1 paid each party of the world's channel, as Alice's adapter reads it."""
+    info = world.pair.alice.l1.channel(world.pair.params.channel_id)
     out = info.payouts or (0, 0)
     return {"alice": out[0], "bob": out[1]}
 
@@ -203,20 +216,50 @@ def demo_tictactoe(stake: int = 100, seed: int | None = None) -> dict[str, Any]:
     return result
 
 
-def demo_dispute(seed: int | None = None) -> dict[str, Any]:
-    """Both dispute paths on the embedded L1.
+def _dispute_world(app: str, deposits: tuple[int, int], l1: str, rpc: str | None) -> _World:
+    if l1 == "evm":
+        _check_rpc(rpc)
+        chain, pair = evm_pair(app, deposits, rpc=rpc, challenge_window=_DISPUTE_WINDOW)
+        return _World(chain, pair)
+    return _world(app, deposits, window=_DISPUTE_WINDOW)
+
+
+#: The challenge window of the dispute demo's channels, in seconds of L1 time (the demo
+#: moves the L1's clock on; nobody waits).
+_DISPUTE_WINDOW = 600
+
+
+def demo_dispute(
+    seed: int | None = None, *, l1: str = "memory", rpc: str | None = None
+) -> dict[str, Any]:
+    """Both dispute paths, on the embedded L1 or on the EVM adjudicator.
 
     1. Payments: Alice pays Bob, then closes unilaterally with a stale update; Bob's
        watcher refutes with his newest update inside the window; L1 pays by the newest.
     2. Tic-tac-toe: Bob goes silent when Alice moves; Alice closes with the newest
        doubly-signed state, forces her move on L1, Bob lets his window pass, Alice settles
        and takes the pot.
+
+    Args:
+        l1: ``memory`` (the embedded L1) or ``evm`` (the adjudicator and the tic-tac-toe
+            rules contract on the embedded py-evm chain, or on the node at ``rpc``).
+
+    Returns:
+        The figures, and ``story``: what happened, in sentences.
     """
+    if l1 not in ("memory", "evm"):
+        raise LocalError(f"--l1 must be memory or evm, not {l1!r}")
+    if rpc and l1 != "evm":
+        raise LocalError("--rpc goes with --l1 evm")
     start = time.perf_counter()
     rng = random.Random(seed)
+    story: list[str] = []
+    where = "the EVM adjudicator" if l1 == "evm" else "the embedded L1"
     # -- 1. stale close, refuted -------------------------------------------------------
-    w1 = _world("payments", (1_000, 0), window=600)
+    w1 = _dispute_world("payments", (1_000, 0), l1, rpc)
     pair = w1.pair
+    if not pair.alice.l1.supports_force_move:
+        raise LocalError(f"{where} here has no force moves: the demo's game cannot be played")
     pair.open()
     pair.alice.chan.issue({"pay": 100})
     pair.pump()
@@ -227,21 +270,40 @@ def demo_dispute(seed: int | None = None) -> dict[str, Any]:
     pair.pump()
     newest = pair.bob.chan.committed
     assert newest is not None
+    story.append(
+        f"Payments on {where}: Alice locked 1,000 and paid Bob 100, then 5 x 50 more; "
+        f"both signed seq {newest.seq}, where Bob holds 350."
+    )
     pair.alice.l1.unilateral_close(stale)  # the cheat goes around the policy
+    story.append(
+        f"Alice cheated: she closed on L1 alone with the stale seq {stale.seq}, "
+        "where Bob holds only 100."
+    )
     # Bob's watcher looks at the L1: the policy answers a stale close with his newest.
     refuted = any(isinstance(action, Refute) for action in pair.react(pair.bob))
-    w1.chain.advance(600)
+    if refuted:
+        story.append(
+            f"Bob's watcher refuted it within the {_DISPUTE_WINDOW} s window with seq "
+            f"{newest.seq}, which Alice had signed too."
+        )
+    w1.chain.advance(_DISPUTE_WINDOW + 1)
     pair.react(pair.bob)  # the window is over: settle
     stale_payouts = _payouts(w1)
-    stale_part = {
+    by = newest if tuple(stale_payouts.values()) == tuple(newest.update.outcome) else stale
+    story.append(
+        f"The window passed and L1 paid by seq {by.seq}: Alice "
+        f"{stale_payouts['alice']:,}, Bob {stale_payouts['bob']:,}."
+        + (" The cheat gained nothing." if by is newest else "")
+    )
+    stale_part: dict[str, Any] = {
         "stale_seq": stale.seq,
         "newest_seq": newest.seq,
         "refuted": refuted,
         "payouts": stale_payouts,
-        "l1_transactions": w1.chain.transactions,
+        "l1_transactions": _l1_transactions(w1),
     }
     # -- 2. silent player, force move --------------------------------------------------
-    w2 = _world("tictactoe", (100, 100), window=600)
+    w2 = _dispute_world("tictactoe", (100, 100), l1, rpc)
     game = w2.pair
     game.open()
     # Play until it is Alice's turn again and she can still move without ending the game.
@@ -254,30 +316,46 @@ def demo_dispute(seed: int | None = None) -> dict[str, Any]:
     game.pump()
     registered = game.alice.chan.committed
     assert registered is not None
+    story.append(
+        f"Tic-tac-toe on {where}, 100 staked each: after {registered.seq} moves signed "
+        f"by both, Alice played cell {cell} and Bob went silent: he never counter-signed it."
+    )
     game.react(game.alice, Intent(unilateral=True))  # closes with the newest update
     game.react(game.alice)  # forces the very move Bob never counter-signed (I1)
     forced = game.l1_view(game.alice)
     assert forced is not None and forced.registered_seq is not None
-    w2.chain.advance(600)  # Bob's window passes in silence
+    story.append(
+        f"Alice closed on L1 alone with seq {registered.seq} (her move there: closing on "
+        f"it alone would make her forfeit) and forced her move on L1 as seq "
+        f"{forced.registered_seq}, checked by the app's rules: Bob to move."
+    )
+    w2.chain.advance(_DISPUTE_WINDOW + 1)  # Bob's window passes in silence
     game.react(game.alice)  # settle
     force_payouts = _payouts(w2)
-    force_part = {
+    story.append(
+        "Bob did not answer within the window"
+        + (", so he forfeits" if force_payouts == {"alice": 200, "bob": 0} else "")
+        + f": L1 paid Alice {force_payouts['alice']:,}, Bob {force_payouts['bob']:,}."
+    )
+    force_part: dict[str, Any] = {
         "moves_signed_by_both": registered.seq,
         "forced_seq": forced.registered_seq,
         "payouts": force_payouts,
-        "l1_transactions": w2.chain.transactions,
+        "l1_transactions": _l1_transactions(w2),
     }
     seconds = time.perf_counter() - start
     payouts = {name: stale_payouts[name] + force_payouts[name] for name in ("alice", "bob")}
     updates = pair.bob.commits + game.alice.commits
     return {
         "app": "dispute",
+        "l1": l1,
         "updates": updates,
-        "l1_transactions": w1.chain.transactions + w2.chain.transactions,
+        "l1_transactions": _l1_transactions(w1) + _l1_transactions(w2),
         "locked": pair.params.locked + game.params.locked,
         "payouts": payouts,
         "seconds": round(seconds, 6),
         "updates_per_second": round(updates / seconds, 1) if seconds > 0 else None,
         "stale_close": stale_part,
         "force_move": force_part,
+        "story": story,
     }

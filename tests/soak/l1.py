@@ -60,13 +60,14 @@ class EvmView:
     kind = "evm"
 
     def __init__(self, url: str) -> None:
-        from bfs_smr.adapters.evm import EvmAdapter, connect, deploy_adjudicator
+        from bfs_smr.adapters.evm import EvmAdapter, connect, deploy_adjudicator, deploy_all_rules
 
         self.spec = f"evm:{url}"
         self.w3 = connect(url)
         self.address, _ = deploy_adjudicator(self.w3)  # what `bfs-smr l1 init` does
+        deploy_all_rules(self.w3)
         self.reader = EvmAdapter(self.w3, self.address, os.urandom(32))  # reads only
-        self.supports_force = False
+        self.supports_force = True
         self.first_block = 0
         self._lock = threading.Lock()  # the reader's event list is not thread-safe
 
