@@ -97,8 +97,15 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
 
 
 def adopt_forced_move(st: ChannelState, signed: SignedUpdate) -> None:
-    base, base_state = force_base(st)
     u = signed.update
+    if _answers_own_proposal(st, u):
+        # The peer's move builds on this party's oldest proposal, a move of its own that
+        # reached L1 as a forced move: posted by this party before a restart (its store
+        # keeps it as a proposal in flight), or by the peer (anyone may post it: it
+        # carries this party's signature). It becomes the dispute's base, as if this party
+        # had forced it now; nothing new is signed (I1).
+        force_move(st, None)
+    base, base_state = force_base(st)
     peer = st.peer_index
     if u.channel_id != st.channel_id or u.app_id != st.params.app_id or u.final:
         raise violation(st, "forced move of another channel or app, or a final one")
@@ -118,3 +125,16 @@ def adopt_forced_move(st: ChannelState, signed: SignedUpdate) -> None:
     st.dispute_base = (signed, state)
     st.own_forced = None
     set_phase(st, Phase.DISPUTE)
+
+
+def _answers_own_proposal(st: ChannelState, u: Update) -> bool:
+    if st.dispute_base is not None or not st.in_flight:
+        return False
+    own = st.in_flight[0][0].update
+    return (
+        u.seq == own.seq + 1
+        and u.prev_hash == own.entry_hash()
+        and not own.final
+        and len(own.commands) == 1
+        and own.commands[0].actor == st.index
+    )

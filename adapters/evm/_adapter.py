@@ -262,8 +262,9 @@ class EvmAdapter(L1Adapter):
         # The last block whose logs are in _events; None: find the deployment block first.
         self._scanned: int | None = None if from_block is None else from_block - 1
         self._block_times: dict[int, int] = {}
-        # the newest move forced in each channel (by key), from the ForceMoved events
-        self._forced: dict[bytes, ForcedRecord] = {}
+        # the newest ForceMoved event of each channel key (its fields and block time),
+        # kept whether or not the channel is tracked yet: rebuilt once its params are known
+        self._forced: dict[bytes, tuple[Any, int]] = {}
         #: Wei this adapter spent on transaction fees.
         self.fees_paid = 0
         #: Receipts of every transaction this adapter sent, oldest first.
@@ -340,7 +341,8 @@ class EvmAdapter(L1Adapter):
 
     def _forced_record(self, params: ChannelParams, slot: int) -> ForcedRecord:
         self.events()  # read the logs up to now
-        record = self._forced.get(channel_key(params))
+        event = self._forced.get(channel_key(params))
+        record = None if event is None else _forced_from_event(params, *event)
         if record is None or record.commitment() != slot:
             raise L1Error("the registered forced move's event is not in the logs read")
         return record
@@ -581,8 +583,8 @@ class EvmAdapter(L1Adapter):
             deadline = int(args["deadline"]) if "deadline" in args else None
             if kind is L1EventKind.FORCE_MOVED:
                 deadline = None if params is None else time + params.challenge_window
-                if params is not None:
-                    self._forced[bytes(args["key"])] = _forced_from_event(params, args, time)
+                # by key: a channel forged under a tracked id has another key
+                self._forced[bytes(args["key"])] = (args, time)
             found.append(
                 L1Event(
                     index=len(self._events) + len(found),
