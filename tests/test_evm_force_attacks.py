@@ -1,8 +1,8 @@
 """Force moves on the adjudicator, attacked from the other side: what the worst transaction
 (or the worst event) costs an honest party that runs the node's L1 policy (docs/evm.md,
-"States and force moves"; docs/design.md §5, §6). tests/test_evm_force.py has the
-contract-level refusals; these follow the honest party's reaction through
-``LocalPair.react`` (the node's policy) and its adapter."""
+"States and force moves"; docs/design.md §5 and docs/design.md §6).
+tests/test_evm_force.py has the contract-level refusals; these follow the honest party's
+reaction through ``LocalPair.react`` (the node's policy) and its adapter."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from the npm package ``@foundry-rs/anvil`` (it ships the platform binary inside)
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -182,13 +183,19 @@ def install_anvil(prefix: Path | None = None) -> Path:
     if npm is None:
         raise FileNotFoundError("npm is not installed; anvil comes from the npm registry")
     prefix.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(  # noqa: S603 - fixed arguments, npm from PATH
-        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), ANVIL_NPM_PACKAGE],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    # One install at a time (test workers in parallel, two demos): the others wait for it.
+    with (prefix / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = find_anvil(prefix)
+        if found is not None:
+            return found
+        proc = subprocess.run(  # noqa: S603 - fixed arguments, npm from PATH
+            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), ANVIL_NPM_PACKAGE],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     found = find_anvil(prefix)
     if found is None:
         raise LocalError(
