@@ -150,11 +150,15 @@ def sig_tuple(signature: bytes | None) -> tuple[int, bytes, bytes]:
     return (signature[64], signature[:32], signature[32:64])
 
 
+def _check_fits(u: Update) -> None:
+    if u.seq > _MASK64 or max(u.outcome) > _MASK96:
+        raise L1Error("update does not fit on chain (seq or outcome too large)")
+
+
 def state_tuple(signed: SignedUpdate) -> tuple[int, int, int, bool, bytes]:
     """The adjudicator's ``State`` struct for an update."""
     u = signed.update
-    if u.seq > _MASK64 or max(u.outcome) > _MASK96:
-        raise L1Error("update does not fit on chain (seq or outcome too large)")
+    _check_fits(u)
     return (u.seq, u.outcome[0], u.outcome[1], u.final, binding(u.state_hash, u.entry_hash()))
 
 
@@ -335,6 +339,8 @@ class EvmAdapter(L1Adapter):
 
     def _forced_now(self, params: ChannelParams) -> ForcedRecord | None:
         """The forced move registered in the channel now, or None if none is."""
+        if _rules_of(params.app, params.app_version) is None:
+            return None  # without rules nothing is ever forced: no need to read the slot
         if not decode_slot(slot := self._slot(params)).forced:
             return None
         return self._forced_record(params, slot)
@@ -410,8 +416,7 @@ class EvmAdapter(L1Adapter):
             if base is None or not base.doubly_signed:
                 raise L1Error("a first force move on the EVM needs the registered update")
             b = base.update
-            if b.seq > _MASK64 or max(b.outcome) > _MASK96:
-                raise L1Error("update does not fit on chain (seq or outcome too large)")
+            _check_fits(b)
             call = self.contract.functions.force_move(
                 struct,
                 (b.seq, b.outcome[0], b.outcome[1], b.state_hash, b.entry_hash()),
@@ -423,15 +428,12 @@ class EvmAdapter(L1Adapter):
         return record.deadline
 
     def _deploy_rules(self, params: ChannelParams) -> None:
-        from bfs_smr.adapters.evm.artifact import load_rules_artifact
-        from bfs_smr.adapters.evm.deploy import CREATE2_DEPLOYER, RULES_SALT
+        from bfs_smr.adapters.evm.deploy import deploy_rules
 
-        art = load_rules_artifact(load_app(params.app, params.app_version))
-        assert art is not None  # the key names a rules address only for apps with rules
-        if not self.w3.eth.get_code(to_checksum_address(CREATE2_DEPLOYER)):
-            raise L1Error(f"the rules contract of {params.app_id} is not deployed on this chain")
-        data = RULES_SALT + bytes.fromhex(art["bytecode"].removeprefix("0x"))
-        self._send_tx({"to": to_checksum_address(CREATE2_DEPLOYER), "data": data})
+        def send(to: str, data: bytes) -> object:
+            return self._send_tx({"to": to_checksum_address(to), "data": data})
+
+        deploy_rules(self.w3, load_app(params.app, params.app_version), send=send)
 
     @_rpc
     def withdraw(self) -> int:
@@ -625,36 +627,22 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _cbor_head(major: int, n: int) -> bytes:
-    if n < 24:
-        return bytes([major << 5 | n])
-    width = next(w for w in (1, 2, 4, 8) if n < 1 << (8 * w))
-    return bytes([major << 5 | {1: 24, 2: 25, 4: 26, 8: 27}[width]]) + n.to_bytes(width, "big")
-
-
 def forced_body(params: ChannelParams, args: Any, *, out_b: int) -> bytes:
     """The canonical body the adjudicator built for a forced update from its event's
-    fields (the same bytes :meth:`Update.body` makes when the command decodes)."""
-    app_id = params.app_id.encode()
+    fields (the same bytes :meth:`Update.body` makes when the command decodes). The
+    command goes in as the bytes the chain took, so even one the codec would refuse has a
+    body, and the forced move can still be refuted and settled."""
+    head = (params.channel_id, int(args["seq"]), bytes(args["prev_hash"]), params.app_id)
+    tail = (bytes(args["state_hash"]), [int(args["out_a"]), out_b], False)
     return b"".join(
         (
-            b"\x88\x58\x20",
-            params.channel_id,
-            _cbor_head(0, int(args["seq"])),
-            b"\x58\x20",
-            bytes(args["prev_hash"]),
-            _cbor_head(3, len(app_id)),
-            app_id,
-            b"\x81\x83",
-            _cbor_head(0, int(args["mover"])),
-            _cbor_head(0, int(args["ref"])),
+            b"\x88",  # an update: an array of 8
+            *map(encode, head),
+            b"\x81\x83",  # one command entry: [actor, ref, command]
+            encode(int(args["mover"])),
+            encode(int(args["ref"])),
             bytes(args["command"]),
-            b"\x58\x20",
-            bytes(args["state_hash"]),
-            b"\x82",
-            _cbor_head(0, int(args["out_a"])),
-            _cbor_head(0, out_b),
-            b"\xf4",
+            *map(encode, tail),
         )
     )
 

@@ -12,6 +12,7 @@ against an address whose code is not the artifact's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bfs_smr.adapters.evm.artifact import load_artifact, load_rules_artifact
@@ -150,24 +151,36 @@ def deployment_block(w3: Web3, address: bytes) -> int:
     return high
 
 
-def _deploy(w3: Web3, salt: bytes, init_code: bytes, what: str, sender: Any) -> bytes:
+#: Sends a transaction (to, data) and returns once it is mined, or raises L1Error: a party's
+#: own signed transaction (the EVM adapter's), where no unlocked account pays.
+Send = Callable[[str, bytes], object]
+
+
+def _deploy(
+    w3: Web3, salt: bytes, init_code: bytes, what: str, *, sender: Any, send: Send | None = None
+) -> bytes:
     if not w3.eth.get_code(to_checksum_address(CREATE2_DEPLOYER)):
         raise L1Error(
             "this chain has no deterministic deployment proxy at "
             f"0x{CREATE2_DEPLOYER.hex()}; deploy Adjudicator.json yourself and use "
             "evm:URL#0xADDRESS"
         )
-    if sender is None:
-        accounts = w3.eth.accounts
-        if not accounts:
-            raise L1Error(f"the node has no unlocked account to pay for the {what}'s deployment")
-        sender = accounts[0]
-    tx_hash = w3.eth.send_transaction(
-        {"from": sender, "to": to_checksum_address(CREATE2_DEPLOYER), "data": salt + init_code}
-    )
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
-    if receipt["status"] != 1:
-        raise L1Error(f"the {what}'s deployment reverted")
+    if send is not None:
+        send(to_checksum_address(CREATE2_DEPLOYER), salt + init_code)
+    else:
+        if sender is None:
+            accounts = w3.eth.accounts
+            if not accounts:
+                raise L1Error(
+                    f"the node has no unlocked account to pay for the {what}'s deployment"
+                )
+            sender = accounts[0]
+        tx_hash = w3.eth.send_transaction(
+            {"from": sender, "to": to_checksum_address(CREATE2_DEPLOYER), "data": salt + init_code}
+        )
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        if receipt["status"] != 1:
+            raise L1Error(f"the {what}'s deployment reverted")
     address = _create2_address(salt, init_code)
     if not w3.eth.get_code(to_checksum_address(address)):
         raise L1Error(f"the {what}'s deployment left no code at 0x{address.hex()}")
@@ -190,15 +203,21 @@ def deploy_adjudicator(w3: Web3, sender: Any = None) -> tuple[bytes, bool]:
     """
     address = adjudicator_address()
     if not w3.eth.get_code(to_checksum_address(address)):
-        _deploy(w3, SALT, _hex(load_artifact()["bytecode"]), "adjudicator", sender)
+        _deploy(w3, SALT, _hex(load_artifact()["bytecode"]), "adjudicator", sender=sender)
         check_adjudicator(w3, address)
         return address, True
     check_adjudicator(w3, address)
     return address, False
 
 
-def deploy_rules(w3: Web3, app: StateMachine[Any], sender: Any = None) -> tuple[bytes, bool]:
+def deploy_rules(
+    w3: Web3, app: StateMachine[Any], sender: Any = None, *, send: Send | None = None
+) -> tuple[bytes, bool]:
     """Deploy ``app``'s rules contract at :func:`rules_address` unless it is there.
+
+    Args:
+        sender: an unlocked account of the node to pay (default: its first).
+        send: send the deployment otherwise (a party's own signed transaction).
 
     Returns:
         The address, and whether this call deployed it.
@@ -216,7 +235,7 @@ def deploy_rules(w3: Web3, app: StateMachine[Any], sender: Any = None) -> tuple[
         if "bytecode_runtime" in art and code != _hex(art["bytecode_runtime"]):
             raise L1Error(f"the contract at 0x{address.hex()} is not {app.app_id}'s rules")
         return address, False
-    _deploy(w3, RULES_SALT, _hex(art["bytecode"]), f"{app.app_id} rules", sender)
+    _deploy(w3, RULES_SALT, _hex(art["bytecode"]), f"{app.app_id} rules", sender=sender, send=send)
     return address, True
 
 
