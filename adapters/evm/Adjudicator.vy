@@ -238,6 +238,14 @@ def _commit(f: Forced) -> uint256:
     return FORCED | (convert(keccak256(abi_encode(f)), uint256) << 8)
 
 
+@pure
+@internal
+def _check_forced(slot: uint256, f: Forced):
+    """The caller repeats the registered forced move's fields: check them against the
+    slot's commitment."""
+    assert slot == self._commit(f), "these are not the registered forced move's fields"
+
+
 @payable
 @external
 def open(p: Params):
@@ -320,7 +328,7 @@ def cooperative_close(p: Params, u: State, sa: Sig, sb: Sig, f: Forced = empty(F
     if phase == OPEN:
         pass
     elif phase == FORCED:  # a doubly-signed update beats a move forced at its seq
-        assert slot == self._commit(f), "these are not the registered forced move's fields"
+        self._check_forced(slot, f)
         assert u.seq >= f.seq, "seq is not newer than the registered seq"
     elif phase == CLOSING:
         assert u.seq > convert((slot >> 8) & MASK64, uint64), "seq is not newer than the registered seq"
@@ -357,7 +365,7 @@ def refute(p: Params, u: State, sa: Sig, sb: Sig, f: Forced = empty(Forced)):
         deadline = (slot >> 72) & MASK64
         newer = u.seq > convert((slot >> 8) & MASK64, uint64)
     elif slot & 255 == FORCED:  # a doubly-signed update beats a move forced at its seq
-        assert slot == self._commit(f), "these are not the registered forced move's fields"
+        self._check_forced(slot, f)
         deadline = convert(f.deadline, uint256)
         newer = u.seq >= f.seq
     else:
@@ -382,7 +390,7 @@ def settle(p: Params, f: Forced = empty(Forced)):
     out_a: uint256 = 0
     deadline: uint256 = 0
     if slot & 255 == FORCED:
-        assert slot == self._commit(f), "these are not the registered forced move's fields"
+        self._check_forced(slot, f)
         deadline = convert(f.deadline, uint256)
         out_a = convert(f.out_a, uint256)
     else:
@@ -432,7 +440,7 @@ def force_next(p: Params, f: Forced, m: Move):
     """Force the next move on the forced move registered last (the answer to it)."""
     key: bytes32 = self._key(p)
     slot: uint256 = self.channels[key]
-    assert slot == self._commit(f), "these are not the registered forced move's fields"
+    self._check_forced(slot, f)
     assert block.timestamp < convert(f.deadline, uint256), "the window has ended"
     self._force(p, key, convert(f.seq, uint256), f.entry_hash, f.state_hash, m)
 
