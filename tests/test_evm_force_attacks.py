@@ -25,12 +25,10 @@ from eth_utils.crypto import keccak
 
 from bfs_smr import (
     ChannelParams,
-    CommandEntry,
     L1ChannelStatus,
     L1Error,
     SignedUpdate,
     Signer,
-    Update,
     encode,
     hash_bytes,
 )
@@ -38,6 +36,7 @@ from bfs_smr._reaction import Intent
 from bfs_smr.runtime import LocalPair
 from bfs_smr.runtime._local import evm_pair
 from bfs_smr.runtime.store import Store
+from bfs_smr.testing._l1scenarios import signed_move as kit_signed_move
 
 WINDOW = 600
 _nonce = iter(range(1, 1_000_000))
@@ -63,21 +62,15 @@ def encoded(p: LocalPair, state: Any) -> bytes:
     return p.alice.l1.format.encode_state(p.app, state)
 
 
-def signed_move(p: LocalPair, by: int, base: SignedUpdate, state: Any, cell: int) -> SignedUpdate:
-    """The move ``cell`` by party ``by`` on ``state`` (after ``base``), signed by it alone."""
-    fmt = p.parties[by].l1.format
-    after = p.app.apply(state, {"cell": cell}, by)
-    update = Update(
-        channel_id=p.params.channel_id,
-        seq=base.seq + 1,
-        prev_hash=base.update.entry_hash(),
-        app_id=p.params.app_id,
-        commands=(CommandEntry(by, 7, {"cell": cell}),),
-        state_hash=fmt.state_hash(p.app, after),
-        outcome=p.app.outcome(after),
-    )
-    sig = p.parties[by].signer.sign(fmt.digest(update, update.body()))
-    return SignedUpdate(update, (sig, None) if by == 0 else (None, sig))
+def alice_closes_and_forces(p: LocalPair, state: Any) -> tuple[SignedUpdate, SignedUpdate]:
+    """Alice (to move) closes on her newest doubly-signed update, whose state is
+    ``state``, and forces cell 8 on it; returns that update and her move."""
+    base = p.alice.chan.committed
+    assert base is not None
+    p.alice.l1.unilateral_close(base)
+    move = p.alice.chan.force_move({"cell": 8})
+    p.alice.l1.force_move(encoded(p, state), move, base)
+    return base, move
 
 
 def settle_after_window(chain: Any, p: LocalPair) -> tuple[int, int]:
@@ -166,7 +159,9 @@ def test_a_stale_close_and_a_force_move_at_the_newest_seq_are_refuted_and_not_re
     assert stale.seq == 3
     bob = p.bob.l1
     bob.unilateral_close(stale)
-    other = signed_move(p, 1, stale, states[3], 6)  # O6 instead of the O2 he signed
+    other = kit_signed_move(  # O6 instead of the O2 he signed
+        p, p.bob, base=stale, state=states[3], actor=1, command={"cell": 6}
+    )
     bob.force_move(encoded(p, states[3]), other, stale)
     forced = bob._forced_now(p.params)
     assert forced is not None and forced.seq == 4
@@ -208,11 +203,7 @@ def test_a_restarted_adapter_rereads_the_forced_move_and_the_node_answers_it() -
     """Bob's process restarts after Alice forced her move: a fresh adapter (its forced
     moves map empty) finds the move in the logs, and Bob's node adopts and answers it."""
     chain, p, states = game((4, 0))
-    base = p.alice.chan.committed
-    assert base is not None
-    p.alice.l1.unilateral_close(base)
-    move = p.alice.chan.force_move({"cell": 8})
-    p.alice.l1.force_move(encoded(p, states[-1]), move, base)
+    _, move = alice_closes_and_forces(p, states[-1])
     fresh = chain.adapter(p.bob.signer._secret)  # the same key, a new process
     fresh.track(p.params)
     p.bob.l1 = fresh
@@ -300,11 +291,7 @@ def test_a_channel_forged_under_the_same_id_cannot_steer_the_honest_adapter() ->
     info = p.l1_view(p.bob)
     assert info is not None and info.status is L1ChannelStatus.OPEN and info.forced is None
     # and the real channel's dispute runs as if she were not there
-    base = p.alice.chan.committed
-    assert base is not None
-    p.alice.l1.unilateral_close(base)
-    real = p.alice.chan.force_move({"cell": 8})
-    p.alice.l1.force_move(encoded(p, state), real, base)
+    _, real = alice_closes_and_forces(p, state)
     info = p.l1_view(p.bob)
     assert info is not None and info.forced == real
 
@@ -363,11 +350,7 @@ def test_an_adapter_that_read_the_logs_before_tracking_the_channel_still_finds_t
     told the channel (track: a channel loaded later, a watchtower given it mid-dispute).
     The ForceMoved event it read without the channel's parameters must still serve."""
     chain, p, states = game((4, 0))
-    base = p.alice.chan.committed
-    assert base is not None
-    p.alice.l1.unilateral_close(base)
-    move = p.alice.chan.force_move({"cell": 8})
-    p.alice.l1.force_move(encoded(p, states[-1]), move, base)
+    _, move = alice_closes_and_forces(p, states[-1])
     late = chain.adapter(os.urandom(32))
     late.events()
     late.track(p.params)

@@ -227,46 +227,55 @@ def test_a_silent_opponent_loses_to_forced_moves(players: tuple[Player, Player])
 CHEATED = [0, 4, 1, 5, 8]
 
 
+class Cheat:
+    """The game ``CHEATED`` played to seq 5; Alice's node stopped, her key and log at hand
+    to cheat with; Bob's balance and the block before it all, to check what he ends with."""
+
+    def __init__(self, alice: Player, bob: Player) -> None:
+        self.alice, self.bob = alice, bob
+        self.before = bob.balance()
+        self.block = _block(bob.l1)
+        self.channel = _game(alice, bob)
+        _play(alice, bob, self.channel, CHEATED, cli=False)
+        alice.node.stop()
+        self.conn, self.params, self.log = _cheat(alice, self.channel)
+
+    def bob_refutes_and_wins(self, registered_seq: int) -> None:
+        """Bob's node refutes the close with seq 5, forces his winning move (cell 3) and
+        is paid the pot, less the gas he spent."""
+        bob = self.bob
+        refuted = bob.node.wait_log("stale close on L1: refuting", timeout=WINDOW * 5)
+        assert refuted["registered_seq"] == registered_seq and refuted["our_seq"] == 5, refuted
+        bob.node.wait_log("L1 refute")
+        # Now the newest position stands on L1 and it is Bob's move: his node forces it.
+        answer = _move(bob, self.channel, 3)
+        assert answer["forced"] is True and answer["seq"] == 6, answer
+        closed = bob.node.call("close", channel=self.channel)
+        pot = 2 * STAKE
+        assert closed["payouts"] == {self.alice.node.node_id: 0, bob.node.node_id: pot}, closed
+        assert bob.balance() == self.before - STAKE + pot - bob.fees_since(self.block)
+
+
 def test_a_stale_close_is_refuted_and_the_honest_player_wins(
     players: tuple[Player, Player],
 ) -> None:
-    alice, bob = players
-    before = bob.balance()
-    block = _block(bob.l1)
-    channel = _game(alice, bob)
-    _play(alice, bob, channel, CHEATED, cli=False)
-    alice.node.stop()
+    cheat = Cheat(*players)
     # Alice cheats: she closes on L1 with seq 1 (her first move, doubly signed), where
     # Bob is to move and would forfeit if the window passed.
-    conn, _, log = _cheat(alice, channel)
-    stale = log[1]
+    stale = cheat.log[1]
     assert stale.seq == 1
-    conn.adapter.unilateral_close(stale)
-    refuted = bob.node.wait_log("stale close on L1: refuting", timeout=WINDOW * 5)
-    assert refuted["registered_seq"] == 1 and refuted["our_seq"] == 5, refuted
-    bob.node.wait_log("L1 refute")
-    # Now the newest position stands on L1 and it is Bob's move: his node forces it.
-    answer = _move(bob, channel, 3)
-    assert answer["forced"] is True and answer["seq"] == 6, answer
-    closed = bob.node.call("close", channel=channel)
-    pot = 2 * STAKE
-    assert closed["payouts"] == {alice.node.node_id: 0, bob.node.node_id: pot}, closed
-    assert bob.balance() == before - STAKE + pot - bob.fees_since(block)
+    cheat.conn.adapter.unilateral_close(stale)
+    cheat.bob_refutes_and_wins(registered_seq=1)
 
 
 def test_a_move_forced_at_a_signed_seq_loses_to_the_signed_update(
     players: tuple[Player, Player],
 ) -> None:
-    alice, bob = players
-    before = bob.balance()
-    block = _block(bob.l1)
-    channel = _game(alice, bob)
-    _play(alice, bob, channel, CHEATED, cli=False)
-    alice.node.stop()
+    cheat = Cheat(*players)
+    bob, conn, params, log = cheat.bob, cheat.conn, cheat.params, cheat.log
     # Alice cheats: she registers seq 4 and forces, at seq 5, the move she wishes she had
     # made (cell 2, three in a row) where both signed cell 8. Bob's node is paused
     # meanwhile, so the first it sees is the forced update.
-    conn, params, log = _cheat(alice, channel)
     registered, signed = log[4], log[5]
     app = load_app("tictactoe")
     state = app.initial_state(params)
@@ -293,16 +302,8 @@ def test_a_move_forced_at_a_signed_seq_loses_to_the_signed_update(
         bob.node.proc.send_signal(signal.SIGCONT)
     # A doubly-signed update beats a move forced at its seq: Bob's node answers with the
     # update both signed (cell 8), and it is his move again.
-    refuted = bob.node.wait_log("stale close on L1: refuting", timeout=WINDOW * 5)
-    assert refuted["registered_seq"] == 5 and refuted["our_seq"] == 5, refuted
-    bob.node.wait_log("L1 refute")
-    answer = _move(bob, channel, 3)
-    assert answer["forced"] is True and answer["seq"] == 6, answer
-    closed = bob.node.call("close", channel=channel)
-    pot = 2 * STAKE
-    assert closed["payouts"] == {alice.node.node_id: 0, bob.node.node_id: pot}, closed
+    cheat.bob_refutes_and_wins(registered_seq=5)
     assert not [e for e in bob.node.log_events() if e.get("event") == "adopted a move forced on L1"]
-    assert bob.balance() == before - STAKE + pot - bob.fees_since(block)
 
 
 def test_the_dispute_demo_on_the_evm() -> None:

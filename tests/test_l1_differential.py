@@ -42,17 +42,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bfs_smr import (
-    CommandEntry,
-    CommandRejected,
     L1Adapter,
     L1ChannelStatus,
     L1Error,
     L1Format,
     SignedUpdate,
     Signer,
-    Update,
 )
 from bfs_smr.runtime import LocalPair, load_app
+from bfs_smr.testing._l1scenarios import moved, signed_move
 
 evm = pytest.importorskip("bfs_smr.adapters.evm")  # part of the test extra; present in CI
 
@@ -322,24 +320,12 @@ def force_update(
         cell = next((c for c, mark in enumerate(board) if mark == 0), 0)
     actor = 1 - mover if variant == "actor" else mover
     command = {"cell": cell}
-    try:
-        after = app.apply(state, command, actor)
-    except CommandRejected:  # an illegal move, posted on purpose
-        after = state
-    update = Update(
-        channel_id=pair.params.channel_id,
-        seq=base.seq + 1,
-        prev_hash=base.update.entry_hash(),
-        app_id=pair.params.app_id,
-        commands=(CommandEntry(actor, 1_000 + base.seq, command),),
-        state_hash=fmt.state_hash(app, after),
-        outcome=app.outcome(after),
-    )
     signer_index = 1 - mover if variant == "signer" else mover
-    signature = pair.parties[signer_index].signer.sign(fmt.digest(update, update.body()))
-    signatures = (signature, None) if signer_index == 0 else (None, signature)
+    signer = pair.parties[signer_index]
+    move = signed_move(pair, signer, base=base, state=state, actor=actor, command=command)
     posted = app.initial_state(pair.params) if variant == "state" else state
-    return mover, fmt.encode_state(app, posted), SignedUpdate(update, signatures), base, after
+    after = moved(app, state, actor, command)
+    return mover, fmt.encode_state(app, posted), move, base, after
 
 
 def run(side: Side, action: tuple[Any, ...], due: int) -> Any:

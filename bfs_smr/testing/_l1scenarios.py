@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+from bfs_smr._app import StateMachine
 from bfs_smr._errors import L1Error, LocalError
 from bfs_smr._l1 import L1ChannelStatus, L1EventKind
 from bfs_smr._update import CommandEntry, SignedUpdate, Update
@@ -319,16 +320,22 @@ def force(party: Party, command: Any) -> tuple[SignedUpdate, int]:
     return move, party.l1.force_move(encoded, move, base)
 
 
+def moved(app: StateMachine[Any], state: Any, actor: int, command: Any) -> Any:
+    """The state after ``actor``'s ``command``, or ``state`` itself if the app refuses it
+    (a move built illegal on purpose)."""
+    try:
+        return app.apply(state, command, actor)
+    except Exception:  # noqa: BLE001 - an illegal move, built on purpose
+        return state
+
+
 def signed_move(
     pair: LocalPair, by: Party, *, base: SignedUpdate, state: Any, actor: int, command: Any
 ) -> SignedUpdate:
     """A move after ``base`` (whose state is ``state``) by ``actor``, signed by ``by``
-    alone, whatever the app says of it (an illegal move keeps the state)."""
+    alone, whatever the app says of it (an illegal move keeps the state: :func:`moved`)."""
     app = pair.app
-    try:
-        after = app.apply(state, command, actor)
-    except Exception:  # noqa: BLE001 - an illegal move, built on purpose
-        after = state
+    after = moved(app, state, actor, command)
     update = Update(
         channel_id=pair.params.channel_id,
         seq=base.seq + 1,
