@@ -129,15 +129,22 @@ def test_what_a_plugin_leaves_out_is_refused_in_one_line(
         assert err == f"bfs-smr: error: this L1 does not support {what}", err
 
 
+def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, points: str) -> None:
+    """Make a distribution ``name`` with the entry points ``points`` importable."""
+    dist = tmp_path / f"{name.replace('-', '_')}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(points)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
 def test_a_plugin_that_fails_to_load_is_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A broken third-party entry point: named when asked for, left out of the list."""
-    dist = tmp_path / "broken_l1-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-l1\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[bfs_smr.l1]\nbroken = no_such_module_here:Plugin\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    installed(
+        tmp_path, monkeypatch, "broken-l1", "[bfs_smr.l1]\nbroken = no_such_module_here:Plugin\n"
+    )
     with pytest.raises(LocalError, match=r"the 'broken' L1 plug-in .* does not load"):
         load_l1("broken:x")
     assert "broken" not in available_l1s() and "local" in available_l1s()
@@ -163,13 +170,8 @@ def test_a_plugin_whose_factory_raises_is_one_line_at_the_command_line(
 def test_an_app_plugin_that_fails_to_load_is_named_when_asked_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dist = tmp_path / "broken_app-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-app\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[bfs_smr.apps]\nbroken = no_such_module_here:App\nodd = json:dumps\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    points = "[bfs_smr.apps]\nbroken = no_such_module_here:App\nodd = json:dumps\n"
+    installed(tmp_path, monkeypatch, "broken-app", points)
     unusable = "is installed but unusable: its plug-in"
     with pytest.raises(LocalError, match=rf"app 'broken' {unusable} .* does not load"):
         load_app("broken")
