@@ -47,8 +47,7 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
     if st.dispute_base is None and st.in_flight:
         # The sequencer already signed an update at seq: that one, never a second (I1).
         signed, state, _ = st.in_flight[0]
-        entries = signed.update.commands
-        if signed.update.final or len(entries) != 1 or entries[0].actor != st.index:
+        if not _own_single_move(st, signed.update):
             raise LocalError(
                 f"this party already signed seq {seq}, and not as a single move of its "
                 "own; it cannot force a move there (I1)"
@@ -131,10 +130,9 @@ def _answers_own_proposal(st: ChannelState, u: Update) -> bool:
     if st.dispute_base is not None or not st.in_flight:
         return False
     own = st.in_flight[0][0].update
-    return (
-        u.seq == own.seq + 1
-        and u.prev_hash == own.entry_hash()
-        and not own.final
-        and len(own.commands) == 1
-        and own.commands[0].actor == st.index
-    )
+    return u.seq == own.seq + 1 and u.prev_hash == own.entry_hash() and _own_single_move(st, own)
+
+
+def _own_single_move(st: ChannelState, u: Update) -> bool:
+    """Whether ``u`` is one move of this party's own and not final: what a force move is."""
+    return not u.final and len(u.commands) == 1 and u.commands[0].actor == st.index
