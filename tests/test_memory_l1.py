@@ -57,6 +57,21 @@ def test_cannot_lock_value_one_does_not_have():
     assert chain.transactions == 0
 
 
+def test_a_channel_that_locks_nothing_is_refused_as_on_the_evm():
+    chain, pair = make_pair("payments", (0, 0))
+    with pytest.raises(L1Error, match="must lock some value"):
+        pair.alice.l1.open(pair.params)
+    assert chain.transactions == 0
+
+
+def test_a_settled_channel_locks_nothing():
+    chain, pair = opened()
+    assert chain.channel(pair.params.channel_id).locked == 1_000
+    pair.close_cooperatively()
+    info = chain.channel(pair.params.channel_id)
+    assert info.status is L1ChannelStatus.SETTLED and info.locked == 0
+
+
 def test_cooperative_close_pays_at_once_and_only_once():
     chain, pair = opened()
     pair.alice.chan.issue({"pay": 300})

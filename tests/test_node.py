@@ -246,6 +246,18 @@ def test_errors_are_one_line_and_exit_2(nodes: list[NodeProc], l1: str, tmp_path
             "--deposit",
             "5",
         ),  # nothing funded
+        (
+            "channel",
+            "open",
+            "--data-dir",
+            str(alice.dir),
+            "--peer",
+            "127.0.0.1:1",
+            "--peer-id",
+            bob.node_id,
+            "--deposit",
+            "0",
+        ),  # no deposit on either side: it would lock nothing
         ("channel", "send", "--data-dir", str(alice.dir), "abcd", "{not json"),
         # a float is not plain data: refused before it goes to the node
         ("channel", "send", "--data-dir", str(alice.dir), "abcd", '{"cell": 1.5}'),
@@ -253,6 +265,8 @@ def test_errors_are_one_line_and_exit_2(nodes: list[NodeProc], l1: str, tmp_path
         result = cli(*args, "--json", "--timeout", "3")
         assert result.code == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        if args[-2:] == ("--deposit", "0"):
+            assert "must lock some value" in result.stderr, result.stderr
     assert "unsupported item of type float" in result.stderr
 
 
