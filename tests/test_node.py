@@ -232,32 +232,12 @@ def test_errors_are_one_line_and_exit_2(nodes: list[NodeProc], l1: str, tmp_path
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bfs-smr: error:"), (args, result.stderr)
     alice.start()
+    opening = ("channel", "open", "--data-dir", str(alice.dir), "--peer", "127.0.0.1:1")
+    opening += ("--peer-id", bob.node_id, "--deposit")
     for args in [
         ("channel", "pay", "--data-dir", str(alice.dir), "00" * 32, "5"),
-        (
-            "channel",
-            "open",
-            "--data-dir",
-            str(alice.dir),
-            "--peer",
-            "127.0.0.1:1",
-            "--peer-id",
-            bob.node_id,
-            "--deposit",
-            "5",
-        ),  # nothing funded
-        (
-            "channel",
-            "open",
-            "--data-dir",
-            str(alice.dir),
-            "--peer",
-            "127.0.0.1:1",
-            "--peer-id",
-            bob.node_id,
-            "--deposit",
-            "0",
-        ),  # no deposit on either side: it would lock nothing
+        (*opening, "5"),  # nothing funded
+        (*opening, "0"),  # no deposit on either side: it would lock nothing
         ("channel", "send", "--data-dir", str(alice.dir), "abcd", "{not json"),
         # a float is not plain data: refused before it goes to the node
         ("channel", "send", "--data-dir", str(alice.dir), "abcd", '{"cell": 1.5}'),
