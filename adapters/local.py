@@ -48,7 +48,8 @@ given, so channel ids never repeat across files.
                                       (SignedUpdate.to_value() or null), registered_by_force,
                                       deadline, payouts]
     events    idx INTEGER PK, kind,   kind: the L1EventKind value; data: [seq, deadline,
-              channel, time, data     payouts]; events(since) returns idx >= since in order
+              channel, time, data     payouts] and, for a close that revealed a watch
+                                      secret, the secret; events(since) returns idx >= since
 
 Rows are decoded strictly. Every error about the file (missing, not a bfs-smr L1 file,
 damaged, locked too long, unwritable) is an :class:`bfs_smr.L1Error` with a one-line
@@ -294,9 +295,11 @@ class LocalL1(MemoryL1):
         with self._transaction():
             return super().cooperative_close(sender, update)
 
-    def unilateral_close(self, sender: bytes, update: SignedUpdate) -> int:
+    def unilateral_close(
+        self, sender: bytes, update: SignedUpdate, reveal: bytes | None = None
+    ) -> int:
         with self._transaction():
-            return super().unilateral_close(sender, update)
+            return super().unilateral_close(sender, update, reveal)
 
     def refute(self, sender: bytes, update: SignedUpdate) -> None:
         with self._transaction():
@@ -377,7 +380,10 @@ class LocalL1(MemoryL1):
     def _add_event(self, event: L1Event) -> None:
         assert self._tx_now is not None, "events are added only in a transaction"
         e = event
-        data = encode([e.seq, e.deadline, None if e.payouts is None else list(e.payouts)])
+        data = encode(
+            [e.seq, e.deadline, None if e.payouts is None else list(e.payouts)]
+            + ([] if e.reveal is None else [e.reveal])
+        )
         row = (e.index, e.kind.value, e.channel_id, e.time, data)
         self._query("INSERT INTO events VALUES (?, ?, ?, ?, ?)", row)
 
@@ -411,7 +417,10 @@ class LocalL1(MemoryL1):
         self, index: int, kind: str, channel_id: bytes, at: int, data: bytes
     ) -> L1Event:
         try:
-            seq, deadline, payouts = decode(data)
+            seq, deadline, payouts, *rest = decode(data)
+            reveal = rest[0] if len(rest) == 1 and type(rest[0]) is bytes else None
+            if len(rest) > 1 or (rest and reveal is None):
+                raise ValueError("an event's data is [seq, deadline, payouts, reveal?]")
             return L1Event(
                 index=index,
                 kind=L1EventKind(kind),
@@ -420,6 +429,7 @@ class LocalL1(MemoryL1):
                 seq=None if seq is None else int(seq),
                 deadline=None if deadline is None else int(deadline),
                 payouts=None if payouts is None else _pair(payouts),
+                reveal=reveal,
             )
         except _DAMAGE as exc:
             raise self._damaged(f"event {index}", exc) from None

@@ -207,11 +207,14 @@ class MemoryL1:
         self._check_newer(ch, update)
         return self._pay(ch, update.update)
 
-    def unilateral_close(self, sender: bytes, update: SignedUpdate) -> int:
+    def unilateral_close(
+        self, sender: bytes, update: SignedUpdate, reveal: bytes | None = None
+    ) -> int:
         ch = self._get(update.update.channel_id)
         if ch.status is not L1ChannelStatus.OPEN:
             raise L1Error(f"channel is {ch.status.value}, not open")
         self._check_doubly_signed(ch, update)
+        shown = self._check_reveal(ch, reveal)
         if update.update.final:  # I8: a doubly-signed final update closes at once
             self._pay(ch, update.update)
             return self.now()
@@ -219,8 +222,21 @@ class MemoryL1:
         ch.registered = update
         ch.registered_by_force = False
         ch.deadline = self.now() + ch.params.challenge_window
-        self._done(L1EventKind.CLOSING_STARTED, update.update.channel_id, ch)
+        self._done(L1EventKind.CLOSING_STARTED, update.update.channel_id, ch, reveal=shown)
         return ch.deadline
+
+    def _check_reveal(self, ch: ChannelRecord, reveal: bytes | None) -> bytes | None:
+        """The watch secret a unilateral close must publish, checked against the channel's
+        commitment (``None`` for a channel without one: nothing to publish)."""
+        if not ch.params.watch:
+            return None
+        if (
+            type(reveal) is not bytes
+            or len(reveal) != 32
+            or self.format.watch_commitment(reveal) != ch.params.watch
+        ):
+            raise L1Error("a unilateral close must reveal the channel's watch secret")
+        return reveal
 
     def refute(self, sender: bytes, update: SignedUpdate) -> None:
         ch = self._get(update.update.channel_id)
@@ -349,7 +365,14 @@ class MemoryL1:
         self._done(L1EventKind.SETTLED, update.channel_id, ch)
         return update.outcome
 
-    def _done(self, kind: L1EventKind, channel_id: bytes, ch: ChannelRecord | None = None) -> None:
+    def _done(
+        self,
+        kind: L1EventKind,
+        channel_id: bytes,
+        ch: ChannelRecord | None = None,
+        *,
+        reveal: bytes | None = None,
+    ) -> None:
         seq = deadline = payouts = None
         if ch is not None:
             seq = ch.registered.seq if ch.registered is not None else None
@@ -363,6 +386,7 @@ class MemoryL1:
                 seq=seq,
                 deadline=deadline,
                 payouts=payouts if kind is L1EventKind.SETTLED else None,
+                reveal=reveal,
             )
         )
 
@@ -410,8 +434,8 @@ class MemoryAdapter(L1Adapter):
     def cooperative_close(self, update: SignedUpdate) -> tuple[int, int]:
         return self.chain.cooperative_close(self._account, update)
 
-    def unilateral_close(self, update: SignedUpdate) -> int:
-        return self.chain.unilateral_close(self._account, update)
+    def unilateral_close(self, update: SignedUpdate, reveal: bytes | None = None) -> int:
+        return self.chain.unilateral_close(self._account, update, reveal)
 
     def refute(self, update: SignedUpdate) -> None:
         self.chain.refute(self._account, update)

@@ -20,6 +20,8 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._codec import hash_bytes
+
 if TYPE_CHECKING:
     from ._app import StateMachine
     from ._crypto import SignatureScheme
@@ -74,6 +76,15 @@ class L1Format(abc.ABC):
         app writes its state once and each L1 chooses how it is encoded and hashed.
         """
         return app.state_hash(state)
+
+    def watch_commitment(self, secret: bytes) -> bytes:
+        """The commitment to a channel's watch secret that :attr:`ChannelParams.watch`
+        holds; an L1 checks a unilateral close's ``reveal`` against it.
+
+        Default: BLAKE2b-256 of a fixed tag and ``secret``. An L1 that checks it in a
+        contract chooses a hash it computes cheaply (the EVM's is keccak256).
+        """
+        return hash_bytes(b"bfs-smr/watch/v1" + secret)
 
 
 class L1ChannelStatus(enum.Enum):
@@ -131,6 +142,8 @@ class L1Event:
         deadline: when the window ends, for close/refute/force-move events.
         payouts: what each participant was paid, for settled events.
         time: L1 time of the event.
+        reveal: the channel's watch secret, for the event of a unilateral close of a
+            channel whose parameters commit to one (a watchtower's key to that channel).
     """
 
     index: int
@@ -140,6 +153,7 @@ class L1Event:
     seq: int | None = None
     deadline: int | None = None
     payouts: tuple[int, int] | None = None
+    reveal: bytes | None = None
 
 
 class L1Adapter(abc.ABC):
@@ -181,8 +195,16 @@ class L1Adapter(abc.ABC):
         """Close at once with a doubly-signed *final* update; returns the payouts."""
 
     @abc.abstractmethod
-    def unilateral_close(self, update: SignedUpdate) -> int:
-        """Register a doubly-signed update and start the window; returns the deadline."""
+    def unilateral_close(self, update: SignedUpdate, reveal: bytes | None = None) -> int:
+        """Register a doubly-signed update and start the window; returns the deadline.
+
+        Args:
+            update: the doubly-signed update.
+            reveal: the channel's watch secret. Required when the channel's parameters
+                commit to one (:attr:`ChannelParams.watch`): the L1 checks it against the
+                commitment and publishes it in the close's event, so a watchtower holding
+                the party's newest update can read it now, and not before.
+        """
 
     @abc.abstractmethod
     def refute(self, update: SignedUpdate) -> None:

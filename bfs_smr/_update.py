@@ -49,6 +49,10 @@ class ChannelParams:
         options: app options (plain CBOR data).
         nonce: makes the id fresh when the same pair opens again.
         challenge_window: the unilateral-close window, in L1 time units (seconds).
+        watch: the commitment to the channel's *watch secret*
+            (:meth:`~bfs_smr.L1Format.watch_commitment`), or empty for none. When set, a
+            unilateral close must reveal the secret on L1, and only then can a watchtower
+            read what a party gave it (docs/watchtower.md).
     """
 
     l1: bytes
@@ -59,8 +63,11 @@ class ChannelParams:
     options: Mapping[str, Any] = field(default_factory=dict)
     nonce: int = 0
     challenge_window: int = 86_400
+    watch: bytes = b""
 
     def __post_init__(self) -> None:
+        if type(self.watch) is not bytes or len(self.watch) not in (0, HASH_SIZE):
+            raise LocalError(f"watch must be empty or {HASH_SIZE} bytes")
         if len(self.participants) != 2 or self.participants[0] == self.participants[1]:
             raise LocalError("a channel has two distinct participants")
         if len(self.deposits) != 2 or any(type(d) is not int or d < 0 for d in self.deposits):
@@ -101,6 +108,8 @@ class ChannelParams:
             dict(self.options),
             self.nonce,
             self.challenge_window,
+            # only when set, so channels without a watch secret keep their ids
+            *([self.watch] if self.watch else []),
         ]
 
     @classmethod
@@ -109,12 +118,16 @@ class ChannelParams:
         L1 file).
 
         Raises:
-            ValueError: not an 8-item array with two participants and two deposits.
+            ValueError: not an 8-item array (9 with a watch commitment) with two
+                participants and two deposits.
             LocalError: the fields do not make valid parameters.
         """
-        if type(value) is not list or len(value) != 8:
-            raise ValueError("channel parameters must be an 8-item array")
-        l1, participants, deposits, app, version, options, nonce, window = value
+        if type(value) is not list or len(value) not in (8, 9):
+            raise ValueError("channel parameters must be an 8- or 9-item array")
+        l1, participants, deposits, app, version, options, nonce, window = value[:8]
+        watch = value[8] if len(value) == 9 else b""
+        if len(value) == 9 and (type(watch) is not bytes or len(watch) != HASH_SIZE):
+            raise ValueError(f"a watch commitment is {HASH_SIZE} bytes")
         if type(participants) is not list or len(participants) != 2:
             raise ValueError("participants must be a 2-item array")
         if type(deposits) is not list or len(deposits) != 2:
@@ -128,6 +141,7 @@ class ChannelParams:
             options=options,
             nonce=nonce,
             challenge_window=window,
+            watch=watch,
         )
 
     @property

@@ -89,11 +89,13 @@ class SettlePaysTwice(MemoryL1):
 class CloseOverANewerUpdate(MemoryL1):
     """A unilateral close on a closing channel registers its (stale) update again."""
 
-    def unilateral_close(self, sender: bytes, update: SignedUpdate) -> int:
+    def unilateral_close(
+        self, sender: bytes, update: SignedUpdate, reveal: bytes | None = None
+    ) -> int:
         ch = self._get(update.update.channel_id)
         if ch.status is L1ChannelStatus.CLOSING:
             ch.status = L1ChannelStatus.OPEN
-        return super().unilateral_close(sender, update)
+        return super().unilateral_close(sender, update, reveal)
 
 
 class RefuteWithAnyUpdate(MemoryL1):
@@ -124,8 +126,10 @@ class HalfSignedUpdatesCount(MemoryL1):
 
 
 class CloseWindowTooShort(MemoryL1):
-    def unilateral_close(self, sender: bytes, update: SignedUpdate) -> int:
-        deadline = super().unilateral_close(sender, update)
+    def unilateral_close(
+        self, sender: bytes, update: SignedUpdate, reveal: bytes | None = None
+    ) -> int:
+        deadline = super().unilateral_close(sender, update, reveal)
         ch = self._get(update.update.channel_id)
         if ch.status is L1ChannelStatus.CLOSING:
             ch.deadline = deadline = self.now() + ch.params.challenge_window // 2

@@ -361,7 +361,9 @@ class EvmAdapter(L1Adapter):
         return update.update.outcome
 
     @_rpc
-    def unilateral_close(self, update: SignedUpdate) -> int:
+    def unilateral_close(self, update: SignedUpdate, reveal: bytes | None = None) -> int:
+        if self._known(update.update.channel_id).watch:
+            raise L1Error("this adjudicator cannot yet check a watch secret")  # TODO(#14)
         receipt = self.send(self._update_call("unilateral_close", update))
         slot = decode_slot(self._slot(self._known(update.update.channel_id)))
         if slot.status is L1ChannelStatus.SETTLED:

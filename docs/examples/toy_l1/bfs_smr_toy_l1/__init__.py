@@ -187,9 +187,11 @@ class ToyL1(MemoryL1):
         with self._session(write=True):
             return super().cooperative_close(sender, update)
 
-    def unilateral_close(self, sender: bytes, update: SignedUpdate) -> int:
+    def unilateral_close(
+        self, sender: bytes, update: SignedUpdate, reveal: bytes | None = None
+    ) -> int:
         with self._session(write=True):
-            return super().unilateral_close(sender, update)
+            return super().unilateral_close(sender, update, reveal)
 
     def refute(self, sender: bytes, update: SignedUpdate) -> None:
         with self._session(write=True):
@@ -247,6 +249,7 @@ def _event_out(e: L1Event) -> dict[str, Any]:
         "seq": e.seq,
         "deadline": e.deadline,
         "payouts": None if e.payouts is None else list(e.payouts),
+        "reveal": None if e.reveal is None else e.reveal.hex(),
     }
 
 
@@ -259,6 +262,7 @@ def _event_in(index: int, d: dict[str, Any]) -> L1Event:
         seq=d["seq"],
         deadline=d["deadline"],
         payouts=_pair(d["payouts"]),
+        reveal=None if d.get("reveal") is None else bytes.fromhex(d["reveal"]),
     )
 
 
