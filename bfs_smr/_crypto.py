@@ -14,6 +14,8 @@ from typing import ClassVar
 import nacl.bindings
 import nacl.exceptions
 
+from ._errors import LocalError
+
 __all__ = ["Ed25519", "SignatureScheme", "Signer"]
 
 
@@ -97,6 +99,24 @@ class Signer:
         if self._expanded is not None:
             return bytes(nacl.bindings.crypto_sign(digest, self._expanded)[:64])
         return self.scheme.sign(self._secret, digest)
+
+    def key_agreement(self, peer_public_key: bytes) -> bytes:
+        """A 32-byte secret this Ed25519 key shares with the holder of ``peer_public_key``:
+        X25519 of both keys mapped to Curve25519 (RFC 7748; libsodium's map). Both sides
+        compute the same value; nobody else can.
+
+        Raises:
+            LocalError: this is not an Ed25519 key, or the peer's key is not a usable
+                Ed25519 public key (malformed, or of small order).
+        """
+        if self._expanded is None:
+            raise LocalError("key agreement needs an Ed25519 key")
+        try:
+            mine = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(self._expanded)
+            theirs = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(bytes(peer_public_key))
+            return bytes(nacl.bindings.crypto_scalarmult(mine, theirs))
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            raise LocalError("the peer's key is not a usable Ed25519 public key") from None
 
     def __repr__(self) -> str:  # never the secret
         return f"Signer({self.scheme.name}, public_key={self.public_key.hex()[:16]}…)"

@@ -175,3 +175,91 @@ def open_channel(alice: NodeProc, bob: NodeProc, *extra: str, deposit: int = 500
     channel: str = result["channel"]
     assert len(channel) == 64
     return channel
+
+
+class TowerProc:
+    """One ``bfs-smr tower run`` process on a data directory (made with ``tower init``)."""
+
+    def __init__(self, data_dir: Path, l1: str, *, extra: tuple[str, ...] = ()) -> None:
+        self.dir = data_dir
+        self.l1 = l1
+        self.extra = extra
+        if not (data_dir / "tower.json").exists():
+            ok("tower", "init", "--data-dir", str(data_dir))
+        self.tower_id: str = json.loads((data_dir / "tower.json").read_text())["tower_id"]
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.log = data_dir / "tower.log"
+
+    @property
+    def spec(self) -> str:
+        """What a node gives as ``--tower``."""
+        return f"{self.tower_id}@127.0.0.1:{self.port}"
+
+    def start(self) -> TowerProc:
+        log = open(self.log, "a")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [
+                *CLI,
+                "tower",
+                "run",
+                "--data-dir",
+                str(self.dir),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--l1",
+                self.l1,
+                "--json",
+                "--log-json",
+                "--log-level",
+                "debug",
+                *self.extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        log.close()
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(5)
+            raise AssertionError(f"tower did not start: {self.log.read_text()[-2000:]}")
+        self.port = int(json.loads(line)["listen"].rsplit(":", 1)[1])
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at whatever instruction it was on."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self.proc = None
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self.proc = None
+        return code
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    def wait_log(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.log_events():
+                if entry.get("event") == event:
+                    return entry
+            time.sleep(0.1)
+        raise AssertionError(f"no {event!r} in the tower's log within {timeout} s")

@@ -19,6 +19,7 @@ from bfs_smr.cli._node_commands import (
     print_human,
     run_node_command,
 )
+from bfs_smr.cli._tower_commands import add_tower_commands, run_tower_command
 
 __all__ = ["main"]
 
@@ -124,6 +125,7 @@ def _build_parser() -> _Parser:
     )
     bench.add_argument("--json", action="store_true")
     add_node_commands(sub)
+    add_tower_commands(sub)
     return parser
 
 
@@ -246,6 +248,11 @@ def _print_bench(result: dict[str, Any]) -> None:
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     show = not args.json
+    if args.command == "tower":
+        result = run_tower_command(args)
+        if show and args.tower_command == "init":
+            print_human("tower init", result)
+        return result
     if args.command in NODE_COMMANDS:
         result = run_node_command(args)
         if show and args.command != "node":

@@ -21,19 +21,23 @@ from bfs_smr.plugins import load_l1
 from bfs_smr.runtime._logging import configure_logging
 from bfs_smr.runtime.node import Node, NodeConfig
 from bfs_smr.runtime.node._control import call
+from bfs_smr.runtime.node._towers import parse_tower
 from bfs_smr.runtime.store._datadir import DataDir, parse_hex_id
 
 __all__ = [
+    "L1_HELP",
     "NODE_COMMANDS",
     "add_node_commands",
+    "evm_address",
     "node_config",
+    "positive",
     "print_human",
     "run_node_command",
 ]
 
 NODE_COMMANDS = ("l1", "init", "node", "channel")
 
-_L1_HELP = (
+L1_HELP = (
     "the L1, SCHEME:WHERE: local:PATH (a shared local L1 file), evm:URL (a JSON-RPC "
     "node), or the scheme of an installed L1 plug-in (docs/l1-adapters.md)"
 )
@@ -54,7 +58,7 @@ def _amount(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
     value = _amount(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
@@ -77,7 +81,7 @@ def add_node_commands(sub: Any) -> None:
     init = l1_sub.add_parser(
         "init", help="create a local L1 file, or deploy the adjudicator on an EVM chain"
     )
-    init.add_argument("--l1", required=True, metavar="SPEC", help=_L1_HELP)
+    init.add_argument("--l1", required=True, metavar="SPEC", help=L1_HELP)
     init.add_argument(
         "--window",
         type=_amount,
@@ -89,13 +93,13 @@ def add_node_commands(sub: Any) -> None:
     fund = l1_sub.add_parser(
         "fund", help="credit an account: a local L1's faucet, or the EVM node's first account"
     )
-    fund.add_argument("--l1", required=True, metavar="SPEC", help=_L1_HELP)
+    fund.add_argument("--l1", required=True, metavar="SPEC", help=L1_HELP)
     fund.add_argument(
         "node_id", metavar="ACCOUNT", help="a node id (local L1) or a node's evm_address (EVM)"
     )
     fund.add_argument("amount", type=_amount, metavar="AMOUNT")
     bal = l1_sub.add_parser("balance", help="an account's unlocked L1 balance")
-    bal.add_argument("--l1", required=True, metavar="SPEC", help=_L1_HELP)
+    bal.add_argument("--l1", required=True, metavar="SPEC", help=L1_HELP)
     bal.add_argument("node_id", metavar="ACCOUNT")
     for p in (init, fund, bal):
         p.add_argument("--json", action="store_true")
@@ -113,7 +117,7 @@ def add_node_commands(sub: Any) -> None:
     node = sub.add_parser("node", help="run a node in the foreground (Ctrl-C stops it)")
     node.add_argument("--data-dir", required=True, metavar="DIR")
     node.add_argument("--listen", required=True, metavar="HOST:PORT")
-    node.add_argument("--l1", required=True, metavar="SPEC", help=_L1_HELP)
+    node.add_argument("--l1", required=True, metavar="SPEC", help=L1_HELP)
     node.add_argument(
         "--allow-peer",
         action="append",
@@ -124,7 +128,7 @@ def add_node_commands(sub: Any) -> None:
     )
     node.add_argument(
         "--max-window",
-        type=_positive,
+        type=positive,
         default=_NODE_DEFAULTS["max_window"],
         metavar="SECONDS",
         help="the longest challenge window accepted in a channel a peer opens "
@@ -148,14 +152,14 @@ def add_node_commands(sub: Any) -> None:
     )
     node.add_argument(
         "--max-control-connections",
-        type=_positive,
+        type=positive,
         default=_NODE_DEFAULTS["max_control_connections"],
         metavar="N",
         help="control connections served at once (default %(default)s)",
     )
     node.add_argument(
         "--max-stranger-links",
-        type=_positive,
+        type=positive,
         default=_NODE_DEFAULTS["max_stranger_links"],
         metavar="N",
         help="links kept from peers that hold no channel with this node (default %(default)s)",
@@ -170,7 +174,7 @@ def add_node_commands(sub: Any) -> None:
     )
     node.add_argument(
         "--max-in-flight",
-        type=_positive,
+        type=positive,
         default=_NODE_DEFAULTS["limits"].max_in_flight,
         metavar="N",
         help="updates a channel this node sequences may have awaiting the peer "
@@ -178,7 +182,7 @@ def add_node_commands(sub: Any) -> None:
     )
     node.add_argument(
         "--max-batch",
-        type=_positive,
+        type=positive,
         default=_NODE_DEFAULTS["limits"].max_batch,
         metavar="N",
         help="commands per update when they queue up under load (default %(default)s; 1: never)",
@@ -190,6 +194,14 @@ def add_node_commands(sub: Any) -> None:
         metavar="SECONDS",
         help="challenge window of the channels this node opens, and the least it accepts "
         "(default: the local L1's; 86,400 on the EVM)",
+    )
+    node.add_argument(
+        "--tower",
+        action="append",
+        default=[],
+        metavar="TOWER_ID@HOST:PORT",
+        help="a watchtower to keep up to date for all this node's channels, so that it "
+        "refutes a stale close while this node is down (repeatable; docs/watchtower.md)",
     )
     node.add_argument("--log-json", action="store_true", help="log one JSON object a line")
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -251,13 +263,13 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
         data_dir.new_store()
         return {"node_id": data_dir.identity().public_key.hex(), "new_store": True}
     result = {"node_id": data_dir.init().hex()}
-    address = _evm_address(data_dir.l1_key())
+    address = evm_address(data_dir.l1_key())
     if address is not None:
         result["evm_address"] = address
     return result
 
 
-def _evm_address(secret: bytes) -> str | None:
+def evm_address(secret: bytes) -> str | None:
     """The Ethereum address of the node's secp256k1 key, or None without the evm extra
     (loads the signature scheme only, not web3)."""
     try:
@@ -300,6 +312,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         else frozenset(accept_apps),
         max_control_connections=args.max_control_connections,
         max_stranger_links=args.max_stranger_links,
+        towers=tuple(parse_tower(t) for t in args.tower),
     )
 
 

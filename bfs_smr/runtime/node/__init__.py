@@ -43,6 +43,7 @@ from bfs_smr.runtime.node._inbound import InboundPolicy
 from bfs_smr.runtime.node._links import PeerLinks
 from bfs_smr.runtime.node._ops import ControlOps, Handler
 from bfs_smr.runtime.node._tasks import Background, L1Thread
+from bfs_smr.runtime.node._towers import TowerClient
 from bfs_smr.runtime.node._watcher import L1Watcher
 from bfs_smr.runtime.store import Store
 from bfs_smr.runtime.store._datadir import DataDir
@@ -84,6 +85,7 @@ class Node:
         self.chan_signer: Signer
         self.account = b""
         self._watcher: L1Watcher
+        self.towers: list[TowerClient] = []
 
     def stop(self) -> None:
         """Ask the node to shut down gracefully (safe from a signal handler)."""
@@ -134,7 +136,9 @@ class Node:
         # Never a new store here: ``init`` made it, and a missing or empty one is a loss.
         self.store = Store(self.dir.path, create=False)
         addresses = dict(self.store.peer_addresses())
-        load = ChannelLoader(self.chans, self.store, self.l1, self.chan_signer, config.limits)
+        load = ChannelLoader(
+            self.chans, self.store, self.l1, self.chan_signer, config.limits, identity=self.signer
+        )
         links = self._assemble(load, addresses)
         for cid in self.store.channel_ids():
             load(cid)
@@ -159,6 +163,7 @@ class Node:
             effects=links.effects,
             watcher=self._watcher,
             signer=self.chan_signer,
+            towers=self.towers,
         ).table()
         control = await serve_control(
             self.dir.secret(), self.control, max_connections=config.max_control_connections
@@ -181,6 +186,8 @@ class Node:
             channels=len(self.chans),
         )
         self._background.spawn(self._watcher.watch(), guards_funds=True)
+        for client in self.towers:
+            self._background.spawn(client.run())
         for peer in {c.peer for c in self.chans.values() if c.payouts is None}:
             links.ensure_dialer(peer)
         if ready is not None:
@@ -202,7 +209,24 @@ class Node:
     def _assemble(self, load: ChannelLoader, addresses: dict[bytes, str]) -> PeerLinks:
         """Make the parts that work on the open store and L1; returns the peer links."""
         config = self.config
-        effects = EffectExecutor(self.store, self.links, l1_due=self._l1_due, stop=self.stop)
+        self.towers = [
+            TowerClient(
+                tower_id,
+                address,
+                self.signer,
+                self.chans,
+                secret_of=_watch_of,
+                transport_config=config.transport,
+            )
+            for tower_id, address in config.towers
+        ]
+        effects = EffectExecutor(
+            self.store,
+            self.links,
+            l1_due=self._l1_due,
+            stop=self.stop,
+            committed=self._committed if self.towers else None,
+        )
         self._watcher = L1Watcher(
             self.l1,
             self._thread,
@@ -237,6 +261,15 @@ class Node:
             stopping=self._stopping,
         )
 
+    def _committed(self, c: NodeChannel) -> None:
+        """A channel's newest doubly-signed update changed: its towers get it, later."""
+        for client in self.towers:
+            client.committed(c)
+
     def _l1_due(self, c: NodeChannel) -> None:
         """A channel has something to do on L1 now (the effects say so)."""
         self._watcher.react_soon(c)
+
+
+def _watch_of(c: NodeChannel) -> bytes | None:
+    return c.watch

@@ -19,6 +19,7 @@ from bfs_smr._update import ChannelParams
 from bfs_smr.plugins import L1Connection, load_app
 from bfs_smr.runtime._logging import Logger, get_logger
 from bfs_smr.runtime.store import Store
+from bfs_smr.runtime.tower._seal import watch_commitment_for, watch_secret
 
 __all__ = [
     "ChannelLoader",
@@ -80,6 +81,10 @@ class NodeChannel:
     l1_failures: int = 0
     l1_retry_at: float = 0.0
     l1_read_error: str | None = None  # the last read of a channel never seen on L1 failed
+    # The channel's watch secret (None: its parameters commit to none): a unilateral
+    # close reveals it, and towers file the channel's entries under it.
+    watch: bytes | None = None
+    told_seq: int = -1  # the newest committed seq the towers were told of
 
     @property
     def cid(self) -> bytes:
@@ -105,6 +110,8 @@ class ChannelLoader:
         l1: the node's L1 (its adapter tracks every channel loaded).
         signer: the key channel updates are signed with.
         limits: each channel's limits.
+        identity: the node's identity, from which each channel's watch secret is derived
+            with the peer's (None: channels are loaded without one).
     """
 
     def __init__(
@@ -114,12 +121,15 @@ class ChannelLoader:
         l1: L1Connection,
         signer: Signer,
         limits: ChannelLimits,
+        *,
+        identity: Signer | None = None,
     ) -> None:
         self.chans = chans
         self.store = store
         self.l1 = l1
         self.signer = signer
         self.limits = limits
+        self.identity = identity
 
     def __call__(self, cid: bytes) -> NodeChannel:
         """Load channel ``cid``.
@@ -140,8 +150,18 @@ class ChannelLoader:
         chan = self.store.load(cid, app, self.l1.adapter.format, self.signer, limits=self.limits)
         peer = self.store.peer_of(cid) or params.participants[1 - chan.index]
         c = NodeChannel(chan=chan, key=self.store.key_of(cid), peer=peer)
+        if params.watch and self.identity is not None:
+            c.watch = watch_secret(self.identity, peer, params)
+            if self.l1.adapter.format.watch_commitment(c.watch) != params.watch:
+                c.watch = None  # (a store from another node: it could never close alone)
+                c.log.error("this node cannot derive the channel's watch secret")
         self.chans[cid] = c
         return c
+
+    def watch_commitment(self, peer: bytes, params: ChannelParams) -> bytes:
+        """What ``params.watch`` is for a channel this node holds with ``peer``."""
+        assert self.identity is not None, "a node loads channels with its identity"
+        return watch_commitment_for(self.l1.adapter.format, self.identity, peer, params)
 
 
 def check_app(params: ChannelParams, app: Any, l1: L1Connection, signer: Signer) -> None:

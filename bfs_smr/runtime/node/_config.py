@@ -67,6 +67,8 @@ class NodeConfig:
             node (see :data:`MAX_STRANGER_LINKS`).
         transport: the links' handshake timeout, frame size, handshake caps and keepalive
             (:class:`bfs_smr.runtime.transport.TransportConfig`).
+        towers: the watchtowers this node keeps up to date for all its channels, as
+            ``(tower id, "HOST:PORT")`` (docs/watchtower.md).
 
     Raises:
         LocalError: a bad option (a malformed address, an unknown app, a limit out of
@@ -86,6 +88,7 @@ class NodeConfig:
     max_control_connections: int = MAX_CONTROL_CONNECTIONS
     max_stranger_links: int = MAX_STRANGER_LINKS
     transport: TransportConfig = field(default_factory=TransportConfig)
+    towers: tuple[tuple[bytes, str], ...] = ()
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen)
@@ -103,6 +106,11 @@ class NodeConfig:
             raise LocalError("--max-control-connections must be at least 1")
         if self.max_stranger_links < 1:
             raise LocalError("--max-stranger-links must be at least 1")
+        object.__setattr__(self, "towers", tuple(self.towers))
+        for _tower_id, address in self.towers:
+            parse_hostport(address)
+        if len({t for t, _ in self.towers}) != len(self.towers):
+            raise LocalError("--tower names the same tower twice")
 
     @property
     def listen_address(self) -> tuple[str, int]:

@@ -43,6 +43,8 @@ class EffectExecutor:
         l1_due: called for a channel that has something to do on L1 now (opened, or
             finalized after its owner asked to close).
         stop: asks the node to stop (the store cannot be written).
+        committed: called for a channel whose newest doubly-signed update changed, once
+            it is durable (the node's towers are told; it must only take note).
     """
 
     def __init__(
@@ -52,11 +54,13 @@ class EffectExecutor:
         *,
         l1_due: Callable[[NodeChannel], None],
         stop: Callable[[], None],
+        committed: Callable[[NodeChannel], None] | None = None,
     ) -> None:
         self.store = store
         self.links = links
         self._l1_due = l1_due
         self._stop = stop
+        self._committed = committed
         self._dirty: dict[bytes, NodeChannel] = {}
         self._flush_pending = False
 
@@ -73,6 +77,12 @@ class EffectExecutor:
         self.store.persist_many([(c.key, effects, c.chan) for c, effects in steps])
         for c, effects in steps:
             self._carry_out(c, effects)
+        if self._committed is not None:
+            for c, _ in steps:
+                newest = c.chan.committed
+                if newest is not None and newest.seq != c.told_seq:
+                    c.told_seq = newest.seq
+                    self._committed(c)
 
     def flush_soon(self, c: NodeChannel) -> None:
         """Flush ``c`` at the end of this turn of the event loop, with every other channel

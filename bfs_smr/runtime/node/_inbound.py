@@ -100,6 +100,11 @@ class InboundPolicy:
         if self._opened_by(cid, peer):
             raise _Accepted  # a repeated open (its answer was lost with a link)
         self.check_policy(peer, params)
+        if params.watch != self.load.watch_commitment(peer, params):
+            raise LocalError(
+                "the channel's watch commitment is not the one both nodes derive "
+                "(docs/watchtower.md)"
+            )
         self.check_room(peer, cid)
         check_app(params, load_app(params.app, params.app_version), self.l1, self.signer)
         due = params.deposits[1]

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from bfs_smr.runtime.node._channels import ChannelLoader, NodeChannel, check_app
 from bfs_smr.runtime.node._effects import EffectExecutor
 from bfs_smr.runtime.node._links import PeerLinks
 from bfs_smr.runtime.node._tasks import L1Thread
+from bfs_smr.runtime.node._towers import TowerClient
 from bfs_smr.runtime.node._watcher import L1Watcher
 from bfs_smr.runtime.store import Store
 from bfs_smr.runtime.store._datadir import parse_hex_id, parse_hostport
@@ -77,6 +78,7 @@ class ControlOps:
         effects: EffectExecutor,
         watcher: L1Watcher,
         signer: Signer,
+        towers: Sequence[TowerClient] = (),
     ) -> None:
         self.node_id = node_id
         self.listen = listen
@@ -92,6 +94,7 @@ class ControlOps:
         self.watcher = watcher
         self.signer = signer
         self.account = signer.public_key
+        self.towers = towers
 
     def table(self) -> dict[str, Handler]:
         """Every operation the control endpoint serves, by name."""
@@ -115,6 +118,7 @@ class ControlOps:
             "channels": len(self.chans),
             "links": sorted(peer.hex() for peer in self.links.links),
             "rss_bytes": _rss(),
+            "towers": [t.describe() for t in self.towers],
         }
 
     async def open(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +162,9 @@ class ControlOps:
             nonce=secrets.randbits(63),
             challenge_window=self.l1.window,
         )
+        # The watch secret both nodes derive: a unilateral close must reveal it, and a
+        # tower can read this node's entries only then (docs/watchtower.md).
+        params = replace(params, watch=self.load.watch_commitment(peer, params))
         check_app(params, app, self.l1, self.signer)
         cid = params.channel_id
         refused = await self.links.ask_open(peer, link, params, timeout)
@@ -346,6 +353,12 @@ class ControlOps:
             else (self.node_id if to_move == chan.index else c.peer).hex(),
             "forced_seq": None if forced is None else forced.seq,
             "payouts": None if c.payouts is None else self._by_node(c, c.payouts),
+            # The seq each tower holds for this channel (None: none yet, or unknown).
+            **(
+                {"towers": {t.label: t.acked.get(c.cid) for t in self.towers}}
+                if self.towers
+                else {}
+            ),
         }
 
     def _by_node(self, c: NodeChannel, amounts: tuple[int, int]) -> dict[str, int]:

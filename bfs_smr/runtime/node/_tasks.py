@@ -7,6 +7,7 @@ everything else runs on the event loop.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -14,11 +15,23 @@ from typing import Any, TypeVar
 from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.store import StoreError
 
-__all__ = ["Background", "L1Thread"]
+__all__ = ["L1_MAX_BACKOFF", "Background", "L1Thread", "backoff"]
 
 T = TypeVar("T")
 
 _log = get_logger("bfs_smr.node")
+
+#: Longest wait before the L1 is tried again after failures (the poll interval doubles up
+#: to it): short, since a refute must land inside a challenge window.
+L1_MAX_BACKOFF = 2.0
+
+
+def backoff(poll: float, failures: int) -> float:
+    """Seconds to wait before trying the L1 again after ``failures`` in a row."""
+    if not failures:
+        return poll
+    delay = min(L1_MAX_BACKOFF, poll * 2.0 ** min(failures, 16))
+    return delay * (0.75 + random.random() / 2)
 
 
 class Background:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,16 +38,14 @@ from bfs_smr._update import SignedUpdate
 from bfs_smr.plugins import L1Connection
 from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.node._channels import NodeChannel, fail_all, resolve
-from bfs_smr.runtime.node._tasks import Background, L1Thread
+from bfs_smr.runtime.node._tasks import L1_MAX_BACKOFF, Background, L1Thread, backoff
 
 __all__ = ["L1_MAX_BACKOFF", "L1_SWEEP_EVERY", "L1Watcher", "backoff", "needs_l1_look"]
 
 #: Seconds between looks at every unfinished channel on L1, events or not (a safety net:
 #: events and the policy's deadlines drive the looks in between).
 L1_SWEEP_EVERY = 30.0
-#: Longest wait before the L1 is tried again after failures (the poll interval doubles up
-#: to it): short, since a refute must land inside a challenge window.
-L1_MAX_BACKOFF = 2.0
+
 
 _ACTION_NAMES: dict[type, str] = {
     Open: "open",
@@ -215,7 +212,7 @@ class L1Watcher:
             elif isinstance(action, CloseCooperatively):
                 await call(adapter.cooperative_close, action.update)
             elif isinstance(action, CloseUnilaterally):
-                await call(adapter.unilateral_close, action.update)
+                await call(adapter.unilateral_close, action.update, c.watch)
             elif isinstance(action, Refute):
                 registered = None if info is None else info.registered_seq
                 c.log.warning(
@@ -297,11 +294,3 @@ def needs_l1_look(c: NodeChannel, now: int) -> bool:
     # Signed, not yet on L1: the opener opens it. The other party has nothing to do until
     # it is on L1, which an event tells (polling each one a stranger opened cost CPU).
     return c.l1_status is None and c.chan.committed is not None and c.chan.index == 0
-
-
-def backoff(poll: float, failures: int) -> float:
-    """Seconds to wait before trying the L1 again after ``failures`` in a row."""
-    if not failures:
-        return poll
-    delay = min(L1_MAX_BACKOFF, poll * 2.0 ** min(failures, 16))
-    return delay * (0.75 + random.random() / 2)
