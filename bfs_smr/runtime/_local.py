@@ -89,6 +89,8 @@ class LocalPair:
         keep_log: keep every doubly-signed update (for verification); off for benchmarks.
         stores: durable stores for Alice and Bob; every step is then made durable
             before anything of it is sent or reported (write-ahead, group commit).
+        watch: a 32-byte watch secret the channel commits to (its parameters' ``watch``);
+            a unilateral close then reveals it (docs/watchtower.md). None: no commitment.
     """
 
     def __init__(
@@ -106,8 +108,10 @@ class LocalPair:
         keep_log: bool = True,
         limits: ChannelLimits = ChannelLimits(),
         stores: tuple[Store, Store] | None = None,
+        watch: bytes | None = None,
     ) -> None:
         self.app = app
+        self.watch = watch
         self.params = ChannelParams(
             l1=alice_l1.format.domain,
             participants=(alice.public_key, bob.public_key),
@@ -117,6 +121,7 @@ class LocalPair:
             options=options or {},
             nonce=nonce,
             challenge_window=challenge_window,
+            watch=b"" if watch is None else alice_l1.format.watch_commitment(watch),
         )
         self.alice = Party("alice", alice, alice_l1, keep_log=keep_log)
         self.bob = Party("bob", bob, bob_l1, keep_log=keep_log)
@@ -260,7 +265,7 @@ class LocalPair:
             elif isinstance(action, CloseCooperatively):
                 l1.cooperative_close(action.update)
             elif isinstance(action, CloseUnilaterally):
-                l1.unilateral_close(action.update)
+                l1.unilateral_close(action.update, self.watch)
             elif isinstance(action, Refute):
                 l1.refute(action.update)
             elif isinstance(action, Settle):
@@ -294,6 +299,7 @@ def memory_pair(
     keep_log: bool = True,
     limits: ChannelLimits = ChannelLimits(),
     stores: tuple[Store, Store] | None = None,
+    watch: bytes | None = None,
 ) -> tuple[MemoryL1, LocalPair]:
     """Alice and Bob on an embedded L1, each minted exactly their deposit, not yet open.
 
@@ -302,7 +308,8 @@ def memory_pair(
         deposits: what each party will lock.
         chain: the L1 to use (default: a new one).
         alice, bob: the parties' keys (default: fresh random Ed25519 keys).
-        options, challenge_window, nonce, keep_log, limits, stores: as for :class:`LocalPair`.
+        options, challenge_window, nonce, keep_log, limits, stores, watch: as for
+            :class:`LocalPair`.
     """
     chain = chain or MemoryL1()
     fresh_alice, fresh_bob = LocalPair.new_signers(chain.format.scheme)
@@ -322,6 +329,7 @@ def memory_pair(
         keep_log=keep_log,
         limits=limits,
         stores=stores,
+        watch=watch,
     )
     return chain, pair
 
@@ -338,13 +346,15 @@ def evm_pair(
     keep_log: bool = True,
     limits: ChannelLimits = ChannelLimits(),
     stores: tuple[Store, Store] | None = None,
+    watch: bytes | None = None,
 ) -> tuple[Any, LocalPair]:
     """Alice and Bob on the EVM adjudicator, funded with their deposits and gas, not open.
 
     Args:
         rpc: a node's URL (e.g. anvil); default: a fresh in-process py-evm chain.
         alice_secret: Alice's private key (default: a fresh one).
-        options, challenge_window, nonce, keep_log, limits, stores: as for :class:`LocalPair`.
+        options, challenge_window, nonce, keep_log, limits, stores, watch: as for
+            :class:`LocalPair`.
 
     Returns:
         ``(chain, pair)`` where ``chain`` is an ``bfs_smr.adapters.evm.DevChain``.
@@ -377,6 +387,7 @@ def evm_pair(
         keep_log=keep_log,
         limits=limits,
         stores=stores,
+        watch=watch,
     )
     for adapter in adapters:
         adapter.track(pair.params)  # the other party learns the channel's parameters too
