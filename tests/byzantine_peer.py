@@ -92,6 +92,7 @@ from bfs_smr._messages import Accept, Entries, Hello, Propose, encode_message, p
 from bfs_smr.runtime import load_app
 from bfs_smr.runtime import transport as t
 from bfs_smr.runtime._logging import configure_logging
+from bfs_smr.runtime.tower import watch_secret
 
 CHANNEL_FRAME = b"\x01"
 NODE_FRAME = b"\x02"
@@ -393,17 +394,22 @@ class Attacker:
         finally:
             self.done(writer)
 
-    def _params(self, participants: tuple[bytes, bytes], **options: Any) -> ChannelParams:
-        return ChannelParams(
+    def _params(
+        self, participants: tuple[bytes, bytes], app: str = "payments", **options: Any
+    ) -> ChannelParams:
+        params = ChannelParams(
             l1=self.l1_domain or os.urandom(32),
             participants=participants,
             deposits=(0, 0),
-            app="payments",
+            app=app,
             app_version=1,
             options=options,
             nonce=int.from_bytes(os.urandom(7), "big"),
             challenge_window=86_400,
         )
+        # The watch commitment the victim derives with this peer: what it asks for.
+        secret = watch_secret(self.identity, self.victim, params)
+        return dataclasses.replace(params, watch=MemoryFormat(params.l1).watch_commitment(secret))
 
     async def bad_open(self) -> Result:
         params = self._params((self.other, self.victim))  # the opener is not this peer
@@ -436,9 +442,7 @@ class Attacker:
         await link.send(NODE_FRAME + encode(["account", self.l1_domain, self.identity.public_key]))
         chans: list[Channel] = []
         for _ in range(count):
-            params = dataclasses.replace(
-                self._params((self.identity.public_key, self.victim)), app="counter"
-            )
+            params = self._params((self.identity.public_key, self.victim), app="counter")
             await link.send(NODE_FRAME + encode(["open", params.to_value()]))
             reply = await link.expect(lambda f: f[:1] == NODE_FRAME and b"open-reply" in f)
             if reply is None or decode(reply[1:])[2] is not None:

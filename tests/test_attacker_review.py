@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bfs_smr.adapters.memory import MemoryFormat
 
 from bfs_smr import ChannelParams, Ed25519, Signer, decode, encode
 from bfs_smr.runtime import LocalPair, memory_pair
 from bfs_smr.runtime import transport as t
 from bfs_smr.runtime.store import Store
+from bfs_smr.runtime.tower import watch_secret
 from tests.nodeproc import NodeProc, local_l1, ok
 
 NODE_FRAME = b"\x02"
@@ -100,7 +103,12 @@ class Stranger:
             "challenge_window": 86_400,
         }
         fields.update(changes)
-        return ChannelParams(**fields)
+        params = ChannelParams(**fields)
+        if "watch" in changes:
+            return params
+        # The watch commitment the victim derives with this peer: what it asks for.
+        secret = watch_secret(self.identity, bytes.fromhex(self.victim.node_id), params)
+        return dataclasses.replace(params, watch=MemoryFormat(params.l1).watch_commitment(secret))
 
     async def open_many(self, count: int, **changes: Any) -> int:
         """Send ``count`` opens at once; how many the victim accepted."""
@@ -244,6 +252,30 @@ def test_opens_that_ask_no_deposit_respect_max_channels_per_peer(tmp_path: Path,
 
         assert _run(attack()) == 5
         assert len(node.call("list")["channels"]) == 5
+    finally:
+        node.stop()
+
+
+def test_an_open_whose_watch_commitment_is_not_derived_is_refused(tmp_path: Path, l1: str) -> None:
+    """A channel whose watch commitment the node cannot open would be one it could never
+    close alone (a unilateral close must reveal the secret): refused, none or a wrong one."""
+    node = _victim(tmp_path, l1)
+    try:
+
+        async def attack() -> list[int]:
+            s = Stranger(node)
+            await s.connect()
+            try:
+                return [
+                    await s.open_many(1, watch=b""),
+                    await s.open_many(1, watch=os.urandom(32)),
+                    await s.open_many(1),  # the one both derive
+                ]
+            finally:
+                s.close()
+
+        assert _run(attack()) == [0, 0, 1]
+        assert len(node.call("list")["channels"]) == 1
     finally:
         node.stop()
 

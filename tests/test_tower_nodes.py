@@ -51,7 +51,9 @@ def test_a_tower_refutes_a_stale_close_while_the_victim_is_down(tmp_path: Path) 
         _pay(alice, channel, 3)
         # Alice's backup: her store as it was at seq 3 (a node stopped cleanly).
         alice.stop()
-        shutil.copytree(alice.dir, tmp_path / "alice-backup", ignore=shutil.ignore_patterns("*.log"))
+        shutil.copytree(
+            alice.dir, tmp_path / "alice-backup", ignore=shutil.ignore_patterns("*.log")
+        )
         alice.start(alice.port)
         _pay(alice, channel, 5)
         newest = bob.call("show", channel=channel)["seq"]

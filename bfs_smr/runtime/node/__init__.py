@@ -15,7 +15,9 @@ each in its own module:
   cooperative closes, forces moves;
 - :mod:`._inbound`: the policy for channels peers open with it;
 - :mod:`._ops`: the operations the command line asks for through the local control
-  endpoint (:mod:`._control`), as one explicit table.
+  endpoint (:mod:`._control`), as one explicit table;
+- :mod:`._towers`: keeps each watchtower given with ``--tower`` up to date with every
+  channel's newest doubly-signed update, in the background (docs/watchtower.md).
 
 Its configuration is one :class:`NodeConfig` (:mod:`._config`). Blocking L1 calls run in
 one worker thread (:mod:`._tasks`); everything else, including the store, runs on the

@@ -26,8 +26,8 @@ from bfs_smr._reaction import ChannelFacts, Intent, Refute, Settle, react
 from bfs_smr._update import ChannelParams, SignedUpdate
 from bfs_smr.plugins import L1Connection, connect_l1
 from bfs_smr.runtime import transport
+from bfs_smr.runtime._l1calls import L1Thread, backoff
 from bfs_smr.runtime._logging import get_logger
-from bfs_smr.runtime.node._tasks import L1Thread, backoff
 from bfs_smr.runtime.store._datadir import parse_hostport
 from bfs_smr.runtime.tower._dir import TowerDir
 from bfs_smr.runtime.tower._protocol import (
