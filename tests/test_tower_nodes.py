@@ -1,8 +1,10 @@
 """A watchtower protects a node that is down, with real processes on a local L1.
 
 The victim's node is killed; its peer closes with an old backup of its own store; the
-tower refutes the stale close and settles, so the victim gets its newest outcome. The
-tower itself is killed with SIGKILL on the way, and still refutes once restarted.
+tower refutes the stale close and settles, so the victim gets its newest outcome. On the
+way the victim's node restarts (its tower client catches up on a new link), and the
+tower is killed with SIGKILL before the stale close and restarted only after it is on
+the L1: it resumes from its store and still refutes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from nodeproc import NodeProc, TowerProc, local_l1, ok, open_channel
 
-WINDOW = 6
+WINDOW = 10
 
 
 def _pay(alice: NodeProc, channel: str, times: int) -> None:
@@ -49,6 +51,9 @@ def test_a_tower_refutes_a_stale_close_while_the_victim_is_down(tmp_path: Path) 
     try:
         channel = open_channel(alice, bob)
         _pay(alice, channel, 3)
+        _tower_holds(bob, channel, 3)
+        bob.stop()  # the victim's node restarts: it asks the tower what it holds
+        bob.start(bob.port)
         # Alice's backup: her store as it was at seq 3 (a node stopped cleanly).
         alice.stop()
         shutil.copytree(
@@ -60,9 +65,8 @@ def test_a_tower_refutes_a_stale_close_while_the_victim_is_down(tmp_path: Path) 
         assert newest == 8
         _tower_holds(bob, channel, newest)
 
-        # The tower dies at a random instruction, and comes back on its own store.
+        # The tower dies at a random instruction; it comes back once the close is on L1.
         tower.kill()
-        tower.start()
         bob.kill()  # the victim goes offline for good
 
         # Alice restores her old store and closes with it.
@@ -80,6 +84,11 @@ def test_a_tower_refutes_a_stale_close_while_the_victim_is_down(tmp_path: Path) 
 
         closer = threading.Thread(target=close)
         closer.start()
+        deadline = time.monotonic() + 20
+        while alice.call("show", channel=channel)["l1"] != "closing":
+            assert time.monotonic() < deadline, "the stale close never reached the L1"
+            time.sleep(0.1)
+        tower.start()
         refuted = tower.wait_log("stale close refuted", timeout=30)
         assert refuted["registered_seq"] == 3 and refuted["seq"] == newest
         closer.join(60)
