@@ -47,6 +47,7 @@ def test_the_l1_rules_have_stable_names():
         "L1-UPDATE-VALID",
         "L1-COOP-CLOSE",
         "L1-CLOSE-WINDOW",
+        "L1-CLOSE-REVEALS",
         "L1-REFUTE-NEWER",
         "L1-REFUTE-KEEPS-DEADLINE",
         "L1-FORCE-MOVE",

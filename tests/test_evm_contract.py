@@ -33,6 +33,7 @@ from bfs_smr.adapters.evm.artifact import (
     load_artifact,
     load_rules_artifact,
 )
+from eth_utils.crypto import keccak
 
 from bfs_smr import (
     ChannelParams,
@@ -135,12 +136,21 @@ def world(kind: str, request: pytest.FixtureRequest) -> World:
 
 
 def send_close(
-    w: World, sender: EvmAdapter, fn: str, signed: SignedUpdate, sigs: Any = None
+    w: World,
+    sender: EvmAdapter,
+    fn: str,
+    signed: SignedUpdate,
+    sigs: Any = None,
+    *,
+    reveal: bytes = bytes(32),
 ) -> None:
-    """Send ``fn`` with ``signed``, or with raw ``(v, r, s)`` tuples ``sigs``."""
+    """Send ``fn`` with ``signed``, or with raw ``(v, r, s)`` tuples ``sigs`` (and, for a
+    unilateral close, ``reveal``)."""
     a, b = sigs or (sig_tuple(signed.signatures[0]), sig_tuple(signed.signatures[1]))
-    call = getattr(sender.contract.functions, fn)(params_tuple(w.params), state_tuple(signed), a, b)
-    sender.send(call)
+    args: list[Any] = [params_tuple(w.params), state_tuple(signed), a, b]
+    if fn == "unilateral_close":
+        args.append(reveal)
+    sender.send(getattr(sender.contract.functions, fn)(*args))
 
 
 # -- the artifact ---------------------------------------------------------------------------
@@ -345,7 +355,7 @@ def test_open_rejections(kind: str, request: pytest.FixtureRequest, case: str) -
     w = make_world(new_chain(kind, request))
     p = dict(
         zip(
-            ("channel_id", "a", "b", "deposit_a", "deposit_b", "window", "rules"),
+            ("channel_id", "a", "b", "deposit_a", "deposit_b", "window", "rules", "watch"),
             params_tuple(w.params),
             strict=True,
         )
@@ -374,6 +384,74 @@ def test_window_rules(world: World) -> None:
     with pytest.raises(L1Error, match="the window has ended"):
         send_close(world, world.bob, "refute", world.sign(world.update(5, 50)))
     assert world.bob.settle(world.params.channel_id) == (DEPOSIT - 40, 40)
+
+
+# -- the watch secret -------------------------------------------------------------------------
+
+
+def watched_world(chain: DevChain, secret: bytes) -> World:
+    """A world whose channel commits to the watch secret ``secret``, opened by Alice."""
+    w = make_world(chain)
+    w.params = dataclasses.replace(w.params, watch=w.alice.format.watch_commitment(secret))
+    for adapter in w.adapters.values():
+        adapter.track(w.params)
+    w.alice.open(w.params)
+    return w
+
+
+def test_the_watch_commitment_is_keccak_and_bound_into_the_key() -> None:
+    w = make_world(DevChain.embedded())
+    secret = os.urandom(32)
+    assert w.alice.format.watch_commitment(secret) == keccak(secret)
+    keys = set()
+    for watch in (b"", keccak(secret), keccak(os.urandom(32))):
+        params = dataclasses.replace(w.params, watch=watch)
+        on_chain = w.alice.contract.functions.channel_key(params_tuple(params)).call()
+        assert bytes(on_chain) == channel_key(params)
+        keys.add(channel_key(params))
+    assert len(keys) == 3  # another commitment is another channel
+
+
+def test_a_unilateral_close_must_reveal_the_watch_secret_on_chain() -> None:
+    secret = os.urandom(32)
+    w = watched_world(DevChain.embedded(), secret)
+    cid = w.params.channel_id
+    stale = w.sign(w.update(1, 100))
+    # Sent past the adapter's own check: the contract refuses by itself.
+    for reveal in (bytes(32), os.urandom(32), w.params.watch):
+        with pytest.raises(L1Error, match="must reveal the channel's watch secret"):
+            send_close(w, w.mallory, "unilateral_close", stale, reveal=reveal)
+    assert w.alice.channel(cid).status is L1ChannelStatus.OPEN
+    # A watchtower's adapter, which does not track the channel yet, reads the log too.
+    tower = w.chain.adapter(os.urandom(32))
+    send_close(w, w.mallory, "unilateral_close", stale, reveal=secret)  # anyone, with it
+    assert w.alice.channel(cid).status is L1ChannelStatus.CLOSING
+    for reader in (w.alice, tower):
+        (event,) = [e for e in reader.events() if e.kind is L1EventKind.CLOSING_STARTED]
+        assert (event.channel_id, event.seq, event.reveal) == (cid, 1, secret)
+
+
+def test_the_adapter_refuses_a_wrong_reveal_before_spending_gas() -> None:
+    secret = os.urandom(32)
+    w = watched_world(DevChain.embedded(), secret)
+    cid = w.params.channel_id
+    final = w.sign(w.update(2, 200, final=True))
+    sent = len(w.bob.receipts)
+    for reveal in (None, bytes(32), os.urandom(32), w.params.watch, secret[:31], b"x" * 33):
+        with pytest.raises(L1Error, match=r"^a unilateral close must reveal the channel's watch"):
+            w.bob.unilateral_close(final, reveal)
+    assert (len(w.bob.receipts), w.bob.fees_paid) == (sent, 0)
+    assert w.alice.channel(cid).status is L1ChannelStatus.OPEN
+    # A final update pays at once, still only with the secret.
+    w.bob.unilateral_close(final, secret)
+    assert w.alice.channel(cid).payouts == (DEPOSIT - 200, 200)
+
+
+def test_a_channel_without_a_commitment_reveals_nothing(world: World) -> None:
+    stale = world.sign(world.update(1, 100))
+    world.alice.unilateral_close(stale, os.urandom(32))  # ignored, as on the embedded L1
+    (event,) = [e for e in world.bob.events() if e.kind is L1EventKind.CLOSING_STARTED]
+    assert (event.seq, event.reveal) == (1, None)
 
 
 # -- hostile recipients ---------------------------------------------------------------------

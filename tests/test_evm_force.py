@@ -14,6 +14,7 @@ pytest.importorskip("web3")
 
 from bfs_smr.adapters.evm import DevChain, rules_address
 from bfs_smr.adapters.evm._adapter import (
+    RULES,
     ForcedRecord,
     params_tuple,
     sig_tuple,
@@ -183,7 +184,7 @@ def test_an_app_without_rules_cannot_be_forced() -> None:
     assert rules_address(load_app("payments")) is None
     _, p = evm_pair("counter", (10, 10), challenge_window=WINDOW, nonce=next(_nonce))
     p.open()
-    assert params_tuple(p.params)[-1] == "0x" + "00" * 20
+    assert params_tuple(p.params)[RULES] == "0x" + "00" * 20
     base = p.alice.chan.committed
     assert base is not None
     p.alice.l1.unilateral_close(base)

@@ -265,7 +265,7 @@ def test_a_channel_forged_under_the_same_id_cannot_steer_the_honest_adapter() ->
     u = (2, 0, 100, False, keccak(state_hash + entry))
     digest = bytes(c.functions.digest(p.params.channel_id, u).call())
     sigs = [sig_tuple(s.sign(digest)) for s in signers]
-    mallory[0].send(c.functions.unilateral_close(struct, u, *sigs))
+    mallory[0].send(c.functions.unilateral_close(struct, u, *sigs, bytes(32)))
     after = p.app.apply(state, {"cell": 8}, 0)
     new_hash = keccak(encoded(p, after))
     out_a = p.app.outcome(after)[0]

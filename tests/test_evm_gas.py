@@ -18,6 +18,10 @@ KEYS = {
     "settle",
     "happy_path_total",
     "dispute_path_total",
+    "unilateral_close_watched",
+    "refute_watched",
+    "settle_watched",
+    "dispute_path_watched_total",
     "force_move",
     "force_answer",
 }
@@ -27,11 +31,14 @@ def check(report: dict[str, int]) -> None:
     assert set(report) == KEYS
     assert all(type(v) is int and v > 21_000 for v in report.values())
     assert report["happy_path_total"] == report["open"] + report["cooperative_close"]
-    assert report["dispute_path_total"] == (
-        report["unilateral_close"] + report["refute"] + report["settle"]
-    )
     assert report["happy_path_total"] <= HAPPY_PATH_TARGET, report
-    assert report["dispute_path_total"] <= DISPUTE_PATH_TARGET, report
+    for suffix in ("", "_watched"):
+        assert report[f"dispute_path{suffix}_total"] == sum(
+            report[step + suffix] for step in ("unilateral_close", "refute", "settle")
+        )
+        assert report[f"dispute_path{suffix}_total"] <= DISPUTE_PATH_TARGET, report
+    # revealing the secret costs its calldata and the event's word, not a storage write
+    assert 0 < report["unilateral_close_watched"] - report["unilateral_close"] < 1_500, report
     assert report["force_move"] <= FORCE_MOVE_TARGET, report
 
 

@@ -156,6 +156,21 @@ class CancelKeepsTheDeposits(MemoryL1):
         super().cancel(sender, channel_id)
 
 
+class CloseIgnoresTheWatchSecret(MemoryL1):
+    """A unilateral close is taken whatever it reveals (and publishes what it was given)."""
+
+    def _check_reveal(self, ch: ChannelRecord, reveal: bytes | None) -> bytes | None:
+        return reveal if ch.params.watch else None
+
+
+class CloseHidesTheWatchSecret(MemoryL1):
+    """The secret is checked but never published: a watchtower could not read its blob."""
+
+    def _check_reveal(self, ch: ChannelRecord, reveal: bytes | None) -> bytes | None:
+        super()._check_reveal(ch, reveal)
+        return None
+
+
 class RefusesWithAValueError(MemoryL1):
     def settle(self, sender: bytes, channel_id: bytes) -> tuple[int, int]:
         try:
@@ -193,6 +208,8 @@ class RefusedDepositIsCharged(MemoryL1):
         (OpenNotCheckedAgainstBalance, "L1-OPEN-COVERED"),
         (HalfSignedUpdatesCount, "L1-UPDATE-VALID"),
         (CloseWindowTooShort, "L1-CLOSE-WINDOW"),
+        (CloseIgnoresTheWatchSecret, "L1-CLOSE-REVEALS"),
+        (CloseHidesTheWatchSecret, "L1-CLOSE-REVEALS"),
         (ForceMoveWithoutAFreshWindow, "L1-FORCE-MOVE"),
         (CancelKeepsTheDeposits, "L1-NO-STUCK-VALUE"),
         (RefusesWithAValueError, "L1-REJECT-L1ERROR"),

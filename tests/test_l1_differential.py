@@ -1,12 +1,13 @@
 """Differential test: the embedded L1 and the EVM adjudicator agree on every action.
 
 Hypothesis draws a channel (payments or tic-tac-toe, deposits, how each party is
-funded), an off-chain history that both parties really sign (a ``LocalPair`` per L1,
-driven by the same commands, so both L1s see updates with the same seq, outcome and
-final flag), and a list of L1 actions: open, deposit (the amount due, one unit, one too
-many, zero; by either party or a stranger), cancel, cooperative and unilateral close,
-refute and settle with any of the signed updates (newer, equal, older, final or not),
-time moving on by any amount or to just before, at or after the deadline, and force
+funded, whether its params commit to a watch secret), an off-chain history that both
+parties really sign (a ``LocalPair`` per L1, driven by the same commands, so both L1s see
+updates with the same seq, outcome and final flag), and a list of L1 actions: open,
+deposit (the amount due, one unit, one too many, zero; by either party or a stranger),
+cancel, cooperative and unilateral close (revealing the watch secret, another one, or
+none), refute and settle with any of the signed updates (newer, equal, older, final or
+not), time moving on by any amount or to just before, at or after the deadline, and force
 moves and answers (legal or not, by the right or wrong party, on the right or a wrong
 state; on payments, which has no turns, both refuse them). Each action runs on the
 embedded L1 (``adapters/memory.py``) and on the adjudicator on the in-process py-evm
@@ -15,7 +16,7 @@ accepted or refused (an ``L1Error``; the reasons' words differ and are not compa
 what an accepted call returns (payouts, deadlines), the channel as each L1 shows it
 (status, locked value, registered seq, deadline, payouts, whether the registered update
 was forced), and every account's balance change (the EVM's fees left out). At the end
-both must have logged the same events.
+both must have logged the same events, the secret each close revealed included.
 
 Time maps 1:1: the embedded L1 starts at 0 and the EVM at a base ``B``, and every
 transaction runs at the same offset on both. An EVM transaction is mined in a new block,
@@ -50,6 +51,7 @@ from bfs_smr import (
     Signer,
 )
 from bfs_smr.runtime import LocalPair, load_app
+from bfs_smr.testing._l1kit import commit_to_watch
 from bfs_smr.testing._l1scenarios import moved, signed_move
 
 evm = pytest.importorskip("bfs_smr.adapters.evm")  # part of the test extra; present in CI
@@ -61,6 +63,8 @@ GAS_MONEY = 10**17
 #: A deposit no party is funded for, larger than an EVM party's gas money.
 HUGE = 10**18
 STRANGER_FUNDS = 50
+#: What a close reveals when it reveals the wrong secret (no drawn secret is this one).
+WRONG_SECRET = bytes(range(32))
 WHO = ("alice", "bob", "stranger")
 
 
@@ -77,6 +81,8 @@ class Scenario:
     #: Both sign a final update after the history.
     final: bool
     actions: tuple[tuple[Any, ...], ...]
+    #: The channel's watch secret (each L1 commits to it with its own format), or None.
+    watch: bytes | None = None
 
 
 @st.composite
@@ -119,6 +125,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             turn = 1 - turn
         over = game.is_final((tuple(board), turn, stake, stake))
         final = over and draw(st.booleans())
+    # Half the channels commit to a watch secret (any 32 bytes but the wrong one).
+    secret = st.binary(min_size=32, max_size=32).filter(WRONG_SECRET.__ne__)
+    watch = draw(secret) if draw(st.booleans()) else None
     who = st.integers(0, 2)
     # An update, modulo how many there are; -1, the newest (the final one if signed).
     index = st.one_of(st.just(-1), st.integers(0, 15))
@@ -127,7 +136,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         st.tuples(st.just("deposit"), who, st.sampled_from(["due", "one", "over", "zero"])),
         st.tuples(st.just("cancel"), who),
     )
-    closing = st.tuples(st.sampled_from(["close", "close", "coop"]), who, index)
+    # A unilateral close reveals the watch secret, another one, or none (a channel without
+    # a commitment ignores what it is given).
+    reveal = st.sampled_from(["right", "wrong", "right", "none"])
+    closing = st.one_of(
+        st.tuples(st.just("close"), who, index, reveal), st.tuples(st.just("coop"), who, index)
+    )
     refute = st.tuples(st.just("refute"), who, index)
     force = st.tuples(
         st.just("force"),
@@ -163,6 +177,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         tuple(history),
         final,
         tuple(actions),
+        watch,
     )
 
 
@@ -184,6 +199,8 @@ class Side:
     start: tuple[int, int, int] = (0, 0, 0)
     #: The L1 time this side's offsets count from.
     base: int = 0
+    #: The channel's watch secret, if it commits to one.
+    watch: bytes | None = None
 
     @property
     def adapters(self) -> tuple[L1Adapter, L1Adapter, L1Adapter]:
@@ -266,7 +283,10 @@ def make_side(name: str, chain: Any, scenario: Scenario) -> Side:
         deposits=scenario.deposits,
         challenge_window=WINDOW,
     )
+    if scenario.watch is not None:
+        commit_to_watch(pair, scenario.watch)
     side = (MemorySide if name == "memory" else EvmSide)(name, chain, pair, adapters[2])
+    side.watch = scenario.watch
     for adapter in adapters:
         adapter.track(pair.params)
     side.signed = sign_history(pair, scenario)
@@ -355,7 +375,10 @@ def run(side: Side, action: tuple[Any, ...], due: int) -> Any:
             side.registered = None
             return payouts
         if kind == "close":
-            deadline = l1.unilateral_close(update)
+            how = action[3] if len(action) > 3 else "right"
+            secret = side.watch or WRONG_SECRET
+            reveal = {"right": secret, "wrong": WRONG_SECRET, "none": None}[how]
+            deadline = l1.unilateral_close(update, reveal)
             side.registered = None if update.update.final else (update, state)
             return side.offset(deadline)
         l1.refute(update)
@@ -389,7 +412,7 @@ def view(side: Side) -> Any:
 def events(side: Side) -> list[Any]:
     cid = side.pair.params.channel_id
     return [
-        (e.kind.value, e.seq, side.offset(e.deadline), e.payouts)
+        (e.kind.value, e.seq, side.offset(e.deadline), e.payouts, e.reveal)
         for e in side.pair.alice.l1.events()
         if e.channel_id == cid
     ]
@@ -560,6 +583,26 @@ def test_both_l1s_agree_on_a_forced_game(devchain: Any) -> None:
         ("force", 0, 2, "legal"),  # paid out: refused
     )
     check(Scenario("tictactoe", (30, 30), (37, 30), history, False, actions), devchain)
+
+
+def test_both_l1s_agree_on_a_channel_that_commits_to_a_watch_secret(devchain: Any) -> None:
+    history = ((0, {"pay": 100}), (1, {"pay": 30}))
+    actions = (
+        ("open", 0),
+        ("deposit", 1, "due"),
+        ("close", 0, 1, "none"),  # refused: the secret is not revealed
+        ("close", 2, 1, "wrong"),  # refused: another secret
+        ("close", 2, 1, "right"),  # a stranger holding the secret may close
+        ("close", 0, 1, "right"),  # a second close: refused
+        ("refute", 1, -1),  # the final update pays at once
+    )
+    for secret in (bytes(range(1, 33)), bytes(32)):  # any 32 bytes, even zeros
+        scenario = Scenario("payments", (300, 200), (300, 200), history, True, actions, secret)
+        check(scenario, devchain)
+    # A final update closes at once, and still only with the secret.
+    actions = (("open", 0), ("deposit", 1, "due"), ("close", 1, -1, "none"), ("close", 1, -1))
+    secret = bytes(range(32, 64))
+    check(Scenario("payments", (900, 9), (900, 9), history[:1], True, actions, secret), devchain)
 
 
 class LateWindow(MemoryL1):

@@ -6,9 +6,10 @@
         outcome it is shown (docs/design.md §5), and lets the party to move in a game force
         its move through the app's rules contract. One storage slot per channel.
 @dev    A channel lives under key = keccak256(abi_encode(channel_id, a, b, deposit_a,
-        deposit_b, window, rules)), so the parameters that matter on chain, the app's rules
-        contract among them, are bound by the key and nobody can occupy a channel id with
-        other parameters or swap the rules of an open channel. Its slot packs:
+        deposit_b, window, rules, watch)), so the parameters that matter on chain, the app's
+        rules contract and the commitment to the watch secret among them, are bound by the
+        key and nobody can occupy a channel id with other parameters or swap the rules of an
+        open channel. Its slot packs:
           bits 0..7     phase (0 none, 1 funding, 2 open, 3 closing, 4 settled,
                         5 cancelled, 6 forced)
           funding/open: bits 8..103 deposited by a, bits 104..199 deposited by b
@@ -33,6 +34,9 @@ struct Params:
     deposit_b: uint96
     window: uint64
     rules: address  # the app's rules contract; empty: moves cannot be forced
+    # keccak256 of the channel's watch secret, which a unilateral close must reveal (and
+    # its event publishes); empty: the channel commits to no secret
+    watch: bytes32
 
 struct State:
     seq: uint64
@@ -82,6 +86,7 @@ event ClosingStarted:
     key: bytes32
     seq: uint64
     deadline: uint64
+    reveal: bytes32  # the watch secret; empty for a channel that commits to none
 
 event Refuted:
     channel_id: indexed(bytes32)
@@ -152,7 +157,7 @@ owed: public(HashMap[address, uint256])
 @internal
 def _key(p: Params) -> bytes32:
     return keccak256(
-        abi_encode(p.channel_id, p.a, p.b, p.deposit_a, p.deposit_b, p.window, p.rules)
+        abi_encode(p.channel_id, p.a, p.b, p.deposit_a, p.deposit_b, p.window, p.rules, p.watch)
     )
 
 
@@ -317,7 +322,9 @@ def cancel(p: Params):
 
 
 # Anyone may send a close, a refute, a settle or a force move (a watchtower, a relayer):
-# each acts only on updates the parties signed and pays only the participants.
+# each acts only on updates the parties signed and pays only the participants. A unilateral
+# close of a channel whose params commit to a watch secret also needs that secret, which
+# only the parties know (until the close publishes it).
 
 
 @external
@@ -340,11 +347,18 @@ def cooperative_close(p: Params, u: State, sa: Sig, sb: Sig, f: Forced = empty(F
 
 
 @external
-def unilateral_close(p: Params, u: State, sa: Sig, sb: Sig):
+def unilateral_close(p: Params, u: State, sa: Sig, sb: Sig, reveal: bytes32):
+    """``reveal``: the channel's watch secret when ``p.watch`` commits to one (checked, and
+    published in the event, so a watchtower can read what a party gave it now and not
+    before); ignored otherwise."""
     key: bytes32 = self._key(p)
     slot: uint256 = self.channels[key]
     self._require_phase(slot, OPEN, "channel is not open")
     self._check_update(p, u, sa, sb)
+    shown: bytes32 = empty(bytes32)
+    if p.watch != empty(bytes32):
+        assert keccak256(reveal) == p.watch, "a unilateral close must reveal the channel's watch secret"
+        shown = reveal
     if u.final:  # a doubly-signed final update closes at once
         self._pay(key, p, convert(u.out_a, uint256), convert(u.out_b, uint256))
         return
@@ -352,7 +366,9 @@ def unilateral_close(p: Params, u: State, sa: Sig, sb: Sig):
     self.channels[key] = (
         CLOSING | (convert(u.seq, uint256) << 8) | (deadline << 72) | (convert(u.out_a, uint256) << 136)
     )
-    log ClosingStarted(channel_id=p.channel_id, key=key, seq=u.seq, deadline=convert(deadline, uint64))
+    log ClosingStarted(
+        channel_id=p.channel_id, key=key, seq=u.seq, deadline=convert(deadline, uint64), reveal=shown
+    )
 
 
 @external

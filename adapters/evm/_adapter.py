@@ -6,7 +6,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import requests
 from bfs_smr.adapters.evm._crypto import Secp256k1
@@ -77,6 +77,10 @@ MAX_WINDOW = (1 << 32) - 1
 _FORCED_PHASE = 6
 _FORCED_TYPES = ["uint64", "uint64", "uint96", "bytes32", "bytes32"]
 _ZERO_ADDRESS = "0x" + "00" * 20
+_ZERO_WORD = bytes(32)
+#: Where the app's rules contract is in :func:`params_tuple`.
+RULES: Final = 6
+_WATCH_REFUSED = "a unilateral close must reveal the channel's watch secret"
 _PHASES = {
     1: L1ChannelStatus.FUNDING,
     2: L1ChannelStatus.OPEN,
@@ -109,11 +113,13 @@ def _rules_of(app: str, version: int) -> bytes | None:
     return rules_address(instance)
 
 
-def params_tuple(params: ChannelParams) -> tuple[bytes, str, str, int, int, int, str]:
+def params_tuple(params: ChannelParams) -> tuple[bytes, str, str, int, int, int, str, bytes]:
     """The adjudicator's ``Params`` struct for ``params`` (checks what fits on chain).
 
-    Its last field is the app's rules contract (the zero address for an app without one),
-    found from the app's code alone, so both parties name the same channel key.
+    Its ``rules`` field (index :data:`RULES`) is the app's rules contract (the zero address
+    for an app without one), found from the app's code alone, so both parties name the
+    same channel key; its last, ``watch``, is ``ChannelParams.watch`` (32 zero bytes for a
+    channel that commits to no watch secret).
     """
     a, b = params.participants
     if len(a) != 20 or len(b) != 20:
@@ -134,13 +140,14 @@ def params_tuple(params: ChannelParams) -> tuple[bytes, str, str, int, int, int,
         params.deposits[1],
         params.challenge_window,
         _ZERO_ADDRESS if rules is None else to_checksum_address(rules),
+        params.watch or _ZERO_WORD,
     )
 
 
 def channel_key(params: ChannelParams) -> bytes:
     """The storage key the adjudicator keeps ``params``' channel under."""
     types = ["bytes32", "address", "address", "uint256", "uint256", "uint256", "address"]
-    return keccak(abi_encode(types, list(params_tuple(params))))
+    return keccak(abi_encode([*types, "bytes32"], list(params_tuple(params))))
 
 
 def sig_tuple(signature: bytes | None) -> tuple[int, bytes, bytes]:
@@ -306,7 +313,7 @@ class EvmAdapter(L1Adapter):
             raise L1Error("only a participant can open the channel")
         amount = params.deposits[params.participants.index(self._account)]
         struct = params_tuple(params)
-        rules = struct[-1]
+        rules = struct[RULES]
         if rules != _ZERO_ADDRESS and not self.w3.eth.get_code(to_checksum_address(rules)):
             # its moves could not be forced: a silent opponent would win the game
             raise L1Error(
@@ -323,7 +330,9 @@ class EvmAdapter(L1Adapter):
             raise L1Error("deposit must be a positive amount up to what is still due")
         self.send(self.contract.functions.deposit(params_tuple(params)), value=amount)
 
-    def _update_call(self, name: str, update: SignedUpdate) -> ContractFunction:
+    def _update_call(
+        self, name: str, update: SignedUpdate, reveal: bytes | None = None
+    ) -> ContractFunction:
         params = self._known(update.update.channel_id)
         fn = getattr(self.contract.functions, name)
         args: list[Any] = [
@@ -332,7 +341,9 @@ class EvmAdapter(L1Adapter):
             sig_tuple(update.signatures[0]),
             sig_tuple(update.signatures[1]),
         ]
-        if name != "unilateral_close" and (forced := self._forced_now(params)) is not None:
+        if name == "unilateral_close":
+            args.append(reveal if params.watch and reveal is not None else _ZERO_WORD)
+        elif (forced := self._forced_now(params)) is not None:
             args.append(forced.fields())  # the forced move the channel closes on
         call: ContractFunction = fn(*args)
         return call
@@ -362,10 +373,18 @@ class EvmAdapter(L1Adapter):
 
     @_rpc
     def unilateral_close(self, update: SignedUpdate, reveal: bytes | None = None) -> int:
-        if self._known(update.update.channel_id).watch:
-            raise L1Error("this adjudicator cannot yet check a watch secret")  # TODO(#14)
-        receipt = self.send(self._update_call("unilateral_close", update))
-        slot = decode_slot(self._slot(self._known(update.update.channel_id)))
+        """Register ``update`` (see :meth:`L1Adapter.unilateral_close`). A missing or
+        wrong ``reveal`` for a channel that commits to a watch secret is refused here,
+        with the adjudicator's reason, before anything is sent."""
+        params = self._known(update.update.channel_id)
+        if params.watch and not (
+            type(reveal) is bytes
+            and len(reveal) == 32
+            and self.format.watch_commitment(reveal) == params.watch
+        ):  # what the adjudicator would refuse, refused before any gas is spent
+            raise L1Error(_WATCH_REFUSED)
+        receipt = self.send(self._update_call("unilateral_close", update, reveal))
+        slot = decode_slot(self._slot(params))
         if slot.status is L1ChannelStatus.SETTLED:
             return self._block_time(receipt["blockNumber"])
         assert slot.deadline is not None
@@ -398,7 +417,7 @@ class EvmAdapter(L1Adapter):
         u = update.update
         params = self._known(u.channel_id)
         struct = params_tuple(params)
-        if struct[-1] == _ZERO_ADDRESS:
+        if struct[RULES] == _ZERO_ADDRESS:
             raise L1Error(f"{params.app_id} has no rules contract on chain; nothing to force")
         if len(u.commands) != 1:
             raise L1Error("a force move is exactly one command by the party to move")
@@ -407,7 +426,7 @@ class EvmAdapter(L1Adapter):
         if signature is None:
             raise L1Error("a force move must be signed by the party to move")
         move = (state, entry.ref, encode(entry.command), sig_tuple(signature))
-        if not self.w3.eth.get_code(to_checksum_address(struct[-1])):
+        if not self.w3.eth.get_code(to_checksum_address(struct[RULES])):
             # Anyone may deploy an app's rules at their address: a party about to lose by
             # silence does so rather than wait for `l1 init` (the key binds the address).
             self._deploy_rules(params)
@@ -550,6 +569,18 @@ class EvmAdapter(L1Adapter):
 
         An event under a tracked channel id but another key (a channel someone opened with
         the same id and other parameters) is left out: it is not this party's channel.
+
+        Events of channels this adapter does not track are reported too, under the
+        ``channel_id`` the transaction named in its ``Params``. The adjudicator binds the
+        parameters only through the key, so for an untracked channel that id is a claim:
+        anyone can open a channel under any id with parameters of its own. A reader that
+        learns the parameters later (a watchtower, once a close's ``reveal`` lets it read
+        them) tracks them and asks :meth:`channel`, which reads the slot under their key;
+        events read after that are filtered as above.
+
+        The ``ClosingStarted`` event of a channel whose parameters commit to a watch secret
+        carries the secret, reported as :attr:`L1Event.reveal`, tracked channel or not;
+        for a channel without a commitment the log holds zero and ``reveal`` is None.
         """
         if self._scanned is None:  # nothing before the adjudicator existed
             from bfs_smr.adapters.evm.deploy import deployment_block
@@ -585,6 +616,9 @@ class EvmAdapter(L1Adapter):
                 payouts = (int(args["payout_a"]), int(args["payout_b"]))
             time = self._block_time(int(log["blockNumber"]))
             deadline = int(args["deadline"]) if "deadline" in args else None
+            reveal = bytes(args["reveal"]) if "reveal" in args else None
+            if reveal == _ZERO_WORD and (params is None or not params.watch):
+                reveal = None  # the channel commits to no watch secret
             if kind is L1EventKind.FORCE_MOVED:
                 deadline = None if params is None else time + params.challenge_window
                 # by key: a channel forged under a tracked id has another key
@@ -598,6 +632,7 @@ class EvmAdapter(L1Adapter):
                     seq=int(args["seq"]) if "seq" in args else None,
                     deadline=deadline,
                     payouts=payouts,
+                    reveal=reveal,
                 )
             )
             return

@@ -71,6 +71,11 @@ class EvmFormat(L1Format):
         )
         return keccak(self._prefix + abi_encode(_DIGEST_TYPES, fields))
 
+    def watch_commitment(self, secret: bytes) -> bytes:
+        """``keccak256(secret)``: the adjudicator checks a unilateral close's ``reveal``
+        against ``ChannelParams.watch`` with the hash the EVM computes cheaply."""
+        return keccak(secret)
+
     def encode_state(self, app: StateMachine[Any], state: Any) -> bytes:
         """The ABI encoding of ``state`` as ``app.state_abi`` (the app's CBOR encoding if
         the app declares no ABI type: it has no rules on chain)."""

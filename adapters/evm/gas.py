@@ -7,6 +7,7 @@ development node at ``rpc_url``, else the in-process py-evm chain), runs
   cooperatively, both are paid in the closing transaction;
 * the dispute path: Alice closes unilaterally with a stale update, Bob refutes with the
   newest, anyone settles after the window, both are paid in the settling transaction;
+  and the same on a channel whose params commit to a watch secret, which the close reveals;
 * a force move: a tic-tac-toe game is closed on L1 with Alice to move, she forces her move
   through the game's rules contract, and Bob answers with his (``force_answer``);
 
@@ -129,7 +130,9 @@ def gas_report(rpc_url: str | None = None) -> dict[str, int]:
     Returns:
         ``deploy``, ``open``, ``cooperative_close``, ``unilateral_close``, ``refute``,
         ``settle``, ``happy_path_total`` (open + cooperative close),
-        ``dispute_path_total`` (unilateral close + refute + settle), ``force_move`` (a
+        ``dispute_path_total`` (unilateral close + refute + settle), the same four with
+        ``_watched`` (``unilateral_close_watched`` … ``dispute_path_watched_total``) on a
+        channel that commits to a watch secret, its close revealing it, ``force_move`` (a
         tic-tac-toe move forced on a registered doubly-signed update) and
         ``force_answer`` (the next move forced on that forced one).
     """
@@ -142,7 +145,7 @@ def gas_report(rpc_url: str | None = None) -> dict[str, int]:
     participants = (scheme.public_key(secrets[0]), scheme.public_key(secrets[1]))
     deposit = _ETHER // 10
 
-    def params(nonce: int, window: int) -> ChannelParams:
+    def params(nonce: int, window: int, watch: bytes = b"") -> ChannelParams:
         return ChannelParams(
             l1=alice.format.domain,
             participants=participants,
@@ -151,6 +154,7 @@ def gas_report(rpc_url: str | None = None) -> dict[str, int]:
             app_version=1,
             nonce=nonce,
             challenge_window=window,
+            watch=watch,
         )
 
     report = {"deploy": int(chain.deploy_receipt["gasUsed"])}
@@ -164,20 +168,22 @@ def gas_report(rpc_url: str | None = None) -> dict[str, int]:
     bob.cooperative_close(final)
     report["cooperative_close"] = _gas(bob)
 
-    # dispute path
+    # dispute path, on a channel without a watch secret and on one with
     window = 60
-    dispute = params(1, window)
-    bob.track(dispute)
-    alice.open(dispute)
-    stale = _signed(alice, secrets, _update(dispute, 3, (deposit - 100, 100), False))
-    newest = _signed(alice, secrets, _update(dispute, 4, (deposit - 500, 500), False))
-    alice.unilateral_close(stale)
-    report["unilateral_close"] = _gas(alice)
-    bob.refute(newest)
-    report["refute"] = _gas(bob)
-    chain.advance(window)
-    bob.settle(dispute.channel_id)
-    report["settle"] = _gas(bob)
+    for nonce, suffix, secret in ((1, "", None), (3, "_watched", os.urandom(32))):
+        watch = b"" if secret is None else alice.format.watch_commitment(secret)
+        dispute = params(nonce, window, watch)
+        bob.track(dispute)
+        alice.open(dispute)
+        stale = _signed(alice, secrets, _update(dispute, 3, (deposit - 100, 100), False))
+        newest = _signed(alice, secrets, _update(dispute, 4, (deposit - 500, 500), False))
+        alice.unilateral_close(stale, secret)
+        report["unilateral_close" + suffix] = _gas(alice)
+        bob.refute(newest)
+        report["refute" + suffix] = _gas(bob)
+        chain.advance(window)
+        bob.settle(dispute.channel_id)
+        report["settle" + suffix] = _gas(bob)
 
     # force moves: X (Alice) to move in a game closed on L1
     game = ChannelParams(
@@ -203,5 +209,8 @@ def gas_report(rpc_url: str | None = None) -> dict[str, int]:
     report["force_answer"] = _gas(bob)
 
     report["happy_path_total"] = report["open"] + report["cooperative_close"]
-    report["dispute_path_total"] = report["unilateral_close"] + report["refute"] + report["settle"]
+    for suffix in ("", "_watched"):
+        report[f"dispute_path{suffix}_total"] = sum(
+            report[step + suffix] for step in ("unilateral_close", "refute", "settle")
+        )
     return report

@@ -6,10 +6,12 @@ of, so a failing check can name the rule it belongs to.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from bfs_smr._channel import Channel
 from bfs_smr._crypto import SignatureScheme, Signer
 from bfs_smr._errors import L1Error
 from bfs_smr._l1 import L1Adapter, L1ChannelInfo, L1Event, L1EventKind
@@ -44,6 +46,11 @@ L1_RULES: dict[str, str] = {
     "L1-CLOSE-WINDOW": (
         "a unilateral close registers a doubly-signed update and starts the window, "
         "deadline = now + challenge_window; a final update pays at once instead"
+    ),
+    "L1-CLOSE-REVEALS": (
+        "a unilateral close of a channel whose parameters commit to a watch secret must "
+        "reveal that secret, and its closing event publishes it; without it, or with "
+        "another, the close is refused"
     ),
     "L1-REFUTE-NEWER": (
         "in the window only a doubly-signed update with a higher seq replaces the "
@@ -126,6 +133,17 @@ class L1Harness(Protocol):
     def advance(self, seconds: int) -> None:
         """Move the L1's time (``adapter.now()``) forward by ``seconds``."""
         ...
+
+
+def commit_to_watch(pair: LocalPair, secret: bytes) -> None:
+    """Make ``pair``'s channel, before anything happened in it, commit to the watch secret
+    ``secret`` (under the L1 format's commitment): new params, so a new channel id."""
+    commitment = pair.alice.l1.format.watch_commitment(secret)
+    pair.params = dataclasses.replace(pair.params, watch=commitment)
+    for party in pair.parties:
+        party.channel = Channel(
+            pair.params, pair.app, party.l1.format, party.signer, limits=pair.limits
+        )
 
 
 class Kit:
@@ -217,8 +235,10 @@ class Kit:
         funds: tuple[int, int] | None = None,
         parties: tuple[tuple[Signer, L1Adapter], tuple[Signer, L1Adapter]] | None = None,
         nonce: int = 0,
+        watch: bytes | None = None,
     ) -> LocalPair:
-        """Alice and Bob, each funded their deposit (or ``funds``), not yet on L1."""
+        """Alice and Bob, each funded their deposit (or ``funds``), not yet on L1; with
+        ``watch`` (a 32-byte secret), their channel's parameters commit to it."""
         alice, bob = parties or (self.party(), self.party())
         for (signer, _), amount in zip((alice, bob), funds or deposits, strict=True):
             if amount:
@@ -233,6 +253,8 @@ class Kit:
             challenge_window=WINDOW,
             nonce=nonce,
         )
+        if watch is not None:
+            commit_to_watch(pair, watch)
         for party in pair.parties:
             party.l1.track(pair.params)
         return pair

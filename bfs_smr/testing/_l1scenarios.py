@@ -8,6 +8,7 @@ parties and so fresh channel ids, so every scenario can share one chain.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -247,6 +248,45 @@ def close_window(kit: Kit) -> None:
     info = kit.info(pair)
     kit.equal((info.status, info.payouts), (SETTLED, (1_000, 0)), "a final unilateral close")
     kit.equal(kit.values(pair), (1_000, 0), "balances after a final unilateral close")
+
+
+def close_reveals(kit: Kit) -> None:
+    secret = os.urandom(32)
+    pair = kit.pair(watch=secret)
+    pair.open()
+    kit.expect(pair.params.watch != b"", "the channel commits to a watch secret")
+    stale = kit.pay(pair, 100)
+    close = pair.alice.l1.unilateral_close
+    words = "must reveal the channel's watch secret"
+    kit.refused(pair, "a close without the watch secret", words, close, stale)
+    for what, wrong in (
+        ("another secret", os.urandom(32)),
+        ("the commitment itself", pair.params.watch),
+        ("a short secret", secret[:16]),
+    ):
+        kit.refused(pair, f"a close revealing {what}", words, close, stale, wrong)
+    kit.equal(kit.info(pair).status, OPEN, "status after refused closes")
+    # Anyone holding the update and the secret may close: a watchtower does.
+    _, tower = kit.party()
+    tower.track(pair.params)
+    deadline = tower.unilateral_close(stale, secret)
+    event = kit.events(pair)[-1]
+    got = (event.kind, event.seq, event.deadline, event.reveal)
+    want = (L1EventKind.CLOSING_STARTED, stale.seq, deadline, secret)
+    kit.equal(got, want, "the closing event (with the secret it reveals)")
+    kit.equal(kit.info(pair).status, CLOSING, "status after a close with the secret")
+    # A final update still needs the secret, and then pays at once.
+    pair = kit.pair(watch=secret)
+    pair.open()
+    final = kit.final(pair)
+    close = pair.alice.l1.unilateral_close
+    kit.refused(pair, "a final close without the watch secret", words, close, final)
+    pair.bob.l1.unilateral_close(final, secret)
+    kit.equal(kit.values(pair), (1_000, 0), "balances after a final close with the secret")
+    # A channel that commits to nothing reveals nothing, whatever a close passes.
+    pair = kit.opened()
+    pair.alice.l1.unilateral_close(kit.pay(pair, 1), secret)
+    kit.equal(kit.events(pair)[-1].reveal, None, "the reveal of a channel without a commitment")
 
 
 def refute_newer(kit: Kit) -> None:
@@ -495,6 +535,7 @@ SCENARIOS: dict[str, Callable[[Kit], None]] = {
     "L1-UPDATE-VALID": update_valid,
     "L1-COOP-CLOSE": coop_close,
     "L1-CLOSE-WINDOW": close_window,
+    "L1-CLOSE-REVEALS": close_reveals,
     "L1-REFUTE-NEWER": refute_newer,
     "L1-REFUTE-KEEPS-DEADLINE": refute_keeps_deadline,
     "L1-FORCE-MOVE": force_move,
