@@ -51,7 +51,6 @@ from bfs_smr import (
     Signer,
 )
 from bfs_smr.runtime import LocalPair, load_app
-from bfs_smr.testing._l1kit import commit_to_watch
 from bfs_smr.testing._l1scenarios import moved, signed_move
 
 evm = pytest.importorskip("bfs_smr.adapters.evm")  # part of the test extra; present in CI
@@ -282,9 +281,8 @@ def make_side(name: str, chain: Any, scenario: Scenario) -> Side:
         bob_l1=adapters[1],
         deposits=scenario.deposits,
         challenge_window=WINDOW,
+        watch=scenario.watch,
     )
-    if scenario.watch is not None:
-        commit_to_watch(pair, scenario.watch)
     side = (MemorySide if name == "memory" else EvmSide)(name, chain, pair, adapters[2])
     side.watch = scenario.watch
     for adapter in adapters:

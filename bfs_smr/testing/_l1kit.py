@@ -6,12 +6,10 @@ of, so a failing check can name the rule it belongs to.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from bfs_smr._channel import Channel
 from bfs_smr._crypto import SignatureScheme, Signer
 from bfs_smr._errors import L1Error
 from bfs_smr._l1 import L1Adapter, L1ChannelInfo, L1Event, L1EventKind
@@ -135,17 +133,6 @@ class L1Harness(Protocol):
         ...
 
 
-def commit_to_watch(pair: LocalPair, secret: bytes) -> None:
-    """Make ``pair``'s channel, before anything happened in it, commit to the watch secret
-    ``secret`` (under the L1 format's commitment): new params, so a new channel id."""
-    commitment = pair.alice.l1.format.watch_commitment(secret)
-    pair.params = dataclasses.replace(pair.params, watch=commitment)
-    for party in pair.parties:
-        party.channel = Channel(
-            pair.params, pair.app, party.l1.format, party.signer, limits=pair.limits
-        )
-
-
 class Kit:
     """The scenarios' tools: parties, channels, and checks that name the current rule."""
 
@@ -252,9 +239,8 @@ class Kit:
             deposits=deposits,
             challenge_window=WINDOW,
             nonce=nonce,
+            watch=watch,
         )
-        if watch is not None:
-            commit_to_watch(pair, watch)
         for party in pair.parties:
             party.l1.track(pair.params)
         return pair
