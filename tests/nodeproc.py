@@ -177,6 +177,16 @@ def open_channel(alice: NodeProc, bob: NodeProc, *extra: str, deposit: int = 500
     return channel
 
 
+def watch_secret_of(cheat: NodeProc, victim: NodeProc, params: Any) -> bytes:
+    """A channel's watch secret as ``cheat``'s node derives it with ``victim``'s: what a
+    unilateral close of the channel must reveal (a test cheating around the node's
+    policy needs it, as the node itself does)."""
+    from bfs_smr.runtime.store._datadir import DataDir
+    from bfs_smr.runtime.tower import watch_secret
+
+    return watch_secret(DataDir(cheat.dir).identity(), bytes.fromhex(victim.node_id), params)
+
+
 class TowerProc:
     """One ``bfs-smr tower run`` process on a data directory (made with ``tower init``)."""
 

@@ -29,7 +29,7 @@ from bfs_smr import CommandEntry, SignedUpdate, Update
 from bfs_smr.plugins import connect_l1, load_app, load_l1
 from bfs_smr.runtime.store import Store
 from bfs_smr.runtime.store._datadir import DataDir
-from tests.nodeproc import NodeProc, cli, local_l1, ok
+from tests.nodeproc import NodeProc, cli, local_l1, ok, watch_secret_of
 from tests.nodeproc import open_channel as _open
 
 #: The challenge window, in seconds of L1 time: long enough for a node to see a close and
@@ -239,6 +239,7 @@ class Cheat:
         _play(alice, bob, self.channel, CHEATED, cli=False)
         alice.node.stop()
         self.conn, self.params, self.log = _cheat(alice, self.channel)
+        self.reveal = watch_secret_of(alice.node, bob.node, self.params)  # a close needs it
 
     def bob_refutes_and_wins(self, registered_seq: int) -> None:
         """Bob's node refutes the close with seq 5, forces his winning move (cell 3) and
@@ -264,7 +265,7 @@ def test_a_stale_close_is_refuted_and_the_honest_player_wins(
     # Bob is to move and would forfeit if the window passed.
     stale = cheat.log[1]
     assert stale.seq == 1
-    cheat.conn.adapter.unilateral_close(stale)
+    cheat.conn.adapter.unilateral_close(stale, cheat.reveal)
     cheat.bob_refutes_and_wins(registered_seq=1)
 
 
@@ -296,7 +297,7 @@ def test_a_move_forced_at_a_signed_seq_loses_to_the_signed_update(
     assert bob.node.proc is not None
     bob.node.proc.send_signal(signal.SIGSTOP)
     try:
-        conn.adapter.unilateral_close(registered)
+        conn.adapter.unilateral_close(registered, cheat.reveal)
         conn.adapter.force_move(fmt.encode_state(app, state), forged, registered)
     finally:
         bob.node.proc.send_signal(signal.SIGCONT)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.nodeproc import NodeProc, cli, local_l1, ok
+from tests.nodeproc import NodeProc, cli, local_l1, ok, watch_secret_of
 from tests.nodeproc import open_channel as _open
 
 WINDOW = 2
@@ -155,7 +155,7 @@ def test_a_stale_close_is_refuted_by_the_running_node(nodes: list[NodeProc], l1:
         stale = store.log_range(bytes.fromhex(channel), 0, 0)[0]
         params = store.params(bytes.fromhex(channel))
     chain = LocalL1(Path(l1.removeprefix("local:")))
-    reveal = _watch_secret(alice, bob, params)
+    reveal = watch_secret_of(alice, bob, params)
     chain.adapter(bytes.fromhex(alice.node_id)).unilateral_close(stale, reveal)
     refuted = bob.wait_log("stale close on L1: refuting", timeout=WINDOW * 5)
     assert refuted["registered_seq"] == 0 and refuted["our_seq"] == 3
@@ -369,7 +369,7 @@ def test_a_second_update_forced_at_a_signed_seq_is_refuted(nodes: list[NodeProc]
     assert bob.proc is not None
     bob.proc.send_signal(signal.SIGSTOP)
     try:
-        cheat.unilateral_close(registered, _watch_secret(alice, bob, params))
+        cheat.unilateral_close(registered, watch_secret_of(alice, bob, params))
         cheat.force_move(app.encode_state(state), SignedUpdate(other, (sig, None)))
     finally:
         bob.proc.send_signal(signal.SIGCONT)
@@ -430,11 +430,3 @@ def test_a_player_adopts_the_move_forced_on_l1_and_answers(nodes: list[NodeProc]
         node.start()
         shown = ok("channel", "show", "--data-dir", str(node.dir), channel)
         assert shown["payouts"] == {alice.node_id: 0, bob.node_id: 20}, shown
-
-
-def _watch_secret(cheat: NodeProc, victim: NodeProc, params: Any) -> bytes:
-    """The channel's watch secret, as the cheat's node derives it: what a close reveals."""
-    from bfs_smr.runtime.store._datadir import DataDir
-    from bfs_smr.runtime.tower import watch_secret
-
-    return watch_secret(DataDir(cheat.dir).identity(), bytes.fromhex(victim.node_id), params)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.nodeproc import NodeProc, cli, ok
+from tests.nodeproc import NodeProc, cli, ok, watch_secret_of
 from tests.nodeproc import open_channel as _open
 
 pytest.importorskip("web3")
@@ -111,7 +111,7 @@ def test_a_stale_close_on_the_evm_is_refuted(nodes: list[NodeProc], evm_l1: str)
     key = bytes.fromhex((alice.dir / "l1.key").read_text())
     cheat = EvmAdapter(connect(evm_l1.removeprefix("evm:")), adjudicator_address(), key)
     cheat.track(params)
-    cheat.unilateral_close(stale)
+    cheat.unilateral_close(stale, watch_secret_of(alice, bob, params))
     refuted = bob.wait_log("stale close on L1: refuting", timeout=WINDOW * 5)
     assert refuted["registered_seq"] == 0 and refuted["our_seq"] == 3
     bob.wait_log("L1 refute")
@@ -235,7 +235,7 @@ def test_a_node_refutes_after_an_outage_of_its_rpc_endpoint(tmp_path: Path, evm_
         key = bytes.fromhex((alice.dir / "l1.key").read_text())
         cheat = EvmAdapter(connect(evm_l1.removeprefix("evm:")), adjudicator_address(), key)
         cheat.track(params)
-        cheat.unilateral_close(stale)
+        cheat.unilateral_close(stale, watch_secret_of(alice, bob, params))
         refuted = bob.wait_log("stale close on L1: refuting", timeout=WINDOW * 5)
         assert refuted["registered_seq"] == 0 and refuted["our_seq"] == 3
         closed = bob.call("close", channel=channel)

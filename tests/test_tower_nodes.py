@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nodeproc import NodeProc, TowerProc, local_l1, ok, open_channel
+from tests.nodeproc import NodeProc, TowerProc, local_l1, ok, open_channel
 
 WINDOW = 10
 
