@@ -1,4 +1,5 @@
-"""A watchtower protects a node that is down, with real processes on a local L1.
+"""A watchtower protects a node that is down, with real processes on a local L1 and on
+the EVM (the adjudicator on anvil).
 
 The victim's node is killed; its peer closes with an old backup of its own store; the
 tower refutes the stale close and settles, so the victim gets its newest outcome. On the
@@ -9,15 +10,61 @@ the L1: it resumes from its store and still refutes.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.nodeproc import NodeProc, TowerProc, local_l1, ok, open_channel
 
 WINDOW = 10
+FUND = 10**18  # on the EVM: wei for deposits and gas
+
+
+@dataclass
+class L1:
+    """One L1 for the story: its spec, and each party's account on it."""
+
+    spec: str
+    evm: bool
+
+    def account(self, data_dir: Path) -> str:
+        """The account a node or tower in ``data_dir`` holds value in on this L1."""
+        if not self.evm:
+            name = "tower.json" if (data_dir / "tower.json").exists() else "node.json"
+            key = "tower_id" if name == "tower.json" else "node_id"
+            return str(json.loads((data_dir / name).read_text())[key])
+        from bfs_smr.adapters.evm import Secp256k1
+
+        secret = bytes.fromhex((data_dir / "l1.key").read_text())
+        return "0x" + Secp256k1().public_key(secret).hex()
+
+    def fund(self, data_dir: Path, amount: int) -> None:
+        ok("l1", "fund", "--l1", self.spec, self.account(data_dir), str(amount))
+
+    def balance(self, data_dir: Path) -> int:
+        result: int = ok("l1", "balance", "--l1", self.spec, self.account(data_dir))["balance"]
+        return result
+
+
+@pytest.fixture(params=["local", "evm"])
+def l1(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[L1]:
+    if request.param == "local":
+        yield L1(local_l1(tmp_path, WINDOW), evm=False)
+        return
+    pytest.importorskip("web3")
+    from conftest import anvil
+
+    with anvil(block_time=1) as node:
+        spec = f"evm:{node.url}"
+        ok("l1", "init", "--l1", spec)
+        yield L1(spec, evm=True)
 
 
 def _pay(alice: NodeProc, channel: str, times: int) -> None:
@@ -35,17 +82,19 @@ def _tower_holds(node: NodeProc, channel: str, seq: int, timeout: float = 30.0) 
     raise AssertionError(f"the tower never held seq {seq}: {shown['towers']}")
 
 
-def _balance(l1: str, account: str) -> int:
-    result: int = ok("l1", "balance", "--l1", l1, account)["balance"]
-    return result
-
-
-def test_a_tower_refutes_a_stale_close_while_the_victim_is_down(tmp_path: Path) -> None:
-    l1 = local_l1(tmp_path, WINDOW)
-    tower = TowerProc(tmp_path / "tower", l1).start()
-    alice = NodeProc(tmp_path / "alice", l1)
-    bob = NodeProc(tmp_path / "bob", l1, extra=("--tower", tower.spec))
-    ok("l1", "fund", "--l1", l1, alice.node_id, "1000")
+def test_a_tower_refutes_a_stale_close_while_the_victim_is_down(tmp_path: Path, l1: L1) -> None:
+    tower = TowerProc(tmp_path / "tower", l1.spec)
+    window = ("--window", str(WINDOW))
+    alice = NodeProc(tmp_path / "alice", l1.spec, extra=window)
+    if l1.evm:
+        l1.fund(tower.dir, FUND)  # the tower pays its own gas
+    tower.start()
+    bob = NodeProc(tmp_path / "bob", l1.spec, extra=(*window, "--tower", tower.spec))
+    funds = {alice.dir: 1000 if not l1.evm else FUND, bob.dir: 0 if not l1.evm else FUND}
+    for where, amount in funds.items():
+        if amount:
+            l1.fund(where, amount)
+    before = {where: l1.balance(where) for where in funds}
     alice.start()
     bob.start()
     try:
@@ -100,8 +149,10 @@ def test_a_tower_refutes_a_stale_close_while_the_victim_is_down(tmp_path: Path) 
                 proc.stop()
         if tower.proc is not None:
             tower.stop()
-    # Bob deposited nothing and was paid 8 in all: he gets 8, not the 3 of the stale close.
-    assert _balance(l1, bob.node_id) == 8
-    assert _balance(l1, alice.node_id) == 1000 - 8
+    # Bob deposited nothing, sent nothing to the L1, and was paid 8 in all: he gets 8, not
+    # the 3 of the stale close (to the wei on the EVM: his node paid no gas).
+    assert l1.balance(bob.dir) == before[bob.dir] + 8
+    if not l1.evm:
+        assert l1.balance(alice.dir) == 1000 - 8
     payouts = closed["payouts"]
     assert payouts[bob.node_id] == 8 and payouts[alice.node_id] == 492
