@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bfs_smr import encode
 from bfs_smr.runtime import memory_pair
+from bfs_smr.runtime.tower._protocol import Ack, Put, Query, Refused, Seqs, Welcome
 from bfs_smr.runtime.transport import MAGIC, VERSION
 
 
@@ -56,6 +57,23 @@ def seeds(target: str) -> list[bytes]:
             bytes([2, 63]) + bytes(144),
             bytes([3, 63]) + bytes([0, 0, 0, 20]) + bytes(20),
         ]
+    if target == "tower_frame":
+        loc = bytes(range(32))
+        return [
+            Put(loc, 7, bytes(80)).encode(),
+            Query((loc, bytes(32))).encode(),
+            Welcome(1, 2048).encode(),
+            Ack(loc, 7).encode(),
+            Refused(loc, "older").encode(),
+            Seqs((7, None)).encode(),
+        ]
+    if target == "tower_entry":
+        _, pair = memory_pair("payments", (10, 0))
+        pair.open()
+        pair.alice.chan.issue({"pay": 3})
+        pair.pump()
+        body = encode([pair.params.to_value(), pair.bob.log[-1].to_value()])
+        return [len(body).to_bytes(4, "big") + body + bytes(16)]
     raise KeyError(target)
 
 

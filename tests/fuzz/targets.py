@@ -14,10 +14,13 @@ however fast the machine is.
 | `message`    | `parse_message` (a channel peer's messages)      | CodecError     |
 | `node_frame` | `parse_node_message` (any peer with a handshake) | CodecError     |
 | `handshake`  | `SecureSession`, both ends, handshake and frames | TransportError |
+| `tower_frame`| a tower's and a node's parsers of each other's frames | TowerProtocolError |
+| `tower_entry`| an entry's plaintext, as a tower reads it after a close | ValueError |
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +29,8 @@ from typing import Any
 from bfs_smr import CodecError, Ed25519, Signer, decode, encode
 from bfs_smr._messages import parse_message
 from bfs_smr.runtime.node._nodemsg import parse_node_message
+from bfs_smr.runtime.tower._protocol import TowerProtocolError, parse_from_node, parse_from_tower
+from bfs_smr.runtime.tower._seal import read_plaintext
 from bfs_smr.runtime.transport import MAGIC, VERSION, SecureSession, TransportError
 
 __all__ = ["TARGETS", "WorkTooLarge", "best_us_per_kib", "calls_allowed", "run_one"]
@@ -105,11 +110,31 @@ def _established() -> SecureSession:
     return b
 
 
+def tower_frame(data: bytes) -> None:
+    for parse in (lambda d: parse_from_node(d, TOWER_ENTRY), parse_from_tower):
+        with contextlib.suppress(TowerProtocolError):
+            parse(data)
+
+
+#: The entry size the tower_frame target's tower takes (a small slot, so that seeds are
+#: small): any other size is refused before anything is decoded.
+TOWER_ENTRY = 80
+
+
+def tower_entry(data: bytes) -> None:
+    try:
+        read_plaintext(data, 1)
+    except ValueError:
+        return
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "codec": codec,
     "message": message,
     "node_frame": node_frame,
     "handshake": handshake,
+    "tower_frame": tower_frame,
+    "tower_entry": tower_entry,
 }
 
 

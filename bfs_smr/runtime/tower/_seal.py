@@ -43,6 +43,7 @@ __all__ = [
     "SLOT_SIZE",
     "entry_size",
     "locator",
+    "read_plaintext",
     "seal",
     "unseal",
     "watch_commitment_for",
@@ -141,6 +142,20 @@ def unseal(secret: bytes, seq: int, entry: bytes) -> tuple[ChannelParams, Signed
         )
     except nacl.exceptions.CryptoError:
         raise ValueError("the entry does not decrypt with this channel's secret") from None
+    return read_plaintext(plain, seq)
+
+
+def read_plaintext(plain: bytes, seq: int) -> tuple[ChannelParams, SignedUpdate]:
+    """An entry's plaintext (as decrypted, padding included) filed as ``seq``: the
+    channel's parameters and its update, shapes checked. A party wrote it, but the tower
+    reads every entry under a revealed locator, and anyone may file one there: it is
+    untrusted input, read through the hardened decoder.
+
+    Raises:
+        ValueError: why it is refused.
+    """
+    if len(plain) < _LENGTH:
+        raise ValueError("an entry's plaintext starts with its length")
     size = int.from_bytes(plain[:_LENGTH], "big")
     if _LENGTH + size > len(plain) or any(plain[_LENGTH + size :]):
         raise ValueError("the entry's padding is malformed")
