@@ -1,4 +1,5 @@
-"""``bfs-smr tower init|run``: a watchtower for nodes that go offline (docs/watchtower.md)."""
+"""``bfs-smr tower init|run|bench``: a watchtower for nodes that go offline
+(docs/watchtower.md), and its benchmark (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import signal
 from typing import Any
 
+from bfs_smr.cli._bench_tower import bench_tower, print_tower_bench
 from bfs_smr.cli._node_commands import L1_HELP, evm_address, positive
 from bfs_smr.runtime._logging import configure_logging
 from bfs_smr.runtime.store._datadir import parse_hex_id
@@ -52,6 +54,39 @@ def add_tower_commands(sub: Any) -> None:
     run.add_argument("--log-json", action="store_true", help="log one JSON object a line")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--json", action="store_true")
+    bench = tsub.add_parser(
+        "bench",
+        help="measure one tower process serving many nodes' channels on a local L1: "
+        "memory and disk per channel, puts/s, an entry's bytes after 10 and many updates, "
+        "refute latency",
+    )
+    bench.add_argument(
+        "--channels", type=positive, default=10_000, metavar="N", help="default %(default)s"
+    )
+    bench.add_argument(
+        "--nodes",
+        type=positive,
+        default=10,
+        metavar="K",
+        help="node identities dialling the tower, each with its share of the channels "
+        "(default %(default)s)",
+    )
+    bench.add_argument(
+        "--updates",
+        type=positive,
+        default=100_000,
+        metavar="U",
+        help="real updates of the watched channel, whose entry is read after 10 and after "
+        "U (default %(default)s)",
+    )
+    bench.add_argument(
+        "--window",
+        type=positive,
+        default=5,
+        metavar="S",
+        help="the local L1's challenge window in seconds (default %(default)s)",
+    )
+    bench.add_argument("--json", action="store_true")
 
 
 def run_tower_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,6 +97,12 @@ def run_tower_command(args: argparse.Namespace) -> dict[str, Any]:
         if address is not None:
             result["evm_address"] = address  # what pays the tower's gas on the EVM
         return result
+    if args.tower_command == "bench":
+        configure_logging(json=False, level="warning")  # (the bench's own links: quiet)
+        bench = bench_tower(args.channels, args.nodes, updates=args.updates, window=args.window)
+        if not args.json:
+            print_tower_bench(bench)
+        return bench
     configure_logging(json=args.log_json, level=args.log_level)
     allow = None if args.allow_node is None else frozenset(map(parse_hex_id, args.allow_node))
     config = TowerConfig(
