@@ -126,6 +126,8 @@ class Tower:
         self.refusals: dict[str, int] = {}  # reason → count, for operators and tests
         self.watched: dict[bytes, _Watched] = {}
         self._refused: dict[bytes, int] = {}  # refused frames on each node's current link
+        self._counts: dict[bytes, int] = {}  # entries each node keeps here
+        self._counts_loaded = False
         self._stopping = asyncio.Event()
         self._thread = L1Thread()
         self._since = 0
@@ -222,6 +224,7 @@ class Tower:
         replies: list[bytes | Query] = []  # a query is answered once the puts are in
         rows: list[tuple[bytes, bytes, int, bytes]] = []
         pending: dict[bytes, int] = {}  # locator → seq put in this batch
+        fresh: set[bytes] = set()  # locators new for this node in this batch
         refused = 0
         for frame in frames:
             try:
@@ -234,7 +237,7 @@ class Tower:
             if isinstance(msg, Query):
                 replies.append(msg)
                 continue
-            reason = self._check_put(client, msg, pending)
+            reason = self._check_put(client, msg, pending, fresh)
             if reason is not None:
                 self._refuse(link, reason)
                 replies.append(Refused(msg.locator, reason).encode())
@@ -246,6 +249,7 @@ class Tower:
             replies.append(Ack(msg.locator, msg.seq).encode())
         if rows:
             self.store.put_many(rows)  # a store failure closes the link: nothing is acked
+            self._counts[client] = self._entries_of(client) + len(fresh)
             self._read_late(rows)
         link.send_many(r if isinstance(r, bytes) else self._answer(client, r) for r in replies)
         if refused:
@@ -253,20 +257,31 @@ class Tower:
             if count > MAX_REFUSALS:
                 link.close("too many refused frames")
 
-    def _check_put(self, client: bytes, put: Put, pending: dict[bytes, int]) -> str | None:
-        """Why a put is refused, or None. An equal seq is taken again (a resend after a
-        lost ack), and changes nothing."""
+    def _check_put(
+        self, client: bytes, put: Put, pending: dict[bytes, int], fresh: set[bytes]
+    ) -> str | None:
+        """Why a put is refused, or None (a put of a new entry is then added to
+        ``fresh``). An equal seq is taken again (a resend after a lost ack), and changes
+        nothing. Its cost does not grow with the entries a node keeps: one indexed read."""
         have = pending.get(put.locator)
         if have is None:
             have = self.store.seq_of(client, put.locator)
         if have is None:
             most = self.config.max_entries_per_client
-            if self.store.count(client) + len(pending) >= most:
+            if self._entries_of(client) + len(fresh) >= most:
                 return f"quota: this tower keeps at most {most:,} entries for one node"
+            fresh.add(put.locator)
             return None
         if put.seq < have:
             return f"older: the entry is at seq {have}; an entry never goes back"
         return None
+
+    def _entries_of(self, client: bytes) -> int:
+        """Entries ``client`` keeps here (every node's count is read once, then kept)."""
+        if self._counts_loaded is False:
+            self._counts.update(self.store.counts())
+            self._counts_loaded = True
+        return self._counts.get(client, 0)
 
     def _answer(self, client: bytes, query: Query) -> bytes:
         return Seqs(tuple(self.store.seq_of(client, loc) for loc in query.locators)).encode()
