@@ -279,8 +279,8 @@ class Tower:
                 w = self.watched.get(case.channel)
                 if w is None or case.done or seq <= w.update.seq:
                     continue
-                found = self._read(case.secret, [(b"", seq, entry)])
-                if found is not None and found[0].channel_id == case.channel:
+                found = self._read(case.secret, [(b"", seq, entry)], case.channel)
+                if found is not None:
                     self._keep(w, found[1])
 
     # -- L1 ---------------------------------------------------------------------------
@@ -294,7 +294,7 @@ class Tower:
                 cases: list[Case] = []
                 for event in events:
                     if event.reveal is not None:
-                        case = self._open_case(event.reveal)
+                        case = self._open_case(event.channel_id, event.reveal)
                         if case is not None:
                             cases.append(case)
                 if events:
@@ -314,10 +314,12 @@ class Tower:
             await asyncio.sleep(backoff(self.config.poll_interval, failures))
 
     def _read(
-        self, secret: bytes, entries: list[tuple[bytes, int, bytes]]
+        self, secret: bytes, entries: list[tuple[bytes, int, bytes]], channel: bytes
     ) -> tuple[ChannelParams, SignedUpdate] | None:
-        """The newest update among ``entries`` that decrypts under ``secret``, belongs to a
-        channel on this L1 that commits to ``secret``, and is doubly signed."""
+        """The newest update among ``entries`` that decrypts under ``secret``, is of
+        ``channel`` (the one whose close revealed ``secret``: whoever knows ``secret`` may
+        file another channel committed to it, at any seq), commits to ``secret`` on this L1,
+        and is doubly signed."""
         fmt = self.l1.adapter.format
         best: tuple[ChannelParams, SignedUpdate] | None = None
         for _client, seq, entry in entries:
@@ -325,6 +327,8 @@ class Tower:
                 params, update = unseal(secret, seq, entry)
             except ValueError:
                 continue  # not this channel's, or garbage: nothing to act on
+            if params.channel_id != channel:
+                continue  # another channel committed to the same secret: not this close's
             if params.l1 != fmt.domain or params.watch != fmt.watch_commitment(secret):
                 continue
             if not update.verify(params, fmt):
@@ -333,11 +337,11 @@ class Tower:
                 best = (params, update)
         return best
 
-    def _open_case(self, secret: bytes) -> Case | None:
+    def _open_case(self, channel: bytes, secret: bytes) -> Case | None:
         loc = locator(secret)
-        if self.store.case_at(loc):
+        if any(c.channel == channel for c in self.store.case_at(loc)):
             return None  # (a close read again after a restart)
-        found = self._read(secret, self.store.entries_at(loc))
+        found = self._read(secret, self.store.entries_at(loc), channel)
         if found is None:
             return None
         params, update = found
