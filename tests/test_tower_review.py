@@ -4,14 +4,17 @@ powerless), each a test that failed on the code it was written against."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
 from bfs_smr import L1ChannelStatus
-from bfs_smr._crypto import Signer
+from bfs_smr._crypto import Ed25519, Signer
+from bfs_smr.runtime import transport
 from bfs_smr.runtime._local import LocalPair
-from bfs_smr.runtime.tower import locator, seal
-from bfs_smr.runtime.tower._protocol import Ack, Put
+from bfs_smr.runtime.node._towers import TowerClient
+from bfs_smr.runtime.tower import SLOT_SIZE, locator, seal
+from bfs_smr.runtime.tower._protocol import VERSION, Ack, Put, Welcome
 from tests.test_tower import WINDOW, _Client, _pair, _payments, _tower, _until
 
 
@@ -67,3 +70,45 @@ def test_a_cheat_cannot_divert_the_tower_to_another_channel_committed_to_the_sam
     asyncio.run(run())
     assert chain.channel(cid).payouts == log[-1].update.outcome
     assert chain.channel(decoy.params.channel_id).status is L1ChannelStatus.OPEN
+
+
+def test_a_tower_that_floods_its_node_with_unasked_frames_is_dropped(tmp_path: Path) -> None:
+    """A hostile tower answers the welcome with thousands of frames nobody asked for. The
+    node's link task queued every one (memory without bound, on the event loop its payments
+    run on, and every later answer shifted onto the wrong put); it must drop the link at the
+    first frame it did not ask for."""
+    flood = 3_000
+
+    async def run() -> None:
+        tower_key = Signer(Ed25519(), os.urandom(32))
+        links: list[transport.Link] = []
+
+        def on_link(link: transport.Link) -> None:
+            links.append(link)
+            link.set_receiver(lambda _l, _f: None)
+            link.send(Welcome(VERSION, SLOT_SIZE).encode())
+            link.send_many(Ack(os.urandom(32), 1).encode() for _ in range(flood))
+
+        server = await transport.serve("127.0.0.1", 0, tower_key, on_link)
+        port = server.sockets[0].getsockname()[1]
+        client = TowerClient(
+            tower_key.public_key,
+            f"127.0.0.1:{port}",
+            Signer(Ed25519(), os.urandom(32)),
+            {},
+            secret_of=lambda _c: None,
+        )
+        task = asyncio.create_task(client.run())
+        try:
+            await _until(
+                lambda: bool(links) and (links[0].closed.done() or client._replies.qsize() >= flood)
+            )
+            assert links[0].closed.done(), f"the node queued {client._replies.qsize()} frames"
+            assert client._replies.qsize() == 0
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            server.close()
+
+    asyncio.run(run())
