@@ -8,12 +8,16 @@ import contextlib
 import os
 from pathlib import Path
 
+import pytest
+from bfs_smr.adapters.local import LocalL1
+
 from bfs_smr import L1ChannelStatus
 from bfs_smr._crypto import Ed25519, Signer
 from bfs_smr.runtime import transport
 from bfs_smr.runtime._local import LocalPair
 from bfs_smr.runtime.node._towers import TowerClient
 from bfs_smr.runtime.tower import SLOT_SIZE, locator, seal
+from bfs_smr.runtime.tower import _tower as tower_module
 from bfs_smr.runtime.tower._protocol import VERSION, Ack, Put, Welcome
 from tests.test_tower import WINDOW, _Client, _pair, _payments, _tower, _until
 
@@ -110,5 +114,66 @@ def test_a_tower_that_floods_its_node_with_unasked_frames_is_dropped(tmp_path: P
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             server.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="MAX_LINKS is one pool for everyone: node ids cost nothing, so a stranger holding "
+    "MAX_LINKS links keeps every node from updating its entries (a cheat can then close at "
+    "a state newer than the tower holds). Needs a per-address bound or eviction policy.",
+)
+def test_strangers_holding_every_link_slot_cannot_lock_a_node_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tower_module, "MAX_LINKS", 4)
+    l1 = f"local:{tmp_path / 'l1.sqlite3'}"
+    LocalL1.create(tmp_path / "l1.sqlite3", window=WINDOW)
+
+    async def run() -> None:
+        async with _tower(tmp_path, l1) as tower:
+            sybils = [await _Client.dial(tower) for _ in range(4)]
+            me = Signer(Ed25519(), os.urandom(32))
+            link = await transport.dial("127.0.0.1", tower.port, me, tower.tower_id, timeout=5)
+            victim = _Client(link)
+            got = asyncio.ensure_future(victim.replies.get())
+            await asyncio.wait([got, link.closed], timeout=10, return_when="FIRST_COMPLETED")
+            assert got.done(), f"the victim's node was turned away: {link.closed.result()}"
+            got.cancel()
+            for s in sybils:
+                s.link.close("done")
+
+    asyncio.run(run())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a node files entries under its node id, which is its channel account on the "
+    "embedded and local L1s (a participant in every channel's parameters there): a tower "
+    "that reads the L1 links a node's only locator to its only channel before any close. "
+    "docs/watchtower.md now says so; hiding it needs a per-tower client key.",
+)
+def test_the_tower_cannot_tell_which_l1_channel_a_locator_names_before_the_close(
+    tmp_path: Path,
+) -> None:
+    watch = os.urandom(32)
+    chain, pair, log = _pair(tmp_path, watch=watch, payments=2)
+    l1 = f"local:{tmp_path / 'l1.sqlite3'}"
+
+    async def run() -> None:
+        async with _tower(tmp_path, l1) as tower:
+            node = await _Client.dial(tower, pair.bob.signer)  # bob's node: its id, its key
+            entry = seal(watch, pair.params, log[-1])
+            assert entry is not None
+            loc = locator(watch)
+            assert await node.ask(Put(loc, log[-1].seq, entry).encode()) == Ack(loc, log[-1].seq)
+            # What the tower knows: who filed which locator, and the channels on L1 with
+            # their (public) parameters.
+            on_l1 = {e.channel_id for e in chain.events()}
+            assert pair.params.channel_id in on_l1
+            for client, _seq, _entry in tower.store.entries_at(loc):
+                named = [cid for cid in on_l1 if client in pair.params.participants]
+                assert len(named) != 1, "the tower linked the locator to its channel"
 
     asyncio.run(run())
