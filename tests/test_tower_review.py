@@ -19,7 +19,7 @@ from bfs_smr.runtime.node._towers import TowerClient
 from bfs_smr.runtime.tower import SLOT_SIZE, locator, seal
 from bfs_smr.runtime.tower import _tower as tower_module
 from bfs_smr.runtime.tower._protocol import VERSION, Ack, Put, Welcome
-from tests.test_tower import WINDOW, _Client, _pair, _payments, _tower, _until
+from tests.test_tower import WINDOW, _Client, _entry, _pair, _payments, _tower, _until
 
 
 def test_a_cheat_cannot_divert_the_tower_to_another_channel_committed_to_the_same_secret(
@@ -175,5 +175,29 @@ def test_the_tower_cannot_tell_which_l1_channel_a_locator_names_before_the_close
             for client, _seq, _entry in tower.store.entries_at(loc):
                 named = [cid for cid in on_l1 if client in pair.params.participants]
                 assert len(named) != 1, "the tower linked the locator to its channel"
+
+    asyncio.run(run())
+
+
+def test_strangers_with_fresh_node_ids_cannot_grow_the_tower_without_bound(
+    tmp_path: Path,
+) -> None:
+    """Node ids cost nothing: each fresh one had its own --max-entries-per-client, so a
+    stranger could make the tower keep (and fsync) entries without bound. A tower keeps at
+    most max_entries for all nodes together, and refuses more with a reason."""
+    l1 = f"local:{tmp_path / 'l1.sqlite3'}"
+    LocalL1.create(tmp_path / "l1.sqlite3", window=WINDOW)
+
+    async def run() -> None:
+        async with _tower(tmp_path, l1, max_entries_per_client=2, max_entries=3) as tower:
+            answers = []
+            for _ in range(3):  # three strangers, each within its own quota
+                client = await _Client.dial(tower)
+                for _ in range(2):
+                    loc = os.urandom(32)
+                    answers.append(await client.ask(Put(loc, 1, _entry()).encode()))
+            assert sum(isinstance(a, Ack) for a in answers) == 3
+            assert all(a.reason.startswith("full") for a in answers if not isinstance(a, Ack))
+            assert tower.store.total() == 3
 
     asyncio.run(run())

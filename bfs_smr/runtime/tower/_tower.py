@@ -50,6 +50,10 @@ _log = get_logger("bfs_smr.tower")
 
 #: Entries one node may keep at a tower, unless told otherwise.
 MAX_ENTRIES_PER_CLIENT = 100_000
+#: Entries the tower keeps for all nodes together, unless told otherwise: node ids cost
+#: nothing, so the per-node quota alone does not bound its disk (about 21 GB at the default
+#: slot).
+MAX_ENTRIES = 10_000_000
 #: Links kept at once; a node has one (a new one from the same node replaces it).
 MAX_LINKS = 1024
 #: Refused frames a link may send before the tower drops it.
@@ -67,6 +71,7 @@ class TowerConfig:
         allow: if given, only these node ids may keep entries here.
         slot: the plaintext bytes of every entry (the same for all; see :mod:`._seal`).
         max_entries_per_client: entries one node may keep here.
+        max_entries: entries all nodes together may keep here.
         poll_interval: seconds between looks at the L1.
         transport: the links' limits.
     """
@@ -76,6 +81,7 @@ class TowerConfig:
     allow: frozenset[bytes] | None = None
     slot: int = SLOT_SIZE
     max_entries_per_client: int = MAX_ENTRIES_PER_CLIENT
+    max_entries: int = MAX_ENTRIES
     poll_interval: float = 0.2
     transport: transport.TransportConfig = field(default_factory=transport.TransportConfig)
 
@@ -85,6 +91,8 @@ class TowerConfig:
             raise LocalError(f"--slot must be 256 to {_LARGEST_SLOT:,} bytes")
         if self.max_entries_per_client < 1:
             raise LocalError("--max-entries-per-client must be at least 1")
+        if self.max_entries < 1:
+            raise LocalError("max_entries must be at least 1")
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -129,6 +137,7 @@ class Tower:
         self._stopping = asyncio.Event()
         self._thread = L1Thread()
         self._since = 0
+        self._total = 0  # entries held, for all nodes (kept in step with the store)
         self.store: TowerStore
         self.l1: L1Connection
 
@@ -149,6 +158,7 @@ class Tower:
         self.l1 = await self._thread.call(connect_l1, config.l1, self.identity, self.dir.l1_key)
         self.store = TowerStore(self.dir.path)
         self._since = self.store.since()
+        self._total = self.store.total()
         for case in self.store.cases():
             self._watch_case(case)
         host, port = config.listen_address
@@ -222,6 +232,7 @@ class Tower:
         replies: list[bytes | Query] = []  # a query is answered once the puts are in
         rows: list[tuple[bytes, bytes, int, bytes]] = []
         pending: dict[bytes, int] = {}  # locator → seq put in this batch
+        fresh: set[bytes] = set()  # locators new for this node in this batch
         refused = 0
         for frame in frames:
             try:
@@ -234,7 +245,7 @@ class Tower:
             if isinstance(msg, Query):
                 replies.append(msg)
                 continue
-            reason = self._check_put(client, msg, pending)
+            reason = self._check_put(client, msg, pending, fresh)
             if reason is not None:
                 self._refuse(link, reason)
                 replies.append(Refused(msg.locator, reason).encode())
@@ -246,6 +257,7 @@ class Tower:
             replies.append(Ack(msg.locator, msg.seq).encode())
         if rows:
             self.store.put_many(rows)  # a store failure closes the link: nothing is acked
+            self._total += len(fresh)
             self._read_late(rows)
         link.send_many(r if isinstance(r, bytes) else self._answer(client, r) for r in replies)
         if refused:
@@ -253,7 +265,9 @@ class Tower:
             if count > MAX_REFUSALS:
                 link.close("too many refused frames")
 
-    def _check_put(self, client: bytes, put: Put, pending: dict[bytes, int]) -> str | None:
+    def _check_put(
+        self, client: bytes, put: Put, pending: dict[bytes, int], fresh: set[bytes]
+    ) -> str | None:
         """Why a put is refused, or None. An equal seq is taken again (a resend after a
         lost ack), and changes nothing."""
         have = pending.get(put.locator)
@@ -261,8 +275,11 @@ class Tower:
             have = self.store.seq_of(client, put.locator)
         if have is None:
             most = self.config.max_entries_per_client
-            if self.store.count(client) + len(pending) >= most:
+            if self.store.count(client) + len(fresh) >= most:
                 return f"quota: this tower keeps at most {most:,} entries for one node"
+            if self._total + len(fresh) >= self.config.max_entries:
+                return f"full: this tower keeps at most {self.config.max_entries:,} entries"
+            fresh.add(put.locator)
             return None
         if put.seq < have:
             return f"older: the entry is at seq {have}; an entry never goes back"
