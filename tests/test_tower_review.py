@@ -12,6 +12,7 @@ import pytest
 from bfs_smr.adapters.local import LocalL1
 
 from bfs_smr import L1ChannelStatus
+from bfs_smr._codec import encode
 from bfs_smr._crypto import Ed25519, Signer
 from bfs_smr.runtime import transport
 from bfs_smr.runtime._local import LocalPair
@@ -199,5 +200,42 @@ def test_strangers_with_fresh_node_ids_cannot_grow_the_tower_without_bound(
             assert sum(isinstance(a, Ack) for a in answers) == 3
             assert all(a.reason.startswith("full") for a in answers if not isinstance(a, Ack))
             assert tower.store.total() == 3
+
+    asyncio.run(run())
+
+
+def test_a_tower_whose_slot_fits_no_update_is_dropped(tmp_path: Path) -> None:
+    """A tower that says its slot is 1 byte: every update is 'too large', so the node kept
+    the link up, sent nothing, and logged a warning for every committed update of every
+    channel. A slot outside what a tower may have is a malformed welcome."""
+
+    async def run() -> None:
+        tower_key = Signer(Ed25519(), os.urandom(32))
+        links: list[transport.Link] = []
+
+        def on_link(link: transport.Link) -> None:
+            links.append(link)
+            link.set_receiver(lambda _l, _f: None)
+            link.send(encode(["welcome", VERSION, 1]))
+
+        server = await transport.serve("127.0.0.1", 0, tower_key, on_link)
+        port = server.sockets[0].getsockname()[1]
+        client = TowerClient(
+            tower_key.public_key,
+            f"127.0.0.1:{port}",
+            Signer(Ed25519(), os.urandom(32)),
+            {},
+            secret_of=lambda _c: None,
+        )
+        task = asyncio.create_task(client.run())
+        try:
+            await _until(lambda: bool(links) and (links[0].closed.done() or client.connected))
+            assert not client.connected
+            assert links[0].closed.done()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            server.close()
 
     asyncio.run(run())

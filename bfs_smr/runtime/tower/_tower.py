@@ -31,6 +31,8 @@ from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.store._datadir import parse_hostport
 from bfs_smr.runtime.tower._dir import TowerDir
 from bfs_smr.runtime.tower._protocol import (
+    MAX_SLOT,
+    MIN_SLOT,
     VERSION,
     Ack,
     Put,
@@ -58,7 +60,6 @@ MAX_ENTRIES = 10_000_000
 MAX_LINKS = 1024
 #: Refused frames a link may send before the tower drops it.
 MAX_REFUSALS = 64
-_LARGEST_SLOT = 65_536
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,8 +88,8 @@ class TowerConfig:
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen)
-        if type(self.slot) is not int or not 256 <= self.slot <= _LARGEST_SLOT:
-            raise LocalError(f"--slot must be 256 to {_LARGEST_SLOT:,} bytes")
+        if type(self.slot) is not int or not MIN_SLOT <= self.slot <= MAX_SLOT:
+            raise LocalError(f"--slot must be {MIN_SLOT} to {MAX_SLOT:,} bytes")
         if self.max_entries_per_client < 1:
             raise LocalError("--max-entries-per-client must be at least 1")
         if self.max_entries < 1:
