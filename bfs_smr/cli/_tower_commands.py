@@ -14,7 +14,7 @@ from bfs_smr.cli._node_commands import L1_HELP, evm_address, positive
 from bfs_smr.runtime._logging import configure_logging
 from bfs_smr.runtime.store._datadir import parse_hex_id
 from bfs_smr.runtime.tower import SLOT_SIZE, Tower, TowerConfig, TowerDir
-from bfs_smr.runtime.tower._tower import MAX_ENTRIES_PER_CLIENT
+from bfs_smr.runtime.tower._tower import MAX_ENTRIES, MAX_ENTRIES_PER_CLIENT
 
 __all__ = ["add_tower_commands", "run_tower_command"]
 
@@ -50,6 +50,13 @@ def add_tower_commands(sub: Any) -> None:
         default=MAX_ENTRIES_PER_CLIENT,
         metavar="N",
         help="channels one node may keep here (default %(default)s)",
+    )
+    run.add_argument(
+        "--max-entries",
+        type=positive,
+        default=MAX_ENTRIES,
+        metavar="N",
+        help="entries all nodes together may keep here (default %(default)s)",
     )
     run.add_argument("--log-json", action="store_true", help="log one JSON object a line")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -111,6 +118,7 @@ def run_tower_command(args: argparse.Namespace) -> dict[str, Any]:
         allow=allow,
         slot=args.slot,
         max_entries_per_client=args.max_entries_per_client,
+        max_entries=args.max_entries,
     )
     tower = Tower(args.data_dir, config)
 

@@ -96,6 +96,7 @@ class TowerClient:
         self._dirty: dict[bytes, None] = {}  # (ordered: the oldest marked goes first)
         self._wake = asyncio.Event()
         self._replies: asyncio.Queue[Welcome | Ack | Refused | Seqs | str] = asyncio.Queue()
+        self._expected = 0  # answers the tower owes on the current link (a bound on the queue)
         self.acked: dict[bytes, int] = {}  # channel → seq the tower holds (-1: none)
         self.too_big: dict[bytes, int] = {}  # channel → newest seq that did not fit a slot
         self.connected = False
@@ -147,8 +148,14 @@ class TowerClient:
                 failures = 1
             await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2 ** min(failures, 6)))
 
-    def _on_frames(self, _link: transport.Link, frames: list[bytes]) -> None:
+    def _on_frames(self, link: transport.Link, frames: list[bytes]) -> None:
         for frame in frames:
+            if self._expected <= 0:
+                # A tower answers what it is asked, in order: anything more is a flood (the
+                # queue would grow without bound) or would shift every later answer.
+                link.close("the tower sent a frame nobody asked for")
+                return
+            self._expected -= 1
             try:
                 self._replies.put_nowait(parse_from_tower(frame))
             except TowerProtocolError as exc:
@@ -173,6 +180,7 @@ class TowerClient:
 
     async def _session(self, link: transport.Link) -> None:
         self._replies = asyncio.Queue()
+        self._expected = 1  # the welcome
         link.set_receiver(self._on_frames)
         welcome = await self._reply(link)
         if not isinstance(welcome, Welcome) or welcome.version != VERSION:
@@ -202,6 +210,7 @@ class TowerClient:
         chans = [(c, s) for c in self._chans.values() if (s := self._watchable(c)) is not None]
         for start in range(0, len(chans), MAX_QUERY):
             part = chans[start : start + MAX_QUERY]
+            self._expected += 1
             link.send(Query(tuple(locator(s) for _, s in part)).encode())
             reply = await self._reply(link)
             if not isinstance(reply, Seqs) or len(reply.seqs) != len(part):
@@ -236,7 +245,7 @@ class TowerClient:
         return batch
 
     async def _send_puts(self, link: transport.Link, batch: list[NodeChannel], slot: int) -> None:
-        sent: list[tuple[NodeChannel, int]] = []
+        sent: list[tuple[NodeChannel, int, bytes]] = []
         frames = []
         for c in batch:
             secret = self._watchable(c)
@@ -255,13 +264,18 @@ class TowerClient:
                 )
                 continue
             frames.append(Put(locator(secret), newest.seq, entry).encode())
-            sent.append((c, newest.seq))
+            sent.append((c, newest.seq, locator(secret)))
         if not frames:
             return
+        self._expected += len(frames)
         link.send_many(frames)
-        for c, seq in sent:
+        for c, seq, loc in sent:
             reply = await self._reply(link)
+            if isinstance(reply, (Ack, Refused)) and reply.locator not in (loc, None):
+                raise LocalError("the tower answered a put for another entry")
             if isinstance(reply, Ack):
+                if reply.seq != seq:
+                    raise LocalError("the tower acknowledged another seq than it was sent")
                 self.acked[c.cid] = max(self.acked.get(c.cid, -1), reply.seq)
                 self.puts += 1
             elif isinstance(reply, Refused):

@@ -29,6 +29,8 @@ from bfs_smr._errors import CodecError
 __all__ = [
     "MAX_QUERY",
     "MAX_SEQ",
+    "MAX_SLOT",
+    "MIN_SLOT",
     "VERSION",
     "Ack",
     "Put",
@@ -47,6 +49,8 @@ MAX_QUERY = 512
 #: The largest seq an update can have (Update.from_value's bound).
 MAX_SEQ = (1 << 63) - 1
 _LOCATOR = 32
+#: The slots a tower may have (TowerConfig checks its own the same way).
+MIN_SLOT, MAX_SLOT = 256, 65_536
 #: Bytes of a frame a node or tower decodes: an entry of the largest slot, and headroom.
 MAX_MESSAGE = 1 << 17
 
@@ -162,8 +166,11 @@ def parse_from_tower(data: bytes) -> Welcome | Ack | Refused | Seqs:
     name = msg[0]
     if name == "welcome" and len(msg) == 3:
         version, slot = msg[1], msg[2]
-        if type(version) is not int or type(slot) is not int or not 0 < slot <= MAX_MESSAGE // 2:
-            raise TowerProtocolError("welcome is [welcome, version, slot]")
+        if type(version) is not int or type(slot) is not int or not MIN_SLOT <= slot <= MAX_SLOT:
+            # (a tiny slot would fit no update: the node would log every commit as too big)
+            raise TowerProtocolError(
+                f"welcome is [welcome, version, slot {MIN_SLOT} to {MAX_SLOT}]"
+            )
         return Welcome(version, slot)
     if name == "ack" and len(msg) == 3:
         return Ack(_locator(msg[1]), _seq(msg[2]))

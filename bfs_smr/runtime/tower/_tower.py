@@ -31,6 +31,8 @@ from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.store._datadir import parse_hostport
 from bfs_smr.runtime.tower._dir import TowerDir
 from bfs_smr.runtime.tower._protocol import (
+    MAX_SLOT,
+    MIN_SLOT,
     VERSION,
     Ack,
     Put,
@@ -50,11 +52,14 @@ _log = get_logger("bfs_smr.tower")
 
 #: Entries one node may keep at a tower, unless told otherwise.
 MAX_ENTRIES_PER_CLIENT = 100_000
+#: Entries the tower keeps for all nodes together, unless told otherwise: node ids cost
+#: nothing, so the per-node quota alone does not bound its disk (about 21 GB at the default
+#: slot).
+MAX_ENTRIES = 10_000_000
 #: Links kept at once; a node has one (a new one from the same node replaces it).
 MAX_LINKS = 1024
 #: Refused frames a link may send before the tower drops it.
 MAX_REFUSALS = 64
-_LARGEST_SLOT = 65_536
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +72,7 @@ class TowerConfig:
         allow: if given, only these node ids may keep entries here.
         slot: the plaintext bytes of every entry (the same for all; see :mod:`._seal`).
         max_entries_per_client: entries one node may keep here.
+        max_entries: entries all nodes together may keep here.
         poll_interval: seconds between looks at the L1.
         transport: the links' limits.
     """
@@ -76,15 +82,18 @@ class TowerConfig:
     allow: frozenset[bytes] | None = None
     slot: int = SLOT_SIZE
     max_entries_per_client: int = MAX_ENTRIES_PER_CLIENT
+    max_entries: int = MAX_ENTRIES
     poll_interval: float = 0.2
     transport: transport.TransportConfig = field(default_factory=transport.TransportConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen)
-        if type(self.slot) is not int or not 256 <= self.slot <= _LARGEST_SLOT:
-            raise LocalError(f"--slot must be 256 to {_LARGEST_SLOT:,} bytes")
+        if type(self.slot) is not int or not MIN_SLOT <= self.slot <= MAX_SLOT:
+            raise LocalError(f"--slot must be {MIN_SLOT} to {MAX_SLOT:,} bytes")
         if self.max_entries_per_client < 1:
             raise LocalError("--max-entries-per-client must be at least 1")
+        if self.max_entries < 1:
+            raise LocalError("--max-entries must be at least 1")
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -131,6 +140,7 @@ class Tower:
         self._stopping = asyncio.Event()
         self._thread = L1Thread()
         self._since = 0
+        self._total = 0  # entries held, for all nodes (kept in step with the store)
         self.store: TowerStore
         self.l1: L1Connection
 
@@ -151,6 +161,7 @@ class Tower:
         self.l1 = await self._thread.call(connect_l1, config.l1, self.identity, self.dir.l1_key)
         self.store = TowerStore(self.dir.path)
         self._since = self.store.since()
+        self._total = self.store.total()
         for case in self.store.cases():
             self._watch_case(case)
         host, port = config.listen_address
@@ -250,6 +261,7 @@ class Tower:
         if rows:
             self.store.put_many(rows)  # a store failure closes the link: nothing is acked
             self._counts[client] = self._entries_of(client) + len(fresh)
+            self._total += len(fresh)
             self._read_late(rows)
         link.send_many(r if isinstance(r, bytes) else self._answer(client, r) for r in replies)
         if refused:
@@ -270,6 +282,8 @@ class Tower:
             most = self.config.max_entries_per_client
             if self._entries_of(client) + len(fresh) >= most:
                 return f"quota: this tower keeps at most {most:,} entries for one node"
+            if self._total + len(fresh) >= self.config.max_entries:
+                return f"full: this tower keeps at most {self.config.max_entries:,} entries"
             fresh.add(put.locator)
             return None
         if put.seq < have:
@@ -294,8 +308,8 @@ class Tower:
                 w = self.watched.get(case.channel)
                 if w is None or case.done or seq <= w.update.seq:
                     continue
-                found = self._read(case.secret, [(b"", seq, entry)])
-                if found is not None and found[0].channel_id == case.channel:
+                found = self._read(case.secret, [(b"", seq, entry)], case.channel)
+                if found is not None:
                     self._keep(w, found[1])
 
     # -- L1 ---------------------------------------------------------------------------
@@ -309,7 +323,7 @@ class Tower:
                 cases: list[Case] = []
                 for event in events:
                     if event.reveal is not None:
-                        case = self._open_case(event.reveal)
+                        case = self._open_case(event.channel_id, event.reveal)
                         if case is not None:
                             cases.append(case)
                 if events:
@@ -329,10 +343,12 @@ class Tower:
             await asyncio.sleep(backoff(self.config.poll_interval, failures))
 
     def _read(
-        self, secret: bytes, entries: list[tuple[bytes, int, bytes]]
+        self, secret: bytes, entries: list[tuple[bytes, int, bytes]], channel: bytes
     ) -> tuple[ChannelParams, SignedUpdate] | None:
-        """The newest update among ``entries`` that decrypts under ``secret``, belongs to a
-        channel on this L1 that commits to ``secret``, and is doubly signed."""
+        """The newest update among ``entries`` that decrypts under ``secret``, is of
+        ``channel`` (the one whose close revealed ``secret``: whoever knows ``secret`` may
+        file another channel committed to it, at any seq), commits to ``secret`` on this L1,
+        and is doubly signed."""
         fmt = self.l1.adapter.format
         best: tuple[ChannelParams, SignedUpdate] | None = None
         for _client, seq, entry in entries:
@@ -340,6 +356,8 @@ class Tower:
                 params, update = unseal(secret, seq, entry)
             except ValueError:
                 continue  # not this channel's, or garbage: nothing to act on
+            if params.channel_id != channel:
+                continue  # another channel committed to the same secret: not this close's
             if params.l1 != fmt.domain or params.watch != fmt.watch_commitment(secret):
                 continue
             if not update.verify(params, fmt):
@@ -348,11 +366,11 @@ class Tower:
                 best = (params, update)
         return best
 
-    def _open_case(self, secret: bytes) -> Case | None:
+    def _open_case(self, channel: bytes, secret: bytes) -> Case | None:
         loc = locator(secret)
-        if self.store.case_at(loc):
+        if any(c.channel == channel for c in self.store.case_at(loc)):
             return None  # (a close read again after a restart)
-        found = self._read(secret, self.store.entries_at(loc))
+        found = self._read(secret, self.store.entries_at(loc), channel)
         if found is None:
             return None
         params, update = found
