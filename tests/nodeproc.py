@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 CLI = [sys.executable, "-m", "bfs_smr.cli"]
 
@@ -50,31 +50,31 @@ def ok(*args: str, timeout: float = 120.0) -> Any:
     return result.json
 
 
-class NodeProc:
-    """One ``bfs-smr node`` process on a data directory (created with ``bfs-smr init``)."""
+class _Daemon:
+    """One ``bfs-smr`` daemon process (``COMMAND``) on a data directory."""
+
+    COMMAND: tuple[str, ...] = ()
+    LOG = ""
 
     def __init__(self, data_dir: Path, l1: str, *, extra: tuple[str, ...] = ()) -> None:
         self.dir = data_dir
         self.l1 = l1
         self.extra = extra
-        if not (data_dir / "identity.key").exists():
-            ok("init", "--data-dir", str(data_dir))
-        self.node_id: str = json.loads((data_dir / "node.json").read_text())["node_id"]
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
-        self.log = data_dir / "node.log"
+        self.log = data_dir / self.LOG
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, port: int | None = None) -> NodeProc:
+    def start(self, port: int | None = None) -> Self:
         listen = f"127.0.0.1:{self.port if port is None else port}"
         log = open(self.log, "a")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [
                 *CLI,
-                "node",
+                *self.COMMAND,
                 "--data-dir",
                 str(self.dir),
                 "--listen",
@@ -96,7 +96,7 @@ class NodeProc:
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(5)
-            raise AssertionError(f"node did not start: {self.log.read_text()[-2000:]}")
+            raise AssertionError(f"{self.COMMAND} did not start: {self.log.read_text()[-2000:]}")
         info = json.loads(line)
         self.port = int(info["listen"].rsplit(":", 1)[1])
         return self
@@ -123,12 +123,6 @@ class NodeProc:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def call(self, op: str, timeout: float = 60.0, **args: Any) -> Any:
-        """Ask the node directly through its control endpoint (faster than a CLI process)."""
-        from bfs_smr.runtime.node._control import call
-
-        return call(self.dir, op, {**args, "timeout": timeout}, timeout=timeout + 10)
-
     def log_events(self) -> list[dict[str, Any]]:
         events = []
         for line in self.log.read_text().splitlines():
@@ -145,7 +139,26 @@ class NodeProc:
                 if entry.get("event") == event:
                     return entry
             time.sleep(0.1)
-        raise AssertionError(f"no {event!r} in the node's log within {timeout} s")
+        raise AssertionError(f"no {event!r} in {self.log.name} within {timeout} s")
+
+
+class NodeProc(_Daemon):
+    """One ``bfs-smr node`` process on a data directory (created with ``bfs-smr init``)."""
+
+    COMMAND = ("node",)
+    LOG = "node.log"
+
+    def __init__(self, data_dir: Path, l1: str, *, extra: tuple[str, ...] = ()) -> None:
+        if not (data_dir / "identity.key").exists():
+            ok("init", "--data-dir", str(data_dir))
+        super().__init__(data_dir, l1, extra=extra)
+        self.node_id: str = json.loads((data_dir / "node.json").read_text())["node_id"]
+
+    def call(self, op: str, timeout: float = 60.0, **args: Any) -> Any:
+        """Ask the node directly through its control endpoint (faster than a CLI process)."""
+        from bfs_smr.runtime.node._control import call
+
+        return call(self.dir, op, {**args, "timeout": timeout}, timeout=timeout + 10)
 
 
 def local_l1(directory: Path, window: int) -> str:
@@ -187,89 +200,19 @@ def watch_secret_of(cheat: NodeProc, victim: NodeProc, params: Any) -> bytes:
     return watch_secret(DataDir(cheat.dir).identity(), bytes.fromhex(victim.node_id), params)
 
 
-class TowerProc:
+class TowerProc(_Daemon):
     """One ``bfs-smr tower run`` process on a data directory (made with ``tower init``)."""
 
+    COMMAND = ("tower", "run")
+    LOG = "tower.log"
+
     def __init__(self, data_dir: Path, l1: str, *, extra: tuple[str, ...] = ()) -> None:
-        self.dir = data_dir
-        self.l1 = l1
-        self.extra = extra
         if not (data_dir / "tower.json").exists():
             ok("tower", "init", "--data-dir", str(data_dir))
+        super().__init__(data_dir, l1, extra=extra)
         self.tower_id: str = json.loads((data_dir / "tower.json").read_text())["tower_id"]
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-        self.log = data_dir / "tower.log"
 
     @property
     def spec(self) -> str:
         """What a node gives as ``--tower``."""
         return f"{self.tower_id}@127.0.0.1:{self.port}"
-
-    def start(self) -> TowerProc:
-        log = open(self.log, "a")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [
-                *CLI,
-                "tower",
-                "run",
-                "--data-dir",
-                str(self.dir),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--l1",
-                self.l1,
-                "--json",
-                "--log-json",
-                "--log-level",
-                "debug",
-                *self.extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        log.close()
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait(5)
-            raise AssertionError(f"tower did not start: {self.log.read_text()[-2000:]}")
-        self.port = int(json.loads(line)["listen"].rsplit(":", 1)[1])
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: the process dies at whatever instruction it was on."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        self.proc = None
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        self.proc = None
-        return code
-
-    def log_events(self) -> list[dict[str, Any]]:
-        events = []
-        for line in self.log.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-        return events
-
-    def wait_log(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for entry in self.log_events():
-                if entry.get("event") == event:
-                    return entry
-            time.sleep(0.1)
-        raise AssertionError(f"no {event!r} in the tower's log within {timeout} s")
