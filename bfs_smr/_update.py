@@ -66,6 +66,13 @@ class ChannelParams:
     watch: bytes = b""
 
     def __post_init__(self) -> None:
+        # Every field is checked, not only the numbers: parameters also come from peers and
+        # from a tower's entries, and the id hashes them all (a non-mapping ``options``
+        # once passed here and failed only when the id was taken).
+        if type(self.l1) is not bytes or any(type(p) is not bytes for p in self.participants):
+            raise LocalError("l1 and both participants must be bytes")
+        if type(self.app) is not str or not isinstance(self.options, Mapping):
+            raise LocalError("app must be a string and options a mapping")
         if type(self.watch) is not bytes or len(self.watch) not in (0, HASH_SIZE):
             raise LocalError(f"watch must be empty or {HASH_SIZE} bytes")
         if len(self.participants) != 2 or self.participants[0] == self.participants[1]:

@@ -18,6 +18,7 @@ from bfs_smr.runtime import transport
 from bfs_smr.runtime._local import LocalPair
 from bfs_smr.runtime.node._towers import TowerClient
 from bfs_smr.runtime.tower import SLOT_SIZE, locator, seal
+from bfs_smr.runtime.tower import _seal as seal_module
 from bfs_smr.runtime.tower import _tower as tower_module
 from bfs_smr.runtime.tower._protocol import VERSION, Ack, Put, Welcome
 from tests.test_tower import WINDOW, _Client, _entry, _pair, _payments, _tower, _until
@@ -75,6 +76,47 @@ def test_a_cheat_cannot_divert_the_tower_to_another_channel_committed_to_the_sam
     asyncio.run(run())
     assert chain.channel(cid).payouts == log[-1].update.outcome
     assert chain.channel(decoy.params.channel_id).status is L1ChannelStatus.OPEN
+
+
+def _seal_body(secret: bytes, seq: int, body: bytes) -> bytes:
+    """An entry holding ``body`` as its plaintext's value, sealed as a party would seal it:
+    what a cheat who knows the secret can file with any content it likes."""
+    plain = len(body).to_bytes(seal_module._LENGTH, "big") + body
+    plain += bytes(SLOT_SIZE - len(plain))
+    nonce = os.urandom(seal_module._NONCE)
+    return nonce + seal_module._sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        plain, seal_module._ad(locator(secret), seq), nonce, seal_module._key(secret)
+    )
+
+
+def test_a_cheat_cannot_silence_the_tower_with_a_poisoned_entry(tmp_path: Path) -> None:
+    """The cheat knows w. Before its stale close it files, under the victim's locator, an
+    entry whose parameters have an integer for ``options``: they were accepted when read
+    and failed with TypeError only when the tower took their channel id, and that error
+    ended the tower's reading of the close (found by the tower_entry fuzz target). The tower
+    must pass over the entry and refute with the victim's newest update."""
+    watch = os.urandom(32)
+    chain, pair, log = _pair(tmp_path, watch=watch, payments=4)
+    l1 = f"local:{tmp_path / 'l1.sqlite3'}"
+    loc, cid = locator(watch), pair.params.channel_id
+    poisoned = pair.params.to_value()
+    poisoned[5] = 5  # options
+    poison_seq = log[-1].seq  # (the seq its update has: read as far as its channel id)
+    poison = _seal_body(watch, poison_seq, encode([poisoned, log[-1].to_value()]))
+
+    async def run() -> None:
+        async with _tower(tmp_path, l1) as tower:
+            victim, cheat_node = await _Client.dial(tower), await _Client.dial(tower)
+            entry = seal(watch, pair.params, log[-1])
+            assert entry is not None
+            assert await victim.ask(Put(loc, log[-1].seq, entry).encode()) == Ack(loc, log[-1].seq)
+            assert await cheat_node.ask(Put(loc, poison_seq, poison).encode()) == Ack(
+                loc, poison_seq
+            )
+            pair.alice.l1.unilateral_close(log[1], watch)  # the stale close
+            await _until(lambda: chain.channel(cid).registered_seq == log[-1].seq)
+
+    asyncio.run(run())
 
 
 def test_a_tower_that_floods_its_node_with_unasked_frames_is_dropped(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ import dataclasses
 
 import pytest
 from conftest import make_pair
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bfs_smr import (
     ChannelParams,
@@ -141,6 +143,13 @@ def test_channel_id_depends_on_every_parameter(run):
         {"deposits": (-1, 0)},
         {"challenge_window": 0},
         {"nonce": -1},
+        # (found by the tower_entry fuzz target: an entry whose options were an integer
+        # made parameters whose id could not be taken, and the reader died with TypeError)
+        {"options": 5},
+        {"options": [1]},
+        {"l1": "memory:x"},
+        {"participants": ("a" * 32, b"b" * 32)},
+        {"app": 7},
     ],
 )
 def test_params_are_validated(kwargs):
@@ -183,3 +192,33 @@ def test_amounts_beyond_the_codecs_integers_are_refused_when_parameters_are_made
         app_version=1,
     )
     assert ChannelParams.from_value(decode(encode(edge.to_value()))) == edge
+
+
+_ANY = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-1, 2**64)
+    | st.binary(max_size=40)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+_GOOD = [b"memory:x", [b"a" * 32, b"b" * 32], [1, 0], "payments", 1, {}, 0, 60, b"w" * 32]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 8), _ANY, st.booleans())
+def test_parameters_read_from_plain_data_are_refused_or_whole(position, replacement, watched):
+    """Whatever plain data ``from_value`` accepts has an id and round-trips: a peer's or
+    a tower entry's parameters are either refused up front or usable, never a crash later.
+    One field of good parameters at a time is replaced by arbitrary plain data."""
+    value = list(_GOOD if watched else _GOOD[:8])
+    if position < len(value):
+        value[position] = replacement
+    try:
+        params = ChannelParams.from_value(value)
+    except (ValueError, TypeError, LookupError, LocalError):
+        return
+    assert ChannelParams.from_value(params.to_value()).channel_id == params.channel_id

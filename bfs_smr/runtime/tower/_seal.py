@@ -166,8 +166,9 @@ def read_plaintext(plain: bytes, seq: int) -> tuple[ChannelParams, SignedUpdate]
             raise ValueError("an entry holds [params, update]")
         params = ChannelParams.from_value(value[0])
         update = SignedUpdate.from_value(value[1])
+        ours = update.update.channel_id == params.channel_id  # (hashes every field)
     except (CodecError, LocalError, TypeError, LookupError) as exc:
         raise ValueError(f"the entry holds no channel update: {exc}") from None
-    if update.seq != seq or update.update.channel_id != params.channel_id:
+    if update.seq != seq or not ours:
         raise ValueError("the entry's update is not the one it was filed as")
     return params, update
