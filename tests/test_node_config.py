@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +18,7 @@ from bfs_smr.adapters.local import LocalL1
 from bfs_smr import ChannelLimits, LocalError
 from bfs_smr.cli import _build_parser
 from bfs_smr.cli._node_commands import node_config
-from bfs_smr.runtime._logging import get_logger, short_id
+from bfs_smr.runtime._logging import configure_logging, get_logger, short_id
 from bfs_smr.runtime.node import Node, NodeConfig
 from bfs_smr.runtime.node._ops import ControlOps
 from bfs_smr.runtime.store._datadir import DataDir
@@ -140,3 +142,17 @@ def test_the_nodes_transport_settings_reach_its_links(tmp_path: Path) -> None:
         assert asyncio.run(main()) == b""
     finally:
         chain.close()
+
+
+def test_log_lines_go_to_the_stderr_of_the_moment(monkeypatch):
+    """configure_logging once ran with the stderr of a test's capture; once that stream was
+    closed, every later log line raised ValueError (three tower tests failed in CI, in
+    whatever worker had run an in-process CLI command first)."""
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging(level="info")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    get_logger("t").warning("still heard", reason="x")
+    assert "still heard" in second.getvalue()
