@@ -8,6 +8,7 @@ the OpenAPI document names exactly the routes the server has.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import queue
@@ -440,6 +441,11 @@ def test_a_slow_event_reader_is_dropped_and_streams_are_bounded() -> None:
         hub.publish("update", lambda i=i: {"channel": "00" * 32, "seq": i})
     assert slow.dropped and not slow._queue  # nothing kept for it any more
     assert hub.subscribe() is not None  # its place is free
+    # A stopping node ends every stream at once, without waiting for the keep-alive.
+    waiting = hub.subscribe()
+    assert waiting is not None
+    hub.end_all()
+    assert asyncio.run(waiting.get(3600)) is None and waiting.ended
     built = []
     EventHub().publish("update", lambda: built.append(1) or {})
     assert built == []  # nobody listens: the event is not even built

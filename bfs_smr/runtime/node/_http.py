@@ -155,7 +155,6 @@ class HttpApi:
         self._spawn = spawn
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
-        self._streams: set[asyncio.Event] = set()
         self.app = self._make_app()
 
     def _make_app(self) -> web.Application:
@@ -202,8 +201,7 @@ class HttpApi:
 
     async def close(self) -> None:
         """End every event stream, then stop serving."""
-        for stop in self._streams:
-            stop.set()
+        self.hub.end_all()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -383,8 +381,6 @@ class HttpApi:
         sub = self.hub.subscribe()
         if sub is None:
             raise ApiError(503, f"the node is busy: {self.hub.max_streams} event streams open")
-        stop = asyncio.Event()
-        self._streams.add(stop)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -396,8 +392,10 @@ class HttpApi:
         try:
             await response.prepare(request)
             await response.write(b": bfs-smr events\n\n")
-            while not stop.is_set():
+            while not sub.ended:
                 event = await sub.get(KEEPALIVE)
+                if sub.ended:
+                    break
                 if sub.dropped:
                     await _write(response, b": dropped: this reader fell too far behind\n\n")
                     break
@@ -412,7 +410,6 @@ class HttpApi:
             pass  # the reader went away, or was too slow to take a write
         finally:
             sub.close()
-            self._streams.discard(stop)
         return response
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
