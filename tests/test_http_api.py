@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from bfs_smr.plugins import load_l1
-from bfs_smr.runtime.node._events import EventHub
+from bfs_smr.runtime.node._events import MAX_STREAMS, EventHub
 from bfs_smr.runtime.node._http import MAX_BODY, HttpApi
 from bfs_smr.runtime.node._metrics import NodeMetrics
 from bfs_smr.runtime.node._openapi import openapi_document
@@ -429,6 +429,34 @@ def test_the_openapi_document_names_every_route_and_no_other(nodes: Nodes) -> No
         (method.upper(), path) for path, item in document["paths"].items() for method in item
     }
     assert served == documented
+
+
+def test_a_node_serves_at_most_64_event_streams(nodes: Nodes) -> None:
+    a = nodes.a
+    held = []
+    try:
+        for _ in range(MAX_STREAMS):
+            conn = http.client.HTTPConnection(a.host, a.port, timeout=60)
+            conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {a.token}"})
+            assert conn.getresponse().status == 200
+            held.append(conn)
+        code, value = a.request("GET", "/v1/events")
+        assert code == 503 and value == {"error": "the node is busy: 64 event streams open"}
+        assert a.ok("GET", "/v1/info")["channels"] >= 0  # the rest of the API still answers
+    finally:
+        for conn in held:
+            conn.close()
+    # The readers went away: their places free (without waiting for a write to fail).
+    deadline = time.monotonic() + 30
+    while True:
+        conn = http.client.HTTPConnection(a.host, a.port, timeout=60)
+        conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {a.token}"})
+        status = conn.getresponse().status
+        conn.close()
+        if status == 200:
+            break
+        assert time.monotonic() < deadline, "the closed streams' places never freed"
+        time.sleep(0.2)
 
 
 def test_a_slow_event_reader_is_dropped_and_streams_are_bounded() -> None:

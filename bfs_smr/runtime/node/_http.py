@@ -406,20 +406,29 @@ class HttpApi:
         try:
             await response.prepare(request)
             await response.write(b": bfs-smr events\n\n")
+            loop = asyncio.get_running_loop()
+            quiet_since = loop.time()
             while not sub.ended:
-                event = await sub.get(KEEPALIVE)
-                if sub.ended:
+                # Woken at least every second to see whether the reader went away, so its
+                # place among the streams frees soon after (a closed connection is only
+                # seen at a write otherwise).
+                event = await sub.get(1.0)
+                transport = request.transport
+                if sub.ended or transport is None or transport.is_closing():
                     break
                 if sub.dropped:
                     await _write(response, b": dropped: this reader fell too far behind\n\n")
                     break
                 if event is None:
+                    if loop.time() - quiet_since < KEEPALIVE:
+                        continue
                     chunk = b": keep-alive\n\n"
                 else:
                     kind, data = event
                     text = json.dumps(data, separators=(",", ":"), sort_keys=True)
                     chunk = f"event: {kind}\ndata: {text}\n\n".encode()
                 await _write(response, chunk)
+                quiet_since = loop.time()
         except (ConnectionError, TimeoutError, OSError):
             pass  # the reader went away, or was too slow to take a write
         finally:
