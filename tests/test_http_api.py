@@ -215,6 +215,37 @@ def test_a_program_drives_a_whole_channel_through_the_api(nodes: Nodes) -> None:
     assert _balance(nodes.l1, nodes.bob) == bob_before + 20
 
 
+def test_a_unilateral_close_streams_its_window_and_settles(nodes: Nodes) -> None:
+    a = nodes.a
+    channel = _open(nodes, deposit=40)
+    a.ok("POST", f"/v1/channels/{channel}/pay", {"amount": 4})
+    stream_a, stream_b = Stream(a), Stream(nodes.b)
+    try:
+        closing = a.ok("POST", f"/v1/channels/{channel}/close", {"unilateral": True}, 202)
+        assert closing == {"channel": channel, "status": "closing"}
+        window = stream_a.wait_for("l1", channel=channel, status="closing")
+        assert type(window["deadline"]) is int and window["registered_seq"] == 1
+        assert window["payouts"] is None
+        shown = stream_a.wait_for("channel", channel=channel, phase="closing")
+        assert shown["l1"] == "closing"
+        theirs = stream_b.wait_for("l1", channel=channel, status="closing")
+        assert theirs["deadline"] == window["deadline"]
+        # The node settles once the window is over.
+        settled = stream_a.wait_for("l1", channel=channel, status="settled")
+        assert settled["payouts"] == {nodes.alice.node_id: 36, nodes.bob.node_id: 4}
+    finally:
+        stream_a.close()
+        stream_b.close()
+    text = a.ok("GET", "/metrics")
+    counts = {
+        s.labels["kind"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "bfs_smr_l1_transactions_total"
+    }
+    assert counts["unilateral_close"] >= 1 and counts["settle"] >= 1
+
+
 def test_every_api_route_needs_the_token_and_the_page_does_not(nodes: Nodes) -> None:
     a = nodes.a
     for path in ("/v1/info", "/v1/channels", "/v1/events", "/v1/openapi.json", "/metrics"):
@@ -342,9 +373,12 @@ def test_random_bodies_and_paths_never_get_a_500(  # noqa: PLR0917 - Hypothesis'
 ) -> None:
     channel = {"open": random_channel, "unknown": "cd" * 32, "garbage": text}[which]
     path = f"/v1/channels/{urllib.parse.quote(channel, safe='')}{route}"
+    method = "POST"
     if which == "open" and not route:
         path = "/v1/channels"
-    code, value = nodes.a.request("POST", path, body, timeout=30)
+    elif which == "garbage" and route == "/nothing":
+        method, path = "GET", "/v1/" + urllib.parse.quote(text)  # any path under /v1
+    code, value = nodes.a.request(method, path, body, timeout=30)
     assert code < 500 or code == 503, (path, body, code, value)
     if code >= 400:
         assert isinstance(value, dict) and isinstance(value["error"], str)
