@@ -114,10 +114,32 @@ def add_node_commands(sub: Any) -> None:
     )
     ini.add_argument("--json", action="store_true")
 
-    node = sub.add_parser("node", help="run a node in the foreground (Ctrl-C stops it)")
+    node = sub.add_parser(
+        "node",
+        help="run a node in the foreground (Ctrl-C stops it); `node url`: its web page's URL",
+    )
+    node.add_argument(
+        "action",
+        nargs="?",
+        choices=["url"],
+        help="url: print http://HOST:PORT/#token=TOKEN for the node running on DIR (--http)",
+    )
     node.add_argument("--data-dir", required=True, metavar="DIR")
-    node.add_argument("--listen", required=True, metavar="HOST:PORT")
-    node.add_argument("--l1", required=True, metavar="SPEC", help=L1_HELP)
+    # (Required to run a node; checked in _node so that `node url` needs neither.)
+    node.add_argument("--listen", metavar="HOST:PORT")
+    node.add_argument("--l1", metavar="SPEC", help=L1_HELP)
+    node.add_argument(
+        "--http",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the HTTP API, event stream, metrics and web page here (loopback only "
+        "unless --http-allow-remote; docs/http-api.md)",
+    )
+    node.add_argument(
+        "--http-allow-remote",
+        action="store_true",
+        help="let --http listen on a non-loopback address (put TLS in front of it)",
+    )
     node.add_argument(
         "--allow-peer",
         action="append",
@@ -313,15 +335,29 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         max_control_connections=args.max_control_connections,
         max_stranger_links=args.max_stranger_links,
         towers=tuple(parse_tower(t) for t in args.tower),
+        http=args.http,
+        http_allow_remote=args.http_allow_remote,
     )
 
 
 def _node(args: argparse.Namespace) -> dict[str, Any]:
+    if args.action == "url":
+        return _node_url(args)
+    for flag, value in (("--listen", args.listen), ("--l1", args.l1)):
+        if value is None:
+            raise LocalError(f"the node needs {flag}")
+    config = node_config(args)
     configure_logging(json=args.log_json, level=args.log_level)
-    node = Node(args.data_dir, node_config(args))
+    node = Node(args.data_dir, config)
 
     def ready(n: Node) -> None:
-        info = {"node_id": n.node_id.hex(), "listen": f"{n.listen[0]}:{n.port}", "ready": True}
+        info: dict[str, Any] = {
+            "node_id": n.node_id.hex(),
+            "listen": f"{n.listen[0]}:{n.port}",
+            "ready": True,
+        }
+        if n.http_address is not None:
+            info["http"] = "{}:{}".format(*n.http_address)
         print(
             json.dumps(info)
             if args.json
@@ -337,6 +373,19 @@ def _node(args: argparse.Namespace) -> dict[str, Any]:
 
     asyncio.run(main())
     return {"node_id": node.node_id.hex(), "stopped": True}
+
+
+def _node_url(args: argparse.Namespace) -> dict[str, Any]:
+    """``node url``: the running node's page, with its API token in the fragment (which a
+    browser never sends to the server)."""
+    data_dir = DataDir(args.data_dir)
+    http = data_dir.control().get("http")
+    if not http:
+        raise LocalError(f"the node on {data_dir.path} serves no HTTP; start it with --http")
+    url = f"http://{http}/#token={data_dir.api_token()}"
+    if not args.json:
+        print(url, flush=True)
+    return {"url": url, "http": http}
 
 
 def _channel(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,7 +17,9 @@ each in its own module:
 - :mod:`._ops`: the operations the command line asks for through the local control
   endpoint (:mod:`._control`), as one explicit table;
 - :mod:`._towers`: keeps each watchtower given with ``--tower`` up to date with every
-  channel's newest doubly-signed update, in the background (docs/watchtower.md).
+  channel's newest doubly-signed update, in the background (docs/watchtower.md);
+- :mod:`._http`: with ``--http``, the HTTP API over the same operations, the live event
+  stream fed by :mod:`._events`, and the metrics of :mod:`._metrics` (docs/http-api.md).
 
 Its configuration is one :class:`NodeConfig` (:mod:`._config`). Blocking L1 calls run in
 one worker thread (:mod:`._tasks`); everything else, including the store, runs on the
@@ -34,6 +36,7 @@ from typing import Any
 
 from bfs_smr._crypto import Signer
 from bfs_smr._errors import LocalError
+from bfs_smr._messages import CommandCommitted
 from bfs_smr.plugins import L1Connection, connect_l1
 from bfs_smr.runtime import transport
 from bfs_smr.runtime._logging import get_logger
@@ -41,8 +44,11 @@ from bfs_smr.runtime.node._channels import ChannelLoader, NodeChannel, fail_all
 from bfs_smr.runtime.node._config import NodeConfig
 from bfs_smr.runtime.node._control import serve_control
 from bfs_smr.runtime.node._effects import EffectExecutor
+from bfs_smr.runtime.node._events import EventHub
+from bfs_smr.runtime.node._http import HttpApi
 from bfs_smr.runtime.node._inbound import InboundPolicy
 from bfs_smr.runtime.node._links import PeerLinks
+from bfs_smr.runtime.node._metrics import NodeMetrics
 from bfs_smr.runtime.node._ops import ControlOps, Handler
 from bfs_smr.runtime.node._tasks import Background, L1Thread
 from bfs_smr.runtime.node._towers import TowerClient
@@ -65,6 +71,9 @@ class Node:
     Attributes (once :meth:`run` has started it):
         node_id: its identity on links.
         port: the port it accepts peers on.
+        http_address: where its HTTP API is served, ``(host, port)`` (None: not served).
+        hub: its event hub (what the event stream tells).
+        metrics: its metrics.
         l1: its L1.
         account: the key it signs channel updates with (its account on the L1).
     """
@@ -88,6 +97,11 @@ class Node:
         self.account = b""
         self._watcher: L1Watcher
         self.towers: list[TowerClient] = []
+        self.hub = EventHub()
+        self.metrics = NodeMetrics(lambda: len(self.links))
+        self.http_address: tuple[str, int] | None = None
+        self._describer: ControlOps | None = None
+        self._phases: dict[bytes, tuple[str, str | None]] = {}
 
     def stop(self) -> None:
         """Ask the node to shut down gracefully (safe from a signal handler)."""
@@ -137,6 +151,7 @@ class Node:
             )
         # Never a new store here: ``init`` made it, and a missing or empty one is a loss.
         self.store = Store(self.dir.path, create=False)
+        self.store.on_commit = self.metrics.store_commit
         addresses = dict(self.store.peer_addresses())
         load = ChannelLoader(
             self.chans, self.store, self.l1, self.chan_signer, config.limits, identity=self.signer
@@ -144,6 +159,9 @@ class Node:
         links = self._assemble(load, addresses)
         for cid in self.store.channel_ids():
             load(cid)
+        for c in self.chans.values():
+            self._phases[c.cid] = _phase_of(c)
+        load.loaded = self._appeared
         host, port = self.listen
         try:
             server = await links.serve(host, port)
@@ -151,7 +169,7 @@ class Node:
             self.store.close()
             raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.port = server.sockets[0].getsockname()[1]
-        self._ops = ControlOps(
+        self._describer = ControlOps(
             node_id=self.node_id,
             listen=f"{host}:{self.port}",
             l1_spec=config.l1,
@@ -166,10 +184,21 @@ class Node:
             watcher=self._watcher,
             signer=self.chan_signer,
             towers=self.towers,
-        ).table()
-        control = await serve_control(
-            self.dir.secret(), self.control, max_connections=config.max_control_connections
         )
+        self._ops = self._describer.table()
+        control = await serve_control(
+            self.dir.secret(),
+            self.control,
+            max_connections=config.max_control_connections,
+            refused=self.metrics.refused,
+        )
+        try:
+            http = await self._serve_http()
+        except BaseException:
+            control.close()
+            server.close()
+            self.store.close()
+            raise
         self.dir.write_control(
             {
                 "pid": os.getpid(),
@@ -178,6 +207,7 @@ class Node:
                 "node_id": self.node_id.hex(),
                 "l1": config.l1,
                 "account": self.account.hex(),
+                "http": None if self.http_address is None else _hostport(*self.http_address),
             }
         )
         _log.info(
@@ -201,6 +231,8 @@ class Node:
             self.dir.remove_control()
             control.close()
             server.close()
+            if http is not None:
+                await http.close()
             await asyncio.gather(links.close(), self._background.cancel())
             for c in self.chans.values():
                 fail_all(c, "the node shut down")
@@ -227,7 +259,7 @@ class Node:
             self.links,
             l1_due=self._l1_due,
             stop=self.stop,
-            committed=self._committed if self.towers else None,
+            committed=self._committed,
         )
         self._watcher = L1Watcher(
             self.l1,
@@ -236,6 +268,8 @@ class Node:
             flush=effects.flush,
             background=self._background,
             poll_interval=config.poll_interval,
+            changed=self._l1_changed,
+            submitted=self.metrics.l1_transaction,
         )
         inbound = InboundPolicy(
             config,
@@ -245,6 +279,7 @@ class Node:
             store=self.store,
             load=load,
             signer=self.chan_signer,
+            refused=lambda: self.metrics.refused("peer_open"),
         )
         return PeerLinks(
             self.signer,
@@ -261,12 +296,84 @@ class Node:
             background=self._background,
             answer_open=inbound.answer,
             stopping=self._stopping,
+            refused=self.metrics.refused,
         )
 
-    def _committed(self, c: NodeChannel) -> None:
-        """A channel's newest doubly-signed update changed: its towers get it, later."""
+    async def _serve_http(self) -> HttpApi | None:
+        """Serve the HTTP API if the configuration asks for it."""
+        address = self.config.http_address
+        if address is None:
+            return None
+        api = HttpApi(
+            control=self.control,
+            chans=self.chans,
+            hub=self.hub,
+            metrics=self.metrics,
+            token=self.dir.api_token(),
+            spawn=self._background.spawn,
+        )
+        try:
+            self.http_address = await api.start(*address)
+        except OSError as exc:
+            raise LocalError(
+                f"cannot serve HTTP on {_hostport(*address)}: {exc.strerror or exc}"
+            ) from None
+        _log.info("HTTP API served", http=_hostport(*self.http_address))
+        return api
+
+    def _committed(self, c: NodeChannel, commands: list[CommandCommitted]) -> None:
+        """A channel's newest doubly-signed update changed (durable, its effects carried
+        out): its towers get it, later; the event stream and the metrics now."""
         for client in self.towers:
             client.committed(c)
+        newest = c.chan.committed
+        assert newest is not None
+        self.metrics.updates.inc(1 if c.told_seq < 0 else max(1, newest.seq - c.told_seq))
+        self.metrics.commands.inc(len(commands))
+        self.hub.publish("update", lambda: self._update_event(c, commands))
+        self._phase_changed(c)
+
+    def _update_event(self, c: NodeChannel, commands: list[CommandCommitted]) -> dict[str, Any]:
+        newest = c.chan.committed
+        assert newest is not None and self._describer is not None
+        mine = any(e.local for e in commands)
+        theirs = any(not e.local for e in commands)
+        return {
+            "channel": c.cid.hex(),
+            "seq": newest.seq,
+            "outcome": self._describer.by_node(c, newest.update.outcome),
+            "by": "me" if mine and not theirs else "peer" if theirs and not mine else "both",
+            "commands": len(commands),
+        }
+
+    def _l1_changed(self, c: NodeChannel) -> None:
+        """The watcher read a change of the channel on L1."""
+        self.hub.publish("l1", lambda: self._l1_event(c))
+        self._phase_changed(c)
+
+    def _l1_event(self, c: NodeChannel) -> dict[str, Any]:
+        assert self._describer is not None
+        return {
+            "channel": c.cid.hex(),
+            "status": c.l1_text,
+            "deadline": c.l1_deadline,
+            "registered_seq": c.l1_registered,
+            "payouts": None if c.payouts is None else self._describer.by_node(c, c.payouts),
+        }
+
+    def _appeared(self, c: NodeChannel) -> None:
+        """A new channel (opened by this node or its peer) was loaded."""
+        self._phases.pop(c.cid, None)
+        self._phase_changed(c)
+
+    def _phase_changed(self, c: NodeChannel) -> None:
+        """Tell the event stream of a new channel, or of a channel's new phase."""
+        phase = _phase_of(c)
+        if self._phases.get(c.cid) != phase:
+            self._phases[c.cid] = phase
+            describer = self._describer
+            if describer is not None:
+                self.hub.publish("channel", lambda: describer.describe(c))
 
     def _l1_due(self, c: NodeChannel) -> None:
         """A channel has something to do on L1 now (the effects say so)."""
@@ -275,3 +382,11 @@ class Node:
 
 def _watch_of(c: NodeChannel) -> bytes | None:
     return c.watch
+
+
+def _phase_of(c: NodeChannel) -> tuple[str, str | None]:
+    return c.chan.phase.value, None if c.l1_status is None else c.l1_status.value
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

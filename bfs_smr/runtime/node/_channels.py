@@ -7,6 +7,7 @@ peer, what the node last read of it on L1, who waits for what, and its bound log
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -84,7 +85,7 @@ class NodeChannel:
     # The channel's watch secret (None: its parameters commit to none): a unilateral
     # close reveals it, and towers file the channel's entries under it.
     watch: bytes | None = None
-    told_seq: int = -1  # the newest committed seq the towers were told of
+    told_seq: int = -1  # the newest committed seq the towers and events were told of
 
     @property
     def cid(self) -> bytes:
@@ -130,6 +131,8 @@ class ChannelLoader:
         self.signer = signer
         self.limits = limits
         self.identity = identity
+        #: Told of each channel loaded from now on (the node's event hub: a new channel).
+        self.loaded: Callable[[NodeChannel], None] | None = None
 
     def __call__(self, cid: bytes) -> NodeChannel:
         """Load channel ``cid``.
@@ -156,6 +159,8 @@ class ChannelLoader:
                 c.watch = None  # (a store from another node: it could never close alone)
                 c.log.error("this node cannot derive the channel's watch secret")
         self.chans[cid] = c
+        if self.loaded is not None:
+            self.loaded(c)
         return c
 
     def watch_commitment(self, peer: bytes, params: ChannelParams) -> bytes:

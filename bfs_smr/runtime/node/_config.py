@@ -7,6 +7,7 @@ each flag's default from it; the channel limits' defaults are the core's
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from bfs_smr._errors import LocalError
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_WINDOW",
     "POLL_INTERVAL",
     "NodeConfig",
+    "is_loopback",
 ]
 
 #: Seconds between looks at the L1, unless told otherwise.
@@ -69,6 +71,10 @@ class NodeConfig:
             (:class:`bfs_smr.runtime.transport.TransportConfig`).
         towers: the watchtowers this node keeps up to date for all its channels, as
             ``(tower id, "HOST:PORT")`` (docs/watchtower.md).
+        http: ``HOST:PORT`` to serve the HTTP API, the event stream, the metrics and the
+            page on (None: no HTTP; port 0: any free port; docs/http-api.md).
+        http_allow_remote: serve HTTP on a host other than a loopback address (the
+            token then crosses the network in clear unless a TLS proxy is in front).
 
     Raises:
         LocalError: a bad option (a malformed address, an unknown app, a limit out of
@@ -89,6 +95,8 @@ class NodeConfig:
     max_stranger_links: int = MAX_STRANGER_LINKS
     transport: TransportConfig = field(default_factory=TransportConfig)
     towers: tuple[tuple[bytes, str], ...] = ()
+    http: str | None = None
+    http_allow_remote: bool = False
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen)
@@ -111,8 +119,30 @@ class NodeConfig:
             parse_hostport(address)
         if len({t for t, _ in self.towers}) != len(self.towers):
             raise LocalError("--tower names the same tower twice")
+        if self.http is not None:
+            host, _ = parse_hostport(self.http)
+            if not self.http_allow_remote and not is_loopback(host):
+                raise LocalError(
+                    f"--http {self.http} is not a loopback address (127.0.0.1, ::1, "
+                    "localhost); give --http-allow-remote to serve the API to the network"
+                )
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """:attr:`http` as ``(host, port)``, or None."""
+        return None if self.http is None else parse_hostport(self.http)
 
     @property
     def listen_address(self) -> tuple[str, int]:
         """:attr:`listen` as ``(host, port)``."""
         return parse_hostport(self.listen)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) can only be reached from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere

@@ -50,6 +50,13 @@ MAX_CONNECTIONS = 256
 
 _log = get_logger("bfs_smr.control")
 
+_WRONG_SECRET = "wrong control secret"  # noqa: S105 - the reason, not a secret
+
+
+def _ignore(_reason: str) -> None:
+    pass
+
+
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -84,7 +91,11 @@ class _Gate:
 
 
 async def serve_control(
-    secret: str, handler: Handler, *, max_connections: int = MAX_CONNECTIONS
+    secret: str,
+    handler: Handler,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    refused: Callable[[str], None] | None = None,
 ) -> asyncio.Server:
     """Serve control requests on 127.0.0.1 (a free port) with ``handler(op, args)``.
 
@@ -92,12 +103,15 @@ async def serve_control(
     within :data:`REQUEST_TIMEOUT` seconds of connecting and take its reply within
     :data:`REPLY_TIMEOUT`; at most ``max_connections`` are served at once (see
     :class:`_Gate`), so local clients without the secret hold a bounded number of
-    sockets and bytes, for a bounded time.
+    sockets and bytes, for a bounded time. ``refused`` is told why each request is
+    refused (``control_busy``, ``control_secret`` or ``control_bad_request``).
     """
     gate = _Gate(max_connections)
+    count = refused or _ignore
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not gate.admit(writer):
+            count("control_busy")
             await _reply(writer, {"ok": False, "error": "the node is busy: too many commands"})
             return
         try:
@@ -106,6 +120,7 @@ async def serve_control(
             finally:
                 gate.waiting.pop(writer, None)
         except _BadRequest as exc:
+            count("control_secret" if str(exc) == _WRONG_SECRET else "control_bad_request")
             await _reply(writer, {"ok": False, "error": str(exc)})
             return
         gate.running += 1
@@ -138,7 +153,7 @@ async def _read_request(reader: asyncio.StreamReader, secret: str) -> tuple[str,
     if type(given) is not str or not hmac.compare_digest(
         given.encode("utf-8", "surrogatepass"), secret.encode()
     ):
-        raise _BadRequest("wrong control secret")
+        raise _BadRequest(_WRONG_SECRET)
     op, args = request.get("op"), request.get("args", {})
     if type(op) is not str or type(args) is not dict:
         raise _BadRequest("a request names an op and gives args as a map")

@@ -44,7 +44,9 @@ class EffectExecutor:
             finalized after its owner asked to close).
         stop: asks the node to stop (the store cannot be written).
         committed: called for a channel whose newest doubly-signed update changed, once
-            it is durable (the node's towers are told; it must only take note).
+            it is durable and its effects carried out, with the commands (both parties')
+            this step committed; it must only take note (the node tells its towers, its
+            event hub and its metrics).
     """
 
     def __init__(
@@ -54,7 +56,7 @@ class EffectExecutor:
         *,
         l1_due: Callable[[NodeChannel], None],
         stop: Callable[[], None],
-        committed: Callable[[NodeChannel], None] | None = None,
+        committed: Callable[[NodeChannel, list[CommandCommitted]], None] | None = None,
     ) -> None:
         self.store = store
         self.links = links
@@ -78,11 +80,12 @@ class EffectExecutor:
         for c, effects in steps:
             self._carry_out(c, effects)
         if self._committed is not None:
-            for c, _ in steps:
+            for c, effects in steps:
                 newest = c.chan.committed
                 if newest is not None and newest.seq != c.told_seq:
                     c.told_seq = newest.seq
-                    self._committed(c)
+                    done = [e for e in effects if type(e) is CommandCommitted]
+                    self._committed(c, done)
 
     def flush_soon(self, c: NodeChannel) -> None:
         """Flush ``c`` at the end of this turn of the event loop, with every other channel

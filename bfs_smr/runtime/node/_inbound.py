@@ -8,6 +8,7 @@ is bounded (channels per peer, channels others opened that are not on L1 yet).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bfs_smr._crypto import Signer
@@ -43,6 +44,7 @@ class InboundPolicy:
         store: where an accepted channel is recorded.
         load: loads an accepted channel into ``chans``.
         signer: the key this node signs channel updates with (its account).
+        refused: called for each channel refused (the node's metrics).
     """
 
     def __init__(
@@ -55,7 +57,9 @@ class InboundPolicy:
         store: Store,
         load: ChannelLoader,
         signer: Signer,
+        refused: Callable[[], None] | None = None,
     ) -> None:
+        self._refused = refused
         self.config = config
         self.l1 = l1
         self.thread = thread
@@ -86,6 +90,8 @@ class InboundPolicy:
             pass
         except (LocalError, CommandRejected, ValueError, TypeError) as exc:
             log.info("channel refused", reason=str(exc))
+            if self._refused is not None:
+                self._refused()
             return cid, str(exc)
         return cid, None
 

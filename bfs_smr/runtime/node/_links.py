@@ -76,6 +76,8 @@ class PeerLinks:
         background: runs the answers to opens.
         answer_open: decides a peer's open.
         stopping: set once the node is stopping (no more re-dialling).
+        refused: told the reason (a label of the node's metrics) of each frame or
+            connection refused.
     """
 
     def __init__(
@@ -95,7 +97,9 @@ class PeerLinks:
         background: Background,
         answer_open: OpenAnswer,
         stopping: asyncio.Event,
+        refused: Callable[[str], None] | None = None,
     ) -> None:
+        self._refused = refused or _ignore
         self.signer = signer
         self.node_id: bytes = signer.public_key
         self.chans = chans
@@ -137,9 +141,13 @@ class PeerLinks:
             self.signer,
             self._on_incoming,
             allow=self.allowed,
-            on_refused=_refused,
+            on_refused=self._on_refused,
             config=self.transport,
         )
+
+    def _on_refused(self, address: str, reason: str) -> None:
+        _log.warning("connection refused", peer_address=address, reason=reason)
+        self._refused("peer_connection")
 
     async def close(self) -> None:
         """Close every link and stop dialling."""
@@ -313,6 +321,7 @@ class PeerLinks:
                 else:
                     raise _Misbehaviour(f"unknown frame kind {kind}")
         except _Misbehaviour as exc:
+            self._refused("peer_protocol")
             _peer_log(link).warning("peer broke the protocol", reason=str(exc))
             link.close(str(exc))
         except StoreError as exc:  # from a flush in the loop: nothing of that step went out
@@ -334,6 +343,7 @@ class PeerLinks:
         c = self.chans.get(cid)
         seen = self._distrusted.setdefault(link, set())
         if c is None or c.peer != link.peer_id:
+            self._refused("peer_foreign_channel")
             if _FOREIGN not in seen:  # warn once per link: a stream of these costs no log
                 seen.add(_FOREIGN)
                 bind_ids(_peer_log(link), channel=cid).warning(
@@ -350,6 +360,7 @@ class PeerLinks:
         the next link resyncs it from there, which gives a peer that was merely confused
         (a bug, a restore) another chance. The link's other channels go on."""
         self._distrusted.setdefault(link, set()).add(c.cid)
+        self._refused("peer_channel")
         c.log.warning("peer broke the protocol on a channel", reason=reason, seq=c.chan.seq)
         # Tell whoever waits why, rather than let them time out on a peer that is up.
         fail_all(
@@ -434,5 +445,5 @@ def _peer_log(link: transport.Link) -> Logger:
     return get_logger("bfs_smr.node", peer=link.peer_id)
 
 
-def _refused(address: str, reason: str) -> None:
-    _log.warning("connection refused", peer_address=address, reason=reason)
+def _ignore(_reason: str) -> None:
+    pass

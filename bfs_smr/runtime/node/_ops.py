@@ -366,6 +366,10 @@ class ControlOps:
         ids[c.chan.index], ids[1 - c.chan.index] = self.node_id, c.peer
         return {ids[i].hex(): amounts[i] for i in (0, 1)}
 
+    def by_node(self, c: NodeChannel, amounts: tuple[int, int]) -> dict[str, int]:
+        """Amounts by participant index → by node id, in hex (the event stream's form)."""
+        return self._by_node(c, amounts)
+
 
 def _amount(value: Any, what: str) -> int:
     if type(value) is not int or value < 0:

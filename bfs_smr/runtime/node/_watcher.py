@@ -59,7 +59,23 @@ _ACTION_NAMES: dict[type, str] = {
     Cancel: "cancel",
 }
 
+#: The kind each L1 action is counted as in the metrics (a forced move is counted where
+#: it is submitted, in :meth:`L1Watcher.force`).
+_TX_KINDS: dict[type, str] = {
+    Open: "open",
+    Deposit: "fund",
+    CloseCooperatively: "close",
+    CloseUnilaterally: "unilateral_close",
+    Refute: "refute",
+    Settle: "settle",
+    Cancel: "cancel",
+}
+
 _log = get_logger("bfs_smr.node")
+
+
+def _nothing(_kind: str) -> None:
+    pass
 
 
 class L1Watcher:
@@ -73,6 +89,10 @@ class L1Watcher:
             goes to L1).
         background: runs the reactions started from outside a task.
         poll_interval: seconds between looks at the L1.
+        changed: told of a channel whose L1 status, deadline, registered seq or payouts
+            changed at a read (the node's event hub).
+        submitted: told the kind of each L1 transaction submitted (one of
+            :data:`bfs_smr.runtime.node._metrics.L1_KINDS`; the node's metrics).
     """
 
     def __init__(
@@ -84,7 +104,11 @@ class L1Watcher:
         flush: Callable[[NodeChannel], None],
         background: Background,
         poll_interval: float,
+        changed: Callable[[NodeChannel], None] | None = None,
+        submitted: Callable[[str], None] | None = None,
     ) -> None:
+        self._changed = changed
+        self._submitted = submitted or _nothing
         self.l1 = l1
         self.thread = thread
         self.chans = chans
@@ -172,6 +196,7 @@ class L1Watcher:
             c.l1_read_error = str(exc)
             return None  # (an L1 failure here makes the policy's action fail too)
         c.l1_read_error = None
+        before = (c.l1_status, c.l1_deadline, c.l1_registered, c.payouts)
         c.l1_status, c.l1_deadline = info.status, info.deadline
         c.l1_registered = info.registered_seq
         status = info.status
@@ -182,6 +207,13 @@ class L1Watcher:
             resolve(c.settled, c.payouts)
             resolve(c.opened, None)
             fail_all(c, f"the channel is {status.value} on L1")
+        if self._changed is not None and before != (
+            c.l1_status,
+            c.l1_deadline,
+            c.l1_registered,
+            c.payouts,
+        ):
+            self._changed(c)
         return info
 
     def _facts(self, c: NodeChannel) -> ChannelFacts:
@@ -237,6 +269,8 @@ class L1Watcher:
         except L1Error as exc:
             c.log.warning(f"L1 {name} failed", reason=str(exc))
             raise
+        if type(action) in _TX_KINDS:
+            self._submitted(_TX_KINDS[type(action)])
         c.log.info(f"L1 {name}")
 
     def _adopt_forced(self, c: NodeChannel, forced: SignedUpdate) -> None:
@@ -274,6 +308,7 @@ class L1Watcher:
         state = c.chan.format.encode_state(c.chan.app, base_state)
         c.log.info("forcing a move on L1", seq=update.seq)
         deadline = await self.thread.call(self.l1.adapter.force_move, state, update, base)
+        self._submitted("force_move")
         return update.seq, deadline
 
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,8 @@ class Store:
         self.dir = Path(data_dir)
         self.path = self.dir / DB_NAME
         self.keep_log = keep_log
+        #: Told each commit's latency in seconds (the fsync's): the node's metrics.
+        self.on_commit: Callable[[float], None] | None = None
         try:
             if not self.path.exists():
                 if not create:
@@ -389,7 +392,10 @@ class Store:
                 db.executemany(
                     "UPDATE channels SET next_ref=?, last_peer_ref=? WHERE key=?", rows.refs
                 )
+                t0 = time.perf_counter()
                 db.execute("COMMIT")  # WAL + synchronous=FULL: durable when this returns
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - t0)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

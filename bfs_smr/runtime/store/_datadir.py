@@ -8,11 +8,13 @@ Layout of ``DIR``:
   in a directory made before it existed.
 - ``control.secret`` (0600): what a local client must present to the node's control
   endpoint. Anyone who can read it can move the node's money; it never leaves ``DIR``.
+- ``api.token`` (0600): the bearer token of the node's HTTP API (``--http``), as
+  powerful as the control secret; made by ``init``, or by the node if missing.
 - ``node.json``: the node id (public).
 - ``channels.sqlite3``: the durable channel store (:mod:`bfs_smr.runtime.store`), made by
   ``init``. A node never makes one: it refuses to start on a missing or empty store.
-- ``control.json``: written by a running node — its pid, control port and listen address;
-  removed on a clean shutdown.
+- ``control.json``: written by a running node — its pid, control port, listen address
+  and HTTP address (if any); removed on a clean shutdown.
 - ``node.lock``: held (``flock``) by the running node, so two nodes never share a store.
 """
 
@@ -115,6 +117,7 @@ class DataDir:
         self.path = Path(path)
         self.identity_file = self.path / "identity.key"
         self.secret_file = self.path / "control.secret"
+        self.token_file = self.path / "api.token"
         self.l1_key_file = self.path / "l1.key"
         self.node_file = self.path / "node.json"
         self.control_file = self.path / "control.json"
@@ -140,6 +143,8 @@ class DataDir:
             self._new_l1_key()
             with contextlib.suppress(FileExistsError):
                 _write_private(self.secret_file, secrets.token_hex(32) + "\n")
+            with contextlib.suppress(FileExistsError):
+                _write_private(self.token_file, secrets.token_hex(32) + "\n")
             signer = Signer(Ed25519(), seed)
             _write_atomic(self.node_file, json.dumps({"node_id": signer.public_key.hex()}) + "\n")
             self._sync_dir()
@@ -212,6 +217,28 @@ class DataDir:
             raise LocalError(f"cannot read {self.secret_file}: {exc.strerror}") from None
         if len(text) != 64:
             raise LocalError(f"{self.secret_file} is damaged")
+        return text
+
+    def api_token(self) -> str:
+        """The HTTP API's bearer token (64 hex digits), made now (0600) if missing.
+
+        Raises:
+            LocalError: no node here, or the token file is damaged or unwritable.
+        """
+        self.identity()  # a node must be here
+        if not self.token_file.exists():
+            try:
+                with contextlib.suppress(FileExistsError):
+                    _write_private(self.token_file, secrets.token_hex(32) + "\n")
+                self._sync_dir()
+            except OSError as exc:
+                raise LocalError(f"cannot write {self.token_file}: {exc.strerror}") from None
+        try:
+            text = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise LocalError(f"cannot read {self.token_file}: {exc.strerror}") from None
+        if _hex32(text) is None:
+            raise LocalError(f"{self.token_file} is damaged (not 64 hex digits)")
         return text
 
     def lock(self) -> None:
