@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,7 +46,7 @@ from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-WINDOW = 2  # the local L1's challenge window (s); every close here is cooperative
+WINDOW = 5  # the local L1's challenge window (s): only a unilateral close waits it out
 FUND = 1_000
 WAIT = 30.0  # the longest any one thing may take to show in a page
 T = TypeVar("T")
@@ -139,39 +140,48 @@ class Page:
         return error.text if error.is_displayed() else ""
 
 
+#: Bob's node takes payments and games with a stake of 10 from others.
+BOB_POLICY = (
+    "--accept-app",
+    "payments",
+    "--accept-app",
+    "tictactoe",
+    "--max-inbound-deposit",
+    "10",
+)
+#: Each window's size: Alice's is a desktop's; Bob's a phone's, 360 px wide.
+SCREENS = {"alice": (1000, 1100), "bob": (360, 1400)}
+
+
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Page, Page, str]]:
-    """Alice's and Bob's nodes (Bob's takes games with a stake of 10), each with its HTTP
-    API, and a browser window on each node's page; and the L1's ``--l1`` spec."""
+    """Alice's and Bob's nodes, each with its HTTP API, and a browser window on each
+    node's page; and the L1's ``--l1`` spec. (Nodes and browsers start side by side.)"""
     tmp = tmp_path_factory.mktemp("web")
     l1 = local_l1(tmp, WINDOW)
-    http = ("--http", "127.0.0.1:0")
-    alice = NodeProc(tmp / "alice", l1, extra=http)
-    bob = NodeProc(
-        tmp / "bob",
-        l1,
-        extra=(
-            *http,
-            "--accept-app",
-            "payments",
-            "--accept-app",
-            "tictactoe",
-            "--max-inbound-deposit",
-            "10",
-        ),
-    )
-    nodes = [alice, bob]
-    drivers: list[WebDriver] = []
+    nodes: dict[str, NodeProc] = {}
+    drivers: dict[str, WebDriver] = {}
+
+    def node(name: str) -> None:
+        made = NodeProc(tmp / name, l1, extra=("--http", "127.0.0.1:0"))
+        if name == "bob":
+            made.extra += BOB_POLICY
+        ok("l1", "fund", "--l1", l1, made.node_id, str(FUND))
+        nodes[name] = made
+        made.start()
+
+    def browser(name: str) -> None:
+        drivers[name] = _browser(*SCREENS[name])
+
     try:
-        for node in nodes:
-            ok("l1", "fund", "--l1", l1, node.node_id, str(FUND))
-            node.start()
-        # Alice's window is a desktop's; Bob's is a phone's, 360 px wide.
-        drivers.append(_browser(1000, 1100))
-        drivers.append(_browser(360, 1400))
-        made = (Page("alice", drivers[0], alice), Page("bob", drivers[1], bob))
-        for page in made:
-            _load(page)
+        with ThreadPoolExecutor(4) as pool:
+            jobs = [pool.submit(job, name) for job in (node, browser) for name in SCREENS]
+        for job in jobs:
+            job.result()
+        made = [Page(name, drivers[name], nodes[name]) for name in SCREENS]
+        with ThreadPoolExecutor(2) as pool:
+            for loaded in [pool.submit(_load, page) for page in made]:
+                loaded.result()
         yield made[0], made[1], l1
         # No script error, missing file or policy violation in either page's console (but
         # the overdraft's 409, which the page shows).
@@ -183,11 +193,11 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Page, Page
             ]
             assert not errors, f"{page.name}'s page: {errors}"
     finally:
-        for driver in drivers:
+        for driver in drivers.values():
             driver.quit()
-        for node in nodes:
-            if node.alive():
-                assert node.stop() == 0, node.log.read_text()[-3000:]
+        for proc in nodes.values():
+            if proc.alive():
+                assert proc.stop() == 0, proc.log.read_text()[-3000:]
 
 
 def _url(node: NodeProc) -> str:
@@ -221,8 +231,10 @@ def _load(page: Page) -> None:
     assert not page.find("token-form").is_displayed()
 
 
-def test_a_payment_from_one_page_shows_in_both(pages: tuple[Page, Page, str]) -> None:
-    alice, bob, _ = pages
+def test_payments_show_in_both_pages_and_a_unilateral_close_counts_down(
+    pages: tuple[Page, Page, str],
+) -> None:
+    alice, bob, l1 = pages
     cid = alice.open_channel(bob.node, "payments", 100, 0)
     for page, mine, theirs in ((alice, "100", "0"), (bob, "0", "100")):
         page.wait_text(cid, "view-mine", mine)
@@ -247,6 +259,21 @@ def test_a_payment_from_one_page_shows_in_both(pages: tuple[Page, Page, str]) ->
         "return [document.documentElement.scrollWidth, window.innerWidth]"
     )
     assert width[0] <= width[1] <= 400, width
+    # Alice closes without Bob (the page asks first): the window counts down, then L1 pays.
+    before = ok("l1", "balance", "--l1", l1, alice.node.node_id)["balance"]
+    alice.find("close-unilateral", alice.channel(cid)).click()
+    alice.driver.switch_to.alert.accept()
+
+    def countdown() -> str | None:
+        line = alice.find("deadline", alice.channel(cid))
+        return line.text if line.is_displayed() else None
+
+    shown = alice.until("the window's countdown", countdown)
+    assert shown.startswith("Challenge window ends in 0:0"), shown
+    for page, mine in ((alice, 75), (bob, 25)):
+        page.wait_text(cid, "channel-payouts", f"Paid out on L1: you {mine}, peer {100 - mine}.")
+        assert not page.find("deadline", page.channel(cid)).is_displayed()
+    assert ok("l1", "balance", "--l1", l1, alice.node.node_id)["balance"] == before + 75
 
 
 def test_a_whole_game_played_by_clicking(pages: tuple[Page, Page, str], tmp_path: Path) -> None:
