@@ -465,6 +465,13 @@
     else if (view.turn === "peer") status = `Their move: you play ${mark}.`;
     else status = "";
     byTestId("game-status", el).textContent = status;
+    const stakes = byTestId("game-stakes", el);
+    const staked = view.stakes && typeof view.stakes === "object";
+    stakes.hidden = !staked;
+    if (staked) {
+      const { you, peer } = view.stakes;
+      stakes.textContent = `Stakes: you ${you}, peer ${peer}; the winner takes ${you + peer}.`;
+    }
     const winner = byTestId("game-winner", el);
     winner.hidden = !view.winner;
     winner.dataset.winner = view.winner || "";
