@@ -8,6 +8,7 @@ the OpenAPI document names exactly the routes the server has.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import queue
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from bfs_smr.plugins import load_l1
-from bfs_smr.runtime.node._events import EventHub
+from bfs_smr.runtime.node._events import MAX_STREAMS, EventHub
 from bfs_smr.runtime.node._http import MAX_BODY, HttpApi
 from bfs_smr.runtime.node._metrics import NodeMetrics
 from bfs_smr.runtime.node._openapi import openapi_document
@@ -214,6 +215,37 @@ def test_a_program_drives_a_whole_channel_through_the_api(nodes: Nodes) -> None:
     assert _balance(nodes.l1, nodes.bob) == bob_before + 20
 
 
+def test_a_unilateral_close_streams_its_window_and_settles(nodes: Nodes) -> None:
+    a = nodes.a
+    channel = _open(nodes, deposit=40)
+    a.ok("POST", f"/v1/channels/{channel}/pay", {"amount": 4})
+    stream_a, stream_b = Stream(a), Stream(nodes.b)
+    try:
+        closing = a.ok("POST", f"/v1/channels/{channel}/close", {"unilateral": True}, 202)
+        assert closing == {"channel": channel, "status": "closing"}
+        window = stream_a.wait_for("l1", channel=channel, status="closing")
+        assert type(window["deadline"]) is int and window["registered_seq"] == 1
+        assert window["payouts"] is None
+        shown = stream_a.wait_for("channel", channel=channel, phase="closing")
+        assert shown["l1"] == "closing"
+        theirs = stream_b.wait_for("l1", channel=channel, status="closing")
+        assert theirs["deadline"] == window["deadline"]
+        # The node settles once the window is over.
+        settled = stream_a.wait_for("l1", channel=channel, status="settled")
+        assert settled["payouts"] == {nodes.alice.node_id: 36, nodes.bob.node_id: 4}
+    finally:
+        stream_a.close()
+        stream_b.close()
+    text = a.ok("GET", "/metrics")
+    counts = {
+        s.labels["kind"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "bfs_smr_l1_transactions_total"
+    }
+    assert counts["unilateral_close"] >= 1 and counts["settle"] >= 1
+
+
 def test_every_api_route_needs_the_token_and_the_page_does_not(nodes: Nodes) -> None:
     a = nodes.a
     for path in ("/v1/info", "/v1/channels", "/v1/events", "/v1/openapi.json", "/metrics"):
@@ -341,9 +373,12 @@ def test_random_bodies_and_paths_never_get_a_500(  # noqa: PLR0917 - Hypothesis'
 ) -> None:
     channel = {"open": random_channel, "unknown": "cd" * 32, "garbage": text}[which]
     path = f"/v1/channels/{urllib.parse.quote(channel, safe='')}{route}"
+    method = "POST"
     if which == "open" and not route:
         path = "/v1/channels"
-    code, value = nodes.a.request("POST", path, body, timeout=30)
+    elif which == "garbage" and route == "/nothing":
+        method, path = "GET", "/v1/" + urllib.parse.quote(text)  # any path under /v1
+    code, value = nodes.a.request(method, path, body, timeout=30)
     assert code < 500 or code == 503, (path, body, code, value)
     if code >= 400:
         assert isinstance(value, dict) and isinstance(value["error"], str)
@@ -430,6 +465,34 @@ def test_the_openapi_document_names_every_route_and_no_other(nodes: Nodes) -> No
     assert served == documented
 
 
+def test_a_node_serves_at_most_64_event_streams(nodes: Nodes) -> None:
+    a = nodes.a
+    held = []
+    try:
+        for _ in range(MAX_STREAMS):
+            conn = http.client.HTTPConnection(a.host, a.port, timeout=60)
+            conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {a.token}"})
+            assert conn.getresponse().status == 200
+            held.append(conn)
+        code, value = a.request("GET", "/v1/events")
+        assert code == 503 and value == {"error": "the node is busy: 64 event streams open"}
+        assert a.ok("GET", "/v1/info")["channels"] >= 0  # the rest of the API still answers
+    finally:
+        for conn in held:
+            conn.close()
+    # The readers went away: their places free (without waiting for a write to fail).
+    deadline = time.monotonic() + 30
+    while True:
+        conn = http.client.HTTPConnection(a.host, a.port, timeout=60)
+        conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {a.token}"})
+        status = conn.getresponse().status
+        conn.close()
+        if status == 200:
+            break
+        assert time.monotonic() < deadline, "the closed streams' places never freed"
+        time.sleep(0.2)
+
+
 def test_a_slow_event_reader_is_dropped_and_streams_are_bounded() -> None:
     hub = EventHub(max_streams=3, max_queue=5)
     subs = [hub.subscribe() for _ in range(3)]
@@ -440,6 +503,11 @@ def test_a_slow_event_reader_is_dropped_and_streams_are_bounded() -> None:
         hub.publish("update", lambda i=i: {"channel": "00" * 32, "seq": i})
     assert slow.dropped and not slow._queue  # nothing kept for it any more
     assert hub.subscribe() is not None  # its place is free
+    # A stopping node ends every stream at once, without waiting for the keep-alive.
+    waiting = hub.subscribe()
+    assert waiting is not None
+    hub.end_all()
+    assert asyncio.run(waiting.get(3600)) is None and waiting.ended
     built = []
     EventHub().publish("update", lambda: built.append(1) or {})
     assert built == []  # nobody listens: the event is not even built

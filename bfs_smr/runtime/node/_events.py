@@ -33,7 +33,8 @@ class Subscription:
         self._max = max_queue
         self._queue: deque[tuple[str, dict[str, Any]]] = deque()
         self._ready = asyncio.Event()
-        self.dropped = False
+        self.dropped = False  # too far behind: no more events for it
+        self.ended = False  # the node is stopping
 
     def put(self, kind: str, data: dict[str, Any]) -> None:
         if self.dropped:
@@ -48,20 +49,25 @@ class Subscription:
 
     async def get(self, timeout: float) -> tuple[str, dict[str, Any]] | None:
         """The next event, or None if none came within ``timeout`` seconds or the
-        subscription was dropped (see :attr:`dropped`)."""
-        if not self._queue and not self.dropped:
+        subscription was dropped or ended (see :attr:`dropped`, :attr:`ended`)."""
+        if not self._queue and not self.dropped and not self.ended:
             self._ready.clear()
             try:
                 async with asyncio.timeout(timeout):
                     await self._ready.wait()
             except TimeoutError:
                 return None
-        if self.dropped or not self._queue:
+        if self.dropped or self.ended or not self._queue:
             return None
         return self._queue.popleft()
 
     def close(self) -> None:
         self._hub.unsubscribe(self)
+
+    def end(self) -> None:
+        """Wake the stream's reader to end it (the node is stopping)."""
+        self.ended = True
+        self._ready.set()
 
 
 class EventHub:
@@ -87,6 +93,11 @@ class EventHub:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.pop(sub, None)
+
+    def end_all(self) -> None:
+        """End every subscription (the node is stopping)."""
+        for sub in list(self._subs):
+            sub.end()
 
     def publish(self, kind: str, make: Callable[[], dict[str, Any]]) -> None:
         """Tell every subscriber; ``make`` builds the event's data, only if anyone listens."""

@@ -22,17 +22,20 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from bfs_smr._errors import BfsSmrError, CodecError, CommandRejected, L1Error
 from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.node._channels import NodeChannel
 from bfs_smr.runtime.node._events import EventHub
-from bfs_smr.runtime.node._metrics import CONTENT_TYPE, NodeMetrics
+from bfs_smr.runtime.node._metrics import NodeMetrics
 from bfs_smr.runtime.node._openapi import openapi_document
 from bfs_smr.runtime.node._ops import MAX_BATCH
+
+if TYPE_CHECKING:
+    # aiohttp is imported when a node serves HTTP, not by every command-line client that
+    # imports the node's modules (it would add half a second to each `bfs-smr channel`).
+    from aiohttp import web
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -155,11 +158,18 @@ class HttpApi:
         self._spawn = spawn
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
-        self._streams: set[asyncio.Event] = set()
         self.app = self._make_app()
 
     def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
+        from aiohttp import web
+
+        async def middleware(
+            request: web.Request,
+            handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        ) -> web.StreamResponse:
+            return await self._middleware(request, handler)
+
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[web.middleware(middleware)])
         app.router.add_get("/", self.page)
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/v1/info", self.info)
@@ -189,6 +199,8 @@ class HttpApi:
         Raises:
             OSError: cannot listen there.
         """
+        from aiohttp import web
+
         self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=15.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, shutdown_timeout=2.0)
@@ -202,17 +214,17 @@ class HttpApi:
 
     async def close(self) -> None:
         """End every event stream, then stop serving."""
-        for stop in self._streams:
-            stop.set()
+        self.hub.end_all()
         if self._runner is not None:
             await self._runner.cleanup()
 
     # -- the checks every request goes through --------------------------------------------
 
-    @web.middleware
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        from aiohttp import web
+
         path = request.path
         stream = path == "/v1/events"
         counted = False
@@ -260,9 +272,7 @@ class HttpApi:
         headers = dict(_SECURITY_HEADERS)
         if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="bfs-smr"'
-        return web.json_response(
-            {"error": " ".join(reason.split())[:1000]}, status=status, headers=headers
-        )
+        return _json({"error": " ".join(reason.split())[:1000]}, status=status, headers=headers)
 
     async def _call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """The control operation ``op``, its failures turned into API errors."""
@@ -306,13 +316,13 @@ class HttpApi:
     # -- the API ---------------------------------------------------------------------------
 
     async def info(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(await self._call("status", {}))
+        return _json(await self._call("status", {}))
 
     async def list_channels(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(await self._call("list", {}))
+        return _json(await self._call("list", {}))
 
     async def show(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(await self._call("show", {"channel": self._channel(request)}))
+        return _json(await self._call("show", {"channel": self._channel(request)}))
 
     async def open_channel(self, request: web.Request) -> web.StreamResponse:
         body = await _body(
@@ -329,7 +339,7 @@ class HttpApi:
             required=("peer", "peer_id", "deposit"),
         )
         result = await self._call("open", body)
-        return web.json_response(result, status=201)
+        return _json(result, status=201)
 
     async def commands(self, request: web.Request) -> web.StreamResponse:
         cid = self._channel(request)
@@ -338,7 +348,7 @@ class HttpApi:
             {"command": _any, "count": _count, "timeout": _timeout},
             required=("command",),
         )
-        return web.json_response(await self._call("send", {**body, "channel": cid}))
+        return _json(await self._call("send", {**body, "channel": cid}))
 
     async def pay(self, request: web.Request) -> web.StreamResponse:
         cid = self._channel(request)
@@ -347,7 +357,7 @@ class HttpApi:
             {"amount": _whole("amount"), "count": _count, "timeout": _timeout},
             required=("amount",),
         )
-        return web.json_response(await self._call("pay", {**body, "channel": cid}))
+        return _json(await self._call("pay", {**body, "channel": cid}))
 
     async def close_channel(self, request: web.Request) -> web.StreamResponse:
         cid = self._channel(request)
@@ -362,9 +372,9 @@ class HttpApi:
         wait = body.pop("wait", False)
         c = self.chans[bytes.fromhex(cid)]
         if wait or c.payouts is not None:
-            return web.json_response(await self._call("close", {**body, "channel": cid}))
+            return _json(await self._call("close", {**body, "channel": cid}))
         self._spawn(self._close_later({"timeout": CLOSE_TIMEOUT, **body, "channel": cid}))
-        return web.json_response({"channel": cid, "status": "closing"}, status=202)
+        return _json({"channel": cid, "status": "closing"}, status=202)
 
     async def _close_later(self, args: dict[str, Any]) -> None:
         try:
@@ -380,11 +390,11 @@ class HttpApi:
             )
 
     async def events(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
         sub = self.hub.subscribe()
         if sub is None:
             raise ApiError(503, f"the node is busy: {self.hub.max_streams} event streams open")
-        stop = asyncio.Event()
-        self._streams.add(stop)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -396,30 +406,43 @@ class HttpApi:
         try:
             await response.prepare(request)
             await response.write(b": bfs-smr events\n\n")
-            while not stop.is_set():
-                event = await sub.get(KEEPALIVE)
+            loop = asyncio.get_running_loop()
+            quiet_since = loop.time()
+            while not sub.ended:
+                # Woken at least every second to see whether the reader went away, so its
+                # place among the streams frees soon after (a closed connection is only
+                # seen at a write otherwise).
+                event = await sub.get(1.0)
+                transport = request.transport
+                if sub.ended or transport is None or transport.is_closing():
+                    break
                 if sub.dropped:
                     await _write(response, b": dropped: this reader fell too far behind\n\n")
                     break
                 if event is None:
+                    if loop.time() - quiet_since < KEEPALIVE:
+                        continue
                     chunk = b": keep-alive\n\n"
                 else:
                     kind, data = event
                     text = json.dumps(data, separators=(",", ":"), sort_keys=True)
                     chunk = f"event: {kind}\ndata: {text}\n\n".encode()
                 await _write(response, chunk)
+                quiet_since = loop.time()
         except (ConnectionError, TimeoutError, OSError):
             pass  # the reader went away, or was too slow to take a write
         finally:
             sub.close()
-            self._streams.discard(stop)
         return response
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(openapi_document())
+        return _json(openapi_document())
 
     async def metrics_text(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        from aiohttp import web
+
+        body, content_type = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def _write(response: web.StreamResponse, chunk: bytes) -> None:
@@ -427,7 +450,15 @@ async def _write(response: web.StreamResponse, chunk: bytes) -> None:
         await response.write(chunk)
 
 
+def _json(value: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    from aiohttp import web
+
+    return web.json_response(value, status=status, headers=headers)
+
+
 def _file(name: str) -> web.StreamResponse:
+    from aiohttp import web
+
     path = WEB_DIR / name
     if not path.is_file():
         raise ApiError(404, "no such file" if name != "index.html" else "the page is not installed")
@@ -543,5 +574,8 @@ def _any(value: Any) -> Any:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        return type(value).__name__
     return text if len(text) <= 40 else text[:37] + "..."

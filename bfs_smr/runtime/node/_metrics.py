@@ -9,12 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-__all__ = ["CONTENT_TYPE", "L1_KINDS", "REFUSALS", "NodeMetrics"]
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+__all__ = ["L1_KINDS", "REFUSALS", "NodeMetrics"]
 
 #: The L1 transactions counted, by kind.
 L1_KINDS = (
@@ -59,6 +54,9 @@ class NodeMetrics:
     """
 
     def __init__(self, links_up: Callable[[], int]) -> None:
+        # (Imported by a node, not by every command-line client importing this module.)
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.updates = Counter(
@@ -102,6 +100,9 @@ class NodeMetrics:
     def store_commit(self, seconds: float) -> None:
         self.fsync.observe(seconds)
 
-    def render(self) -> bytes:
-        """The metrics in the Prometheus text format."""
-        return generate_latest(self.registry)
+    def render(self) -> tuple[bytes, str]:
+        """The metrics in the Prometheus text format, and that format's content type."""
+        from prometheus_client import generate_latest
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
