@@ -75,6 +75,11 @@ def test_wheel_ships_framework_apps_adapters_and_py_typed(tmp_path):
         "bfs_smr/adapters/memory.py",
         "bfs_smr/adapters/evm/Adjudicator.json",
         "bfs_smr/apps/contracts/TicTacToe.json",  # the rules l1_rules names
+        # the node's web page, served at GET / and GET /static/FILE
+        "bfs_smr/runtime/node/web/index.html",
+        "bfs_smr/runtime/node/web/app.js",
+        "bfs_smr/runtime/node/web/style.css",
+        "bfs_smr/runtime/node/web/favicon.svg",
     ):
         assert needed in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
