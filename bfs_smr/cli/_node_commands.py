@@ -232,7 +232,8 @@ def add_node_commands(sub: Any) -> None:
     send.add_argument("command_json", metavar="COMMAND_JSON")
     show = ch_sub.add_parser("show", help="a channel's seq, phase, outcome and state")
     show.add_argument("channel", metavar="CHANNEL")
-    ch_sub.add_parser("list", help="every channel on the node")
+    lst = ch_sub.add_parser("list", help="the node's channels not yet paid out on L1")
+    lst.add_argument("--all", action="store_true", help="settled channels too")
     close = ch_sub.add_parser("close", help="close; returns once L1 has paid out")
     close.add_argument("channel", metavar="CHANNEL")
     close.add_argument(
@@ -240,7 +241,7 @@ def add_node_commands(sub: Any) -> None:
         action="store_true",
         help="close on L1 without the peer (waits out the challenge window)",
     )
-    for p in (op, pay, send, show, close, ch_sub.choices["list"]):
+    for p in (op, pay, send, show, close, lst):
         p.add_argument("--data-dir", required=True, metavar="DIR")
         p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS")
         p.add_argument("--json", action="store_true")
@@ -363,6 +364,8 @@ def _channel(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise LocalError(f"COMMAND_JSON is not JSON: {args.command_json!r}") from None
         request = {"channel": args.channel, "command": cmd, "count": args.count}
+    elif command == "list":
+        request = {"all": args.all}
     elif command in ("show", "close"):
         request = {"channel": args.channel, "unilateral": getattr(args, "unilateral", False)}
     default_timeout = {"close": 600.0, "open": 60.0}.get(command, 30.0)

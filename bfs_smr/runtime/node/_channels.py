@@ -15,7 +15,7 @@ from bfs_smr._crypto import Signer
 from bfs_smr._errors import LocalError
 from bfs_smr._l1 import L1ChannelStatus
 from bfs_smr._limits import ChannelLimits
-from bfs_smr._update import ChannelParams
+from bfs_smr._update import ChannelParams, SignedUpdate
 from bfs_smr.plugins import L1Connection, load_app
 from bfs_smr.runtime._logging import Logger, get_logger
 from bfs_smr.runtime.store import Store
@@ -68,6 +68,7 @@ class NodeChannel:
     l1_status: L1ChannelStatus | None = None
     l1_deadline: int | None = None
     l1_registered: int | None = None
+    l1_forced: SignedUpdate | None = None  # the update a force move registered on L1
     payouts: tuple[int, int] | None = None
     waiters: dict[int, Waiter] = field(default_factory=dict)
     opened: list[asyncio.Future[None]] = field(default_factory=list)

@@ -173,7 +173,7 @@ class L1Watcher:
             return None  # (an L1 failure here makes the policy's action fail too)
         c.l1_read_error = None
         c.l1_status, c.l1_deadline = info.status, info.deadline
-        c.l1_registered = info.registered_seq
+        c.l1_registered, c.l1_forced = info.registered_seq, info.forced
         status = info.status
         if status is L1ChannelStatus.OPEN:
             resolve(c.opened, None)
@@ -274,6 +274,8 @@ class L1Watcher:
         state = c.chan.format.encode_state(c.chan.app, base_state)
         c.log.info("forcing a move on L1", seq=update.seq)
         deadline = await self.thread.call(self.l1.adapter.force_move, state, update, base)
+        # What the L1 now holds (until the next look reads it): the move, its deadline.
+        c.l1_registered, c.l1_forced, c.l1_deadline = update.seq, update, deadline
         return update.seq, deadline
 
 
