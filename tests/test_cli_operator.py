@@ -169,3 +169,18 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert len(_lines(err)) == 1 and err.startswith("bfs-smr: error: "), (argv, err)
+
+
+def test_even_a_bug_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bfs_smr.cli as cli
+
+    def broken(args):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.delenv("BFS_SMR_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "_run", broken)
+    assert main(["demo", "counter"]) == 2
+    err = capsys.readouterr().err
+    assert len(_lines(err)) == 1 and "RuntimeError: boom second line" in err, err

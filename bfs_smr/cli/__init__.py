@@ -399,4 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"bfs-smr: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug: still one line (the traceback on request)
+        if os.environ.get("BFS_SMR_DEBUG"):
+            raise
+        why = _one_line(f"{type(exc).__name__}: {exc}")
+        print(f"bfs-smr: error: unexpected {why} (BFS_SMR_DEBUG=1 shows where)", file=sys.stderr)
+        return 2
     return 0
