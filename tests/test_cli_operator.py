@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bfs_smr import __version__
+from bfs_smr import __version__, cli
 from bfs_smr.cli import main
 from bfs_smr.cli._show import countdown, print_human, show_channel, utc, wait_with_progress
 from bfs_smr.runtime.store._datadir import DataDir
@@ -174,8 +174,6 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
 def test_even_a_bug_is_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bfs_smr.cli as cli
-
     def broken(args):  # type: ignore[no-untyped-def]
         raise RuntimeError("boom\nsecond line")
 
