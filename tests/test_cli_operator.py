@@ -90,6 +90,8 @@ def test_list_and_close_print_whole_ids_on_one_line(capsys: pytest.CaptureFixtur
     for cid in (CH, "d4" * 32, ME, PEER):
         assert any(cid in line for line in _lines(out)), (cid, out)
     assert f"  you  {ME}  0" in out and f"  peer {PEER}  20" in out
+    print_human("channel", {"channel": CH, "seq": 4, "forced": True, "deadline": 1_900_000_000})
+    assert "deadline     2030-03-17 17:46:40 UTC (in " in capsys.readouterr().out
 
 
 def test_close_progress_off_a_terminal_says_where_the_close_stands() -> None:

@@ -11,9 +11,17 @@ from pathlib import Path
 import pytest
 
 from bfs_smr.runtime.node._control import ControlError
-from tests.nodeproc import NodeProc, cli, local_l1, ok, open_channel
+from tests.nodeproc import NodeProc, cli, local_l1, ok
 
-GAME = ("--app", "tictactoe", "--peer-deposit", "10")
+GAME = {"app": "tictactoe", "deposit": 10, "peer_deposit": 10}
+
+
+def _open(alice: NodeProc, bob: NodeProc, **how: object) -> str:
+    """Open through the control endpoint (faster than a CLI process; the CLI's open is
+    tested elsewhere)."""
+    opened = alice.call("open", peer=bob.address, peer_id=bob.node_id, **how)
+    channel: str = opened["channel"]
+    return channel
 
 
 def _until(check, what: str, tries: int = 300):  # type: ignore[no-untyped-def]
@@ -46,7 +54,7 @@ def pair(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_show_list_and_the_outcome_during_a_dispute(pair) -> None:  # type: ignore[no-untyped-def]
     alice, bob = pair
-    game = open_channel(alice, bob, *GAME, deposit=10)
+    game = _open(alice, bob, **GAME)
     # A fresh game: X (the opener) to move, so it pays the pot to O if it closed now.
     shown = alice.call("show", channel=game)
     assert shown["view"]["board"] == [""] * 9
@@ -59,7 +67,7 @@ def test_show_list_and_the_outcome_during_a_dispute(pair) -> None:  # type: igno
         assert done.code == 2, done.stderr
         assert "does not allow a cooperative close" in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    ok("channel", "send", "--data-dir", str(alice.dir), game, '{"cell": 4}')
+    alice.call("send", channel=game, command={"cell": 4})
     view = bob.call("show", channel=game)["view"]
     assert view["board"][4] == "X" and (view["you"], view["turn"]) == ("O", "you")
     # Bob closes alone where he is to move, then answers on L1 by a forced move: the L1
@@ -79,16 +87,16 @@ def test_show_list_and_the_outcome_during_a_dispute(pair) -> None:  # type: igno
         assert shown["view"]["board"][:5] == ["O", "", "", "", "X"]
     assert alice.call("show", channel=game)["view"]["turn"] == "you"
     # A settled payments channel leaves the list (--all shows it); the game stays.
-    pay = open_channel(alice, bob, deposit=100)
-    ok("channel", "close", "--data-dir", str(alice.dir), pay)
-    listed = [c["channel"] for c in ok("channel", "list", "--data-dir", str(alice.dir))["channels"]]
+    pay = _open(alice, bob, deposit=100)
+    alice.call("close", channel=pay)
+    listed = [c["channel"] for c in alice.call("list")["channels"]]
     assert listed == [game]
     every = ok("channel", "list", "--data-dir", str(alice.dir), "--all")["channels"]
     assert {c["channel"] for c in every} == {game, pay}
     settled = next(c for c in every if c["channel"] == pay)
     assert settled["outcome"] == settled["payouts"] == {alice.node_id: 100, bob.node_id: 0}
     # A payment the peer never counter-signs stays pending.
-    other = open_channel(alice, bob, deposit=100)
+    other = _open(alice, bob, deposit=100)
     bob.stop()
     with pytest.raises(ControlError, match="stays pending"):
         alice.call("pay", channel=other, amount=5, timeout=1)

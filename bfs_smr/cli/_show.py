@@ -48,6 +48,8 @@ def _print_fields(result: dict[str, Any], out: TextIO) -> None:
             print(key if value else f"{key:<{_LABEL}} (none)", file=out)
             for item in value:
                 print(f"  {_text(item)}", file=out)
+        elif key == "deadline" and type(value) is int:
+            _line(key, f"{utc(value)} ({countdown(value)})", out)
         else:
             _line(key, _text(value), out)
 
