@@ -143,7 +143,7 @@ class ChannelLoader:
         if params.l1 != self.l1.adapter.format.domain:
             # Its signatures are in another L1's domain: not damage, the wrong --l1.
             raise LocalError(
-                f"channel {cid.hex()[:16]}… is on another L1 than this node's; start the "
+                f"channel {cid.hex()} is on another L1 than this node's; start the "
                 "node with the --l1 its channels were opened on"
             )
         app = load_app(params.app, params.app_version)
