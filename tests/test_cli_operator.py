@@ -184,3 +184,23 @@ def test_even_a_bug_is_one_line(
     assert main(["demo", "counter"]) == 2
     err = capsys.readouterr().err
     assert len(_lines(err)) == 1 and "RuntimeError: boom second line" in err, err
+
+
+def test_close_progress_on_a_terminal_is_a_live_status_line() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    looked = threading.Event()
+    err = Terminal()
+
+    def run():  # type: ignore[no-untyped-def]
+        looked.wait(60)
+        return {"channel": CH}
+
+    def look():  # type: ignore[no-untyped-def]
+        looked.set()
+        return _game()
+
+    assert wait_with_progress(run, look, err=err) == {"channel": CH}
+    assert "a dispute on L1: the window ends" in err.getvalue()

@@ -411,8 +411,12 @@ def _channel(args: argparse.Namespace) -> dict[str, Any]:
     timeout = args.timeout or default_timeout
     request["timeout"] = timeout
     if command == "close" and not args.json:
-        return wait_with_progress(
+        closed = wait_with_progress(
             lambda: call(args.data_dir, command, request, timeout=timeout + 10),
             lambda: call(args.data_dir, "show", {"channel": args.channel}, timeout=5),
         )
+        # For people: which payout is whose ("you", "peer"), from this node's own id.
+        me = DataDir(args.data_dir).identity().public_key.hex()
+        peers = [k for k in closed.get("payouts", {}) if k != me]
+        return {**closed, "peer": peers[0]} if len(peers) == 1 else closed
     return call(args.data_dir, command, request, timeout=timeout + 10)

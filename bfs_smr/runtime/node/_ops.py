@@ -249,11 +249,7 @@ class ControlOps:
                 late += f", window ends at {c.l1_deadline}"
             await wait(done, timeout, late + "); the node keeps at it")
         assert c.payouts is not None
-        return {
-            "channel": c.cid.hex(),
-            "peer": c.peer.hex(),
-            "payouts": self._by_node(c, c.payouts),
-        }
+        return {"channel": c.cid.hex(), "payouts": self._by_node(c, c.payouts)}
 
     def _check_close_underway(
         self, c: NodeChannel, info: L1ChannelInfo | None, unilateral: bool
