@@ -59,3 +59,4 @@ def test_the_readme_two_node_and_tictactoe_walkthroughs_run_as_written(tmp_path:
     assert "game         your move" in out
     assert "game         the peer won" in out  # Bob's view of the finished game
     assert "  X | O | O" in out  # the board, drawn
+    assert re.search(r"^  you  [0-9a-f]{64}  20$", out, re.M), out  # Alice's close: she won
