@@ -83,6 +83,7 @@ def test_show_list_and_the_outcome_during_a_dispute(pair) -> None:  # type: igno
         )
         assert shown["phase"] == "closing"
         assert shown["outcome"] == {alice.node_id: 0, bob.node_id: 20}
+        assert shown["committed_outcome"] == {alice.node_id: 20, bob.node_id: 0}  # seq 1
         assert shown["deadline"] == forced["deadline"]
         assert shown["view"]["board"][:5] == ["O", "", "", "", "X"]
     assert alice.call("show", channel=game)["view"]["turn"] == "you"

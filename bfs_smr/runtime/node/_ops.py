@@ -373,6 +373,10 @@ class ControlOps:
             "l1": c.l1_status.value if c.l1_status else None,
             "peer": c.peer.hex(),
             "outcome": self._outcome_now(c, forced),
+            # What the update at ``seq`` (the newest both signed) pays, whatever L1 holds.
+            "committed_outcome": None
+            if chan.committed is None
+            else self._by_node(c, chan.committed.update.outcome),
             "state": None if state is None else _jsonable(decode(chan.app.encode_state(state))),
             "view": None if state is None else chan.app.present(state, chan.index),
             "to_move": None
