@@ -514,9 +514,28 @@ class LocalL1Plugin(L1Plugin):
         return value
 
     def init(self, *, window: int | None = None, chain_id: str | None = None) -> dict[str, Any]:
-        window = DEFAULT_WINDOW if window is None else window
-        self._chain = LocalL1.create(self.path, window=window, chain_id=chain_id)
-        return {"chain_id": self._chain.chain_id, "window": self._chain.window}
+        """Create the L1 file; if it exists, report it unchanged (``created`` false), as
+        the EVM's ``l1 init`` does, unless it differs from the ``window`` or ``chain_id``
+        asked for."""
+        created = not Path(self.path).exists()
+        if created:
+            new_window = DEFAULT_WINDOW if window is None else window
+            try:
+                self._chain = LocalL1.create(self.path, window=new_window, chain_id=chain_id)
+            except L1Error:
+                if not Path(self.path).exists():
+                    raise
+                created = False  # another init made it first
+        chain = self.chain()
+        if not created and (
+            (window is not None and window != chain.window)
+            or (chain_id is not None and chain_id != chain.chain_id)
+        ):
+            raise LocalError(
+                f"{self.path} exists already, with a {chain.window} s window and chain id "
+                f"{chain.chain_id!r}: give another path for another L1"
+            )
+        return {"chain_id": chain.chain_id, "window": chain.window, "created": created}
 
     def balance(self, account: bytes) -> int:
         return self.chain().balance(account)

@@ -33,3 +33,6 @@ class Counter(StateMachine[CounterState]):
 
     def outcome(self, state: CounterState) -> tuple[int, int]:
         return (state[1], state[2])
+
+    def present(self, state: CounterState, party: int) -> dict[str, Any]:
+        return {"count": state[0]}

@@ -35,3 +35,6 @@ class Payments(StateMachine[Balances]):
 
     def outcome(self, state: Balances) -> tuple[int, int]:
         return state
+
+    def present(self, state: Balances, party: int) -> dict[str, Any]:
+        return {"mine": state[party], "theirs": state[1 - party]}

@@ -25,6 +25,9 @@ _LINES = (
 )  # fmt: skip
 
 
+_MARKS = ("", "X", "O")
+
+
 def winner(board: Board) -> int | None:
     """0 or 1 if that participant has three in a row, else ``None``."""
     for a, b, c in _LINES:
@@ -86,3 +89,20 @@ class TicTacToe(StateMachine[GameState]):
             return (pot - pot // 2, pot // 2)
         # In progress: the player to move forfeits if the channel settles here.
         return (0, pot) if turn == 0 else (pot, 0)
+
+    def present(self, state: GameState, party: int) -> dict[str, Any]:
+        """The board (``"X"``, ``"O"`` or ``""`` a cell, row by row), ``party``'s mark,
+        whose turn it is and who won, as ``"you"`` or ``"peer"`` (X is the opener)."""
+        board = state[0]
+
+        def side(who: int | None) -> str | None:
+            return None if who is None else "you" if who == party else "peer"
+
+        won = winner(board)
+        return {
+            "board": [_MARKS[cell] for cell in board],
+            "you": _MARKS[party + 1],
+            "turn": side(self.to_move(state)),
+            "winner": "draw" if won is None and all(board) else side(won),
+            "stakes": {"you": state[2 + party], "peer": state[3 - party]},
+        }

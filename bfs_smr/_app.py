@@ -18,7 +18,7 @@ from ._errors import CommandRejected, InternalError
 if TYPE_CHECKING:
     from ._update import ChannelParams
 
-__all__ = ["StateMachine", "reject"]
+__all__ = ["StateMachine", "plain_json", "reject"]
 
 S = TypeVar("S")
 
@@ -88,6 +88,16 @@ class StateMachine(abc.ABC, Generic[S]):
         """
         return None
 
+    def present(self, state: S, party: int) -> dict[str, Any]:
+        """A JSON-able view of ``state`` for participant ``party`` (0 the opener, 1 the
+        follower), for people and programs: ``channel show``, the node's API, its page.
+
+        Only what ``state`` holds, seen from ``party``'s side ("mine", "you"); the node
+        adds the rest (seq, phase, deadlines). Must not raise for any state the app
+        produced. Default: ``{"state": ...}``, the state as plain JSON (bytes as hex).
+        """
+        return {"state": plain_json(decode(self.encode_state(state)))}
+
     def encode_state(self, state: S) -> bytes:
         """Canonical bytes of ``state`` (override for a custom encoding)."""
         return encode(state)
@@ -132,6 +142,18 @@ class StateMachine(abc.ABC, Generic[S]):
     @property
     def app_id(self) -> str:
         return f"{self.name}/{self.version}"
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` (plain decoded data) as JSON can hold it: bytes as hex, tuples as lists,
+    map keys as strings."""
+    if type(value) is bytes:
+        return value.hex()
+    if type(value) in (list, tuple):
+        return [plain_json(v) for v in value]
+    if type(value) is dict:
+        return {str(k): plain_json(v) for k, v in value.items()}
+    return value
 
 
 def _tuplify(value: Any) -> Any:

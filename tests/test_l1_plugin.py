@@ -20,7 +20,7 @@ import pytest
 from bfs_smr.adapters.local import LocalL1Plugin
 from bfs_smr.adapters.memory import MemoryL1
 
-from bfs_smr import ChannelParams, Ed25519, L1Error, LocalError, Signer
+from bfs_smr import ChannelParams, Ed25519, LocalError, Signer
 from bfs_smr.cli import main
 from bfs_smr.plugins import (
     KeyProvider,
@@ -186,9 +186,12 @@ def test_an_app_plugin_that_fails_to_load_is_named_when_asked_for(
 def test_the_local_plugin_connects_a_node_as_its_identity(tmp_path: Path) -> None:
     spec = f"local:{tmp_path / 'l1.sqlite3'}"
     made = load_l1(spec).init(window=30, chain_id="plug")
-    assert made == {"chain_id": "plug", "window": 30}
-    with pytest.raises(L1Error, match="exists already"):
-        load_l1(spec).init()
+    assert made == {"chain_id": "plug", "window": 30, "created": True}
+    # Again: the L1 there, unchanged (as on the EVM), unless asked for another one.
+    assert load_l1(spec).init() == {"chain_id": "plug", "window": 30, "created": False}
+    assert load_l1(spec).init(window=30)["created"] is False
+    with pytest.raises(LocalError, match="exists already, with a 30 s window"):
+        load_l1(spec).init(window=45)
     conn = connect_l1(spec, IDENTITY)
     assert conn.window == 30 and conn.signer is IDENTITY
     assert conn.adapter.account == IDENTITY.public_key

@@ -223,7 +223,9 @@ def test_errors_are_one_line_and_exit_2(nodes: list[NodeProc], l1: str, tmp_path
         ("channel", "list", "--data-dir", str(alice.dir)),  # no node running
         ("l1", "balance", "--l1", l1, "not-hex"),
         ("l1", "balance", "--l1", f"local:{tmp_path / 'nothing'}", alice.node_id),
-        ("l1", "init", "--l1", l1),  # exists
+        # (issue 15: l1 init on an existing local L1 reports it, as on the EVM; only
+        # another window than the one it has is an error)
+        ("l1", "init", "--l1", l1, "--window", "12345"),
         ("node", "--data-dir", str(tmp_path / "empty"), "--listen", "127.0.0.1:0", "--l1", l1),
         ("node", "--data-dir", str(alice.dir), "--listen", "nowhere", "--l1", l1),
         ("l1", "fund", "--l1", "moon:1", alice.node_id, "5"),

@@ -45,7 +45,7 @@ def nodes(tmp_path: Path, evm_l1: str) -> Iterator[list[NodeProc]]:
     for node in made:
         address = _evm_address(node)
         funded = ok("l1", "fund", "--l1", evm_l1, address, str(FUND))
-        assert funded["node_id"].lower() == address and funded["balance"] == FUND
+        assert funded["address"].lower() == address and funded["balance"] == FUND
         node.start()
     yield made
     for node in made:

@@ -10,10 +10,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+from bfs_smr import __version__
 from bfs_smr._errors import BfsSmrError
 from bfs_smr.cli import _bench, _bench_nodes, _demo
 from bfs_smr.cli._chart import write_chart
 from bfs_smr.cli._node_commands import (
+    DATA_DIR_ENV,
+    L1_ENV,
     NODE_COMMANDS,
     add_node_commands,
     print_human,
@@ -32,7 +35,23 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (exit 2) instead of a usage dump."""
 
     def error(self, message: str) -> NoReturn:
+        if "required" in message:
+            for flag, env in (("--data-dir", DATA_DIR_ENV), ("--l1", L1_ENV)):
+                if flag in message:
+                    message += f" (or set {env})"
         raise _UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        # --help and --version end here: no SystemExit out of main()
+        if message:
+            sys.stderr.write(message)
+        raise _Exit(status)
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 def _positive(text: str) -> int:
@@ -58,7 +77,15 @@ def _demo_l1(text: str) -> tuple[str, str | None]:
 
 
 def _build_parser() -> _Parser:
-    parser = _Parser(prog="bfs-smr", description="Two-party channels on a signed, replicated log.")
+    parser = _Parser(
+        prog="bfs-smr",
+        description="Two-party channels on a signed, replicated log.",
+        epilog=f"A channel is named by its id or any unique prefix of 8+ hex digits. "
+        f"${DATA_DIR_ENV} and ${L1_ENV} stand for --data-dir and --l1 when not given. "
+        "Every command takes --json (one JSON object, the last line of stdout); an error is "
+        "one line on stderr and exit code 2.",
+    )
+    parser.add_argument("--version", action="version", version=f"bfs-smr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="run a bundled demo on an embedded L1")
@@ -339,6 +366,10 @@ def _gas(args: argparse.Namespace) -> dict[str, Any]:
         return dict(gas_report(node.url))
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "failed"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input or refused operation, 1 the
     reader of the output went away, as in ``bfs-smr … | head``)."""
@@ -348,11 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result, sort_keys=True))
             sys.stdout.flush()
+    except _Exit as exc:
+        return exc.code
     except _UsageError as exc:
-        print(f"bfs-smr: error: {exc}", file=sys.stderr)
+        print(f"bfs-smr: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except BfsSmrError as exc:
-        print(f"bfs-smr: error: {exc.reason}", file=sys.stderr)
+        print(f"bfs-smr: error: {_one_line(exc.reason)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bfs-smr: interrupted", file=sys.stderr)
@@ -362,4 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # of stdout from failing again on its way out.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a file or directory the command was given
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bfs-smr: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line (the traceback on request)
+        if os.environ.get("BFS_SMR_DEBUG"):
+            raise
+        why = _one_line(f"{type(exc).__name__}: {exc}")
+        print(f"bfs-smr: error: unexpected {why} (BFS_SMR_DEBUG=1 shows where)", file=sys.stderr)
+        return 2
     return 0

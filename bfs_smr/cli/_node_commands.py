@@ -10,13 +10,14 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import signal
-import sys
 from typing import Any
 
 from bfs_smr._errors import LocalError
 from bfs_smr._limits import ChannelLimits
 from bfs_smr.adapters import evm
+from bfs_smr.cli._show import print_human, wait_with_progress
 from bfs_smr.plugins import load_l1
 from bfs_smr.runtime._logging import configure_logging
 from bfs_smr.runtime.node import Node, NodeConfig
@@ -36,6 +37,11 @@ __all__ = [
 ]
 
 NODE_COMMANDS = ("l1", "init", "node", "channel")
+
+#: Environment variables that stand for ``--data-dir`` and ``--l1`` when not given.
+DATA_DIR_ENV, L1_ENV = "BFS_SMR_DATA_DIR", "BFS_SMR_L1"
+
+CHANNEL_HELP = "a channel id, or any unique prefix of it of 8 or more hex digits"
 
 L1_HELP = (
     "the L1, SCHEME:WHERE: local:PATH (a shared local L1 file), evm:URL (a JSON-RPC "
@@ -75,13 +81,36 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    default = os.environ.get(DATA_DIR_ENV) or None
+    parser.add_argument(
+        "--data-dir",
+        required=default is None,
+        default=default,
+        metavar="DIR",
+        help=f"the node's data directory (default: ${DATA_DIR_ENV}"
+        + (f", now {default})" if default else ", unset)"),
+    )
+
+
+def _add_l1(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    default = os.environ.get(L1_ENV) or None
+    parser.add_argument(
+        "--l1",
+        required=required and default is None,
+        default=default,
+        metavar="SPEC",
+        help=f"{L1_HELP} (default: ${L1_ENV}" + (f", now {default})" if default else ", unset)"),
+    )
+
+
 def add_node_commands(sub: Any) -> None:
     l1 = sub.add_parser("l1", help="create, fund and inspect a shared L1")
     l1_sub = l1.add_subparsers(dest="l1_command", required=True, parser_class=type(l1))
     init = l1_sub.add_parser(
         "init", help="create a local L1 file, or deploy the adjudicator on an EVM chain"
     )
-    init.add_argument("--l1", required=True, metavar="SPEC", help=L1_HELP)
+    _add_l1(init)
     init.add_argument(
         "--window",
         type=_amount,
@@ -93,19 +122,19 @@ def add_node_commands(sub: Any) -> None:
     fund = l1_sub.add_parser(
         "fund", help="credit an account: a local L1's faucet, or the EVM node's first account"
     )
-    fund.add_argument("--l1", required=True, metavar="SPEC", help=L1_HELP)
+    _add_l1(fund)
     fund.add_argument(
         "node_id", metavar="ACCOUNT", help="a node id (local L1) or a node's evm_address (EVM)"
     )
     fund.add_argument("amount", type=_amount, metavar="AMOUNT")
     bal = l1_sub.add_parser("balance", help="an account's unlocked L1 balance")
-    bal.add_argument("--l1", required=True, metavar="SPEC", help=L1_HELP)
+    _add_l1(bal)
     bal.add_argument("node_id", metavar="ACCOUNT")
     for p in (init, fund, bal):
         p.add_argument("--json", action="store_true")
 
     ini = sub.add_parser("init", help="create a node's data directory (identity and secret)")
-    ini.add_argument("--data-dir", required=True, metavar="DIR")
+    _add_data_dir(ini)
     ini.add_argument(
         "--new-store",
         action="store_true",
@@ -124,10 +153,10 @@ def add_node_commands(sub: Any) -> None:
         choices=["url"],
         help="url: print http://HOST:PORT/#token=TOKEN for the node running on DIR (--http)",
     )
-    node.add_argument("--data-dir", required=True, metavar="DIR")
+    _add_data_dir(node)
     # (Required to run a node; checked in _node so that `node url` needs neither.)
     node.add_argument("--listen", metavar="HOST:PORT")
-    node.add_argument("--l1", metavar="SPEC", help=L1_HELP)
+    _add_l1(node, required=False)
     node.add_argument(
         "--http",
         default=None,
@@ -229,7 +258,13 @@ def add_node_commands(sub: Any) -> None:
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     node.add_argument("--json", action="store_true")
 
-    ch = sub.add_parser("channel", help="open, use and close channels through a running node")
+    ch = sub.add_parser(
+        "channel",
+        help="open, use and close channels through a running node",
+        description="Drive the node running on --data-dir. CHANNEL is "
+        + CHANNEL_HELP
+        + f". ${DATA_DIR_ENV} stands for --data-dir.",
+    )
     ch_sub = ch.add_subparsers(dest="channel_command", required=True, parser_class=type(ch))
     op = ch_sub.add_parser("open", help="open a channel with a peer; returns once open on L1")
     op.add_argument("--peer", required=True, metavar="HOST:PORT")
@@ -239,10 +274,10 @@ def add_node_commands(sub: Any) -> None:
     op.add_argument("--peer-deposit", type=_amount, default=0, metavar="N")
     op.add_argument("--options", default="{}", metavar="JSON", help="app options")
     pay = ch_sub.add_parser("pay", help="pay the peer; returns once doubly signed and durable")
-    pay.add_argument("channel", metavar="CHANNEL")
+    pay.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
     pay.add_argument("amount", type=_amount, metavar="AMOUNT")
     send = ch_sub.add_parser("send", help="issue any app command, e.g. a tic-tac-toe move")
-    send.add_argument("channel", metavar="CHANNEL")
+    send.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
     for p in (pay, send):
         p.add_argument(
             "--count",
@@ -252,18 +287,21 @@ def add_node_commands(sub: Any) -> None:
             help="N copies in one update (a batch: all committed together, or none)",
         )
     send.add_argument("command_json", metavar="COMMAND_JSON")
-    show = ch_sub.add_parser("show", help="a channel's seq, phase, outcome and state")
-    show.add_argument("channel", metavar="CHANNEL")
-    ch_sub.add_parser("list", help="every channel on the node")
+    show = ch_sub.add_parser(
+        "show", help="a channel: the app's view (a game's board), outcome, deadline, pending"
+    )
+    show.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
+    lst = ch_sub.add_parser("list", help="the node's channels not yet paid out on L1")
+    lst.add_argument("--all", action="store_true", help="settled channels too")
     close = ch_sub.add_parser("close", help="close; returns once L1 has paid out")
-    close.add_argument("channel", metavar="CHANNEL")
+    close.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
     close.add_argument(
         "--unilateral",
         action="store_true",
         help="close on L1 without the peer (waits out the challenge window)",
     )
-    for p in (op, pay, send, show, close, ch_sub.choices["list"]):
-        p.add_argument("--data-dir", required=True, metavar="DIR")
+    for p in (op, pay, send, show, close, lst):
+        _add_data_dir(p)
         p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS")
         p.add_argument("--json", action="store_true")
 
@@ -309,7 +347,9 @@ def _l1(args: argparse.Namespace) -> dict[str, Any]:
     if args.l1_command == "fund":
         plugin.fund(account, args.amount)
     balance = plugin.balance(account)
-    return {"node_id": plugin.format_account(account), "balance": balance}
+    # An EVM account is an address (a node's evm_address), elsewhere a node id.
+    label = "address" if args.l1.partition(":")[0] == "evm" else "node_id"
+    return {label: plugin.format_account(account), "balance": balance}
 
 
 def node_config(args: argparse.Namespace) -> NodeConfig:
@@ -343,7 +383,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
 def _node(args: argparse.Namespace) -> dict[str, Any]:
     if args.action == "url":
         return _node_url(args)
-    for flag, value in (("--listen", args.listen), ("--l1", args.l1)):
+    for flag, value in (("--listen", args.listen), (f"--l1 (or ${L1_ENV})", args.l1)):
         if value is None:
             raise LocalError(f"the node needs {flag}")
     config = node_config(args)
@@ -412,31 +452,20 @@ def _channel(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise LocalError(f"COMMAND_JSON is not JSON: {args.command_json!r}") from None
         request = {"channel": args.channel, "command": cmd, "count": args.count}
+    elif command == "list":
+        request = {"all": args.all}
     elif command in ("show", "close"):
         request = {"channel": args.channel, "unilateral": getattr(args, "unilateral", False)}
     default_timeout = {"close": 600.0, "open": 60.0}.get(command, 30.0)
     timeout = args.timeout or default_timeout
     request["timeout"] = timeout
+    if command == "close" and not args.json:
+        closed = wait_with_progress(
+            lambda: call(args.data_dir, command, request, timeout=timeout + 10),
+            lambda: call(args.data_dir, "show", {"channel": args.channel}, timeout=5),
+        )
+        # For people: which payout is whose ("you", "peer"), from this node's own id.
+        me = DataDir(args.data_dir).identity().public_key.hex()
+        peers = [k for k in closed.get("payouts", {}) if k != me]
+        return {**closed, "peer": peers[0]} if len(peers) == 1 else closed
     return call(args.data_dir, command, request, timeout=timeout + 10)
-
-
-def print_human(command: str, result: dict[str, Any]) -> None:
-    """Print a node command's result for people."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if "channels" in result and isinstance(result["channels"], list):
-        table = Table("channel", "app", "seq", "phase", "outcome")
-        for ch in result["channels"]:
-            outcome = ", ".join(f"{k[:8]}…={v}" for k, v in (ch["outcome"] or {}).items())
-            table.add_row(ch["channel"][:16] + "…", ch["app"], str(ch["seq"]), ch["phase"], outcome)
-        console.print(table)
-        return
-    table = Table(title=f"bfs-smr {command}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")  # ids are copied from here: never cut them
-    for key, value in result.items():
-        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
-    console.print(table)
-    sys.stdout.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,7 +51,8 @@ def check_app(
     exception: a peer's bytes must never crash the app. Commands the app rejects are
     skipped (they must be rejected with :class:`CommandRejected` and leave the state as
     it was). Every state must pay
-    out exactly the locked total and round-trip through the app's encoding.
+    out exactly the locked total, round-trip through the app's encoding, and have a
+    JSON-able view for each party (:meth:`StateMachine.present`).
 
     Args:
         app: the app under test.
@@ -116,3 +118,10 @@ def _check_state(app: StateMachine[Any], params: ChannelParams, state: Any) -> N
     assert mover in (None, 0, 1), f"{app.name}: to_move returned {mover!r}"
     if app.is_final(state):
         assert mover is None, f"{app.name}: a final state has a player to move"
+    for party in (0, 1):
+        view = app.present(state, party)
+        assert type(view) is dict, f"{app.name}: present returned {type(view).__name__}"
+        try:
+            json.dumps(view, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise AssertionError(f"{app.name}: present's view is not JSON: {exc}") from None

@@ -262,7 +262,7 @@ class Soak:
         if node.state != "up":
             return
         try:
-            listed = node.proc.call("list", timeout=5)["channels"]
+            listed = node.proc.call("list", timeout=5, all=True)["channels"]
         except Exception as exc:  # noqa: BLE001 - down meanwhile, or slow: the probe judges
             self.log(f"n{node.index} list failed: {exc}")
             return
@@ -295,8 +295,10 @@ class Soak:
                 f"{before} to {seq}",
             )
         c.seqs[node.index] = max(seq, before)
-        if shown["outcome"] is not None and seq >= 0:
-            pair = c.pair(shown["outcome"])
+        # (``outcome`` is what the channel pays now: during a close on L1, what the L1
+        # pays; ``committed_outcome`` is the update's at ``seq``, the one checked here.)
+        if shown["committed_outcome"] is not None and seq >= 0:
+            pair = c.pair(shown["committed_outcome"])
             known = c.outcomes.get(seq)
             if known is not None and known != pair:
                 self.violation(

@@ -16,7 +16,7 @@ from bfs_smr._crypto import Signer
 from bfs_smr._errors import LocalError
 from bfs_smr._l1 import L1ChannelStatus
 from bfs_smr._limits import ChannelLimits
-from bfs_smr._update import ChannelParams
+from bfs_smr._update import ChannelParams, SignedUpdate
 from bfs_smr.plugins import L1Connection, load_app
 from bfs_smr.runtime._logging import Logger, get_logger
 from bfs_smr.runtime.store import Store
@@ -69,6 +69,7 @@ class NodeChannel:
     l1_status: L1ChannelStatus | None = None
     l1_deadline: int | None = None
     l1_registered: int | None = None
+    l1_forced: SignedUpdate | None = None  # the update a force move registered on L1
     payouts: tuple[int, int] | None = None
     waiters: dict[int, Waiter] = field(default_factory=dict)
     opened: list[asyncio.Future[None]] = field(default_factory=list)
@@ -145,7 +146,7 @@ class ChannelLoader:
         if params.l1 != self.l1.adapter.format.domain:
             # Its signatures are in another L1's domain: not damage, the wrong --l1.
             raise LocalError(
-                f"channel {cid.hex()[:16]}… is on another L1 than this node's; start the "
+                f"channel {cid.hex()} is on another L1 than this node's; start the "
                 "node with the --l1 its channels were opened on"
             )
         app = load_app(params.app, params.app_version)

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from bfs_smr._errors import CommandRejected
+from bfs_smr._channel import Phase
+from bfs_smr._errors import CommandRejected, LocalError
 from bfs_smr._messages import (
     ChannelFinalized,
     ChannelOpened,
@@ -24,7 +25,7 @@ from bfs_smr._messages import (
 )
 from bfs_smr.runtime import transport
 from bfs_smr.runtime._logging import get_logger
-from bfs_smr.runtime.node._channels import NodeChannel, Waiter
+from bfs_smr.runtime.node._channels import NodeChannel, Waiter, retrieve
 from bfs_smr.runtime.node._nodemsg import CHANNEL_FRAME
 from bfs_smr.runtime.store import Store, StoreError
 
@@ -146,6 +147,8 @@ class EffectExecutor:
                 failed = c.waiters.pop(effect.ref, None)
                 if failed is not None:
                     failed.failed(CommandRejected(effect.reason))
+                elif c.close_asked and chan.phase is Phase.OPEN:
+                    self._close_denied(c, effect.reason)
             elif kind is ChannelOpened:
                 self._l1_due(c)  # the opener opens it on L1
             elif kind is ChannelFinalized:
@@ -160,6 +163,18 @@ class EffectExecutor:
                 chan.serve_log(entries)
                 self.flush(c)
         self._send(c, frames)
+
+    @staticmethod
+    def _close_denied(c: NodeChannel, reason: str) -> None:
+        """The sequencer denied this follower's cooperative close: whoever waits for it
+        hears why at once (it would otherwise wait for a payout that never comes)."""
+        c.close_asked = False
+        c.log.warning("the peer denied the cooperative close", reason=reason)
+        for fut in c.settled:
+            if not fut.done():
+                fut.add_done_callback(retrieve)  # (its caller may have stopped waiting)
+                fut.set_exception(LocalError(f"the peer denied the cooperative close: {reason}"))
+        c.settled.clear()
 
     def _send(self, c: NodeChannel, frames: list[bytes]) -> None:
         link = self.links.get(c.peer)

@@ -23,7 +23,7 @@ from bfs_smr._codec import check_plain, decode
 from bfs_smr._crypto import Signer
 from bfs_smr._errors import BfsSmrError, L1Error, LocalError
 from bfs_smr._l1 import L1ChannelInfo, L1ChannelStatus
-from bfs_smr._update import ChannelParams
+from bfs_smr._update import ChannelParams, SignedUpdate
 from bfs_smr.plugins import L1Connection, load_app
 from bfs_smr.runtime.node._channels import ChannelLoader, NodeChannel, check_app, wait
 from bfs_smr.runtime.node._effects import EffectExecutor
@@ -214,7 +214,10 @@ class ControlOps:
         return self.describe(self._chan_arg(args))
 
     async def list_channels(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"channels": [self.describe(c) for c in self.chans.values()]}
+        """Every channel not yet paid out on L1; with ``all``, settled ones too."""
+        every = bool(args.get("all", False))
+        chans = [c for c in self.chans.values() if every or c.payouts is None]
+        return {"channels": [self.describe(c) for c in chans]}
 
     async def close(self, args: dict[str, Any]) -> dict[str, Any]:
         c = self._chan_arg(args)
@@ -235,7 +238,12 @@ class ControlOps:
                 info = await self.watcher.react(c)
             except L1Error as exc:
                 raise L1Error(f"L1 refused or unreachable: {exc}; the node retries") from None
-            self._check_close_underway(c, info, unilateral)
+            try:
+                self._check_close_underway(c, info, unilateral)
+            except LocalError:
+                c.settled.remove(done)  # nothing to wait for: no close goes on
+                c.close_asked = c.unilateral_asked = False
+                raise
             late = f"not paid out within {timeout:g} s (L1: {c.l1_text}"
             if c.l1_status is L1ChannelStatus.CLOSING and c.l1_deadline is not None:
                 late += f", window ends at {c.l1_deadline}"
@@ -256,8 +264,16 @@ class ControlOps:
         if unilateral:
             # The policy closed with the newest update unless there is none.
             raise LocalError("nothing is doubly signed yet: there is nothing to close")
-        if c.chan.phase not in (Phase.CLOSED, Phase.CLOSING):
-            c.chan.close()
+        chan = c.chan
+        if chan.phase not in (Phase.CLOSED, Phase.CLOSING):
+            if chan.pending == 0 and not chan.app.may_close(chan.state):
+                # (The sequencer would deny it: say so now, not after a round trip.)
+                game = chan.app.to_move(chan.state) is not None
+                raise LocalError(
+                    f"{chan.app.name} does not allow a cooperative close in this state"
+                    + ("; finish the game, or close with --unilateral" if game else "")
+                )
+            chan.close()
             self.effects.flush(c)
 
     async def bench(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -330,15 +346,25 @@ class ControlOps:
         return matches[0]
 
     def describe(self, c: NodeChannel) -> dict[str, Any]:
-        """A channel as ``channel show`` prints it."""
+        """A channel as ``channel show`` prints it (contract: docs/nodes.md, "Control").
+
+        ``outcome`` is what the channel pays if it closes now: while a close is underway
+        on L1 (a window runs, a dispute goes on), what the L1 pays if the window ended
+        now, from the update registered there; once settled, what it paid. ``view`` is
+        the app's view (:meth:`StateMachine.present`) of the state shown, for this node's
+        party; ``deadline`` the end of the L1 window or of the forced move's answer
+        period (Unix seconds, None if none runs); ``pending`` this node's commands
+        issued and not yet committed.
+        """
         chan = c.chan
-        newest = chan.committed
         phase = chan.phase.value
         if c.l1_status in (L1ChannelStatus.CLOSING, L1ChannelStatus.SETTLED):
             phase = c.l1_status.value
         # In a dispute the game goes on from the newest forced move: show that position.
         forced, state = chan.force_base if chan.phase is Phase.DISPUTE else (None, chan.state)
         to_move = None if state is None else chan.app.to_move(state)
+        closing = c.l1_status is L1ChannelStatus.CLOSING
+        waiters = {id(w): w.left for w in c.waiters.values()}
         return {
             "channel": c.cid.hex(),
             "app": chan.params.app,
@@ -346,12 +372,19 @@ class ControlOps:
             "phase": phase,
             "l1": c.l1_status.value if c.l1_status else None,
             "peer": c.peer.hex(),
-            "outcome": None if newest is None else self._by_node(c, newest.update.outcome),
+            "outcome": self._outcome_now(c, forced),
+            # What the update at ``seq`` (the newest both signed) pays, whatever L1 holds.
+            "committed_outcome": None
+            if chan.committed is None
+            else self._by_node(c, chan.committed.update.outcome),
             "state": None if state is None else _jsonable(decode(chan.app.encode_state(state))),
+            "view": None if state is None else chan.app.present(state, chan.index),
             "to_move": None
             if to_move is None
             else (self.node_id if to_move == chan.index else c.peer).hex(),
             "forced_seq": None if forced is None else forced.seq,
+            "deadline": c.l1_deadline if closing else None,
+            "pending": sum(waiters.values()),
             "payouts": None if c.payouts is None else self._by_node(c, c.payouts),
             # The seq each tower holds for this channel (None: none yet, or unknown).
             **(
@@ -360,6 +393,20 @@ class ControlOps:
                 else {}
             ),
         }
+
+    def _outcome_now(self, c: NodeChannel, forced: SignedUpdate | None) -> dict[str, int] | None:
+        """What the channel pays if it closes now, by node id (None: nothing signed)."""
+        if c.payouts is not None:
+            return self._by_node(c, c.payouts)  # what the L1 paid
+        newest = c.chan.committed
+        if c.l1_status is L1ChannelStatus.CLOSING:
+            # The L1 pays the registered update when the window ends: a forced move's or
+            # the newest both signed. (A stale close this node refutes falls through: the
+            # refute registers the newest.)
+            for update in (c.l1_forced, forced, newest):
+                if update is not None and update.seq == c.l1_registered:
+                    return self._by_node(c, update.update.outcome)
+        return None if newest is None else self._by_node(c, newest.update.outcome)
 
     def _by_node(self, c: NodeChannel, amounts: tuple[int, int]) -> dict[str, int]:
         ids = [b"", b""]

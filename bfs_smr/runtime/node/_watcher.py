@@ -198,7 +198,7 @@ class L1Watcher:
         c.l1_read_error = None
         before = (c.l1_status, c.l1_deadline, c.l1_registered, c.payouts)
         c.l1_status, c.l1_deadline = info.status, info.deadline
-        c.l1_registered = info.registered_seq
+        c.l1_registered, c.l1_forced = info.registered_seq, info.forced
         status = info.status
         if status is L1ChannelStatus.OPEN:
             resolve(c.opened, None)
@@ -309,6 +309,8 @@ class L1Watcher:
         c.log.info("forcing a move on L1", seq=update.seq)
         deadline = await self.thread.call(self.l1.adapter.force_move, state, update, base)
         self._submitted("force_move")
+        # What the L1 now holds (until the next look reads it): the move, its deadline.
+        c.l1_registered, c.l1_forced, c.l1_deadline = update.seq, update, deadline
         return update.seq, deadline
 
 

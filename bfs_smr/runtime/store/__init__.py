@@ -233,14 +233,14 @@ class Store:
     def key_of(self, channel_id: bytes) -> int:
         rows = self._query("SELECT key FROM channels WHERE id=?", (channel_id,))
         if not rows:
-            raise StoreError(self.path, f"channel {channel_id.hex()[:16]}… is not in this store")
+            raise StoreError(self.path, f"channel {channel_id.hex()} is not in this store")
         key: int = rows[0][0]
         return key
 
     def params(self, channel_id: bytes) -> ChannelParams:
         rows = self._query("SELECT params FROM channels WHERE id=?", (channel_id,))
         if not rows:
-            raise StoreError(self.path, f"channel {channel_id.hex()[:16]}… is not in this store")
+            raise StoreError(self.path, f"channel {channel_id.hex()} is not in this store")
         try:
             params = ChannelParams.from_value(decode(rows[0][0]))
         except (CodecError, ValueError, TypeError, LocalError) as exc:
@@ -302,7 +302,7 @@ class Store:
         except (CodecError, ValueError, TypeError, LocalError) as exc:
             reason = exc.reason if isinstance(exc, BfsSmrError) else str(exc)
             raise StoreError(
-                self.path, f"channel {channel_id.hex()[:16]}… is damaged: {reason}"
+                self.path, f"channel {channel_id.hex()} is damaged: {reason}"
             ) from None
 
     def log_range(self, channel_id: bytes, first: int, last: int) -> list[SignedUpdate]:
