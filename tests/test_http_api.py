@@ -209,6 +209,11 @@ def test_a_program_drives_a_whole_channel_through_the_api(nodes: Nodes) -> None:
         # Closing a settled channel again answers at once with the payouts.
         again = a.ok("POST", f"/v1/channels/{channel}/close", {"wait": True})
         assert again["payouts"] == settled["payouts"]
+        # A settled channel leaves the list, as in `channel list`; all=true keeps it.
+        assert channel not in [c["channel"] for c in a.ok("GET", "/v1/channels")["channels"]]
+        every = a.ok("GET", "/v1/channels?all=true")["channels"]
+        assert channel in [c["channel"] for c in every]
+        assert a.request("GET", "/v1/channels?all=yes")[0] == 400
     finally:
         stream_a.close()
         stream_b.close()

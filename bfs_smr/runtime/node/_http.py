@@ -319,7 +319,10 @@ class HttpApi:
         return _json(await self._call("status", {}))
 
     async def list_channels(self, request: web.Request) -> web.StreamResponse:
-        return _json(await self._call("list", {}))
+        every = request.query.get("all", "false")
+        if every not in ("true", "false"):
+            raise ApiError(400, f"all is true or false, got {every[:40]!r}")
+        return _json(await self._call("list", {"all": every == "true"}))
 
     async def show(self, request: web.Request) -> web.StreamResponse:
         return _json(await self._call("show", {"channel": self._channel(request)}))

@@ -100,7 +100,15 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/channels": {
                 "get": {
-                    "summary": "Every channel on the node",
+                    "summary": "The node's channels not yet paid out on L1 (all=true: every one)",
+                    "parameters": [
+                        {
+                            "name": "all",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                            "description": "true: settled channels too",
+                        }
+                    ],
                     "responses": {
                         "200": _json(
                             {
