@@ -7,10 +7,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 from bfs_smr.adapters.memory import MemoryL1
 
 from bfs_smr import ChannelLimits, Ed25519, Signer
 from bfs_smr.runtime import LocalPair, memory_pair
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Each test starts with the logging configuration the one before it found: an
+    in-process command that configures logging (a level of "warning" for a bench, a
+    stream) must not decide what a later test in the same worker can capture."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def new_signer() -> Signer:
