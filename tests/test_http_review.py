@@ -1,0 +1,122 @@
+"""Hostile input to the node's operator interfaces (issue 15's review): what a peer, a
+local process or a web page can make the HTTP API, the event stream and ``list`` do.
+
+Real node processes (as in tests/test_http_api.py). One app here is installed for the
+nodes through an entry point on ``PYTHONPATH`` (the way a third-party app is): a counter
+whose :meth:`present` fails for some states the app reaches, which the peer can steer
+the channel into.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bfs_smr.plugins import load_l1
+from tests.nodeproc import NodeProc, cli, local_l1
+from tests.test_http_api import Nodes, Stream, _api
+
+_FRAGILE = '''
+from bfs_smr.apps.counter import Counter
+
+
+class Fragile(Counter):
+    """A counter whose view divides by zero at the count 7 (and 15, 23, ...)."""
+
+    name = "fragile"
+
+    def present(self, state, party):
+        return {"count": state[0], "per_round": 800 // ((state[0] + 1) % 8)}
+
+
+class Huge(Counter):
+    """A counter whose view holds an integer JSON cannot write (over 4300 digits)."""
+
+    name = "huge"
+
+    def present(self, state, party):
+        return {"count": 10 ** (4400 * min(state[0], 1))}
+'''
+
+
+def _install_apps(root: Path) -> str:
+    """A directory that, on PYTHONPATH, installs the apps above as a plug-in does."""
+    site = root / "site"
+    dist = site / "review_apps-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (site / "review_apps.py").write_text(textwrap.dedent(_FRAGILE))
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: review-apps\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[bfs_smr.apps]\nfragile = review_apps:Fragile\nhuge = review_apps:Huge\n"
+    )
+    return str(site)
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    root = tmp_path_factory.mktemp("review")
+    spec = local_l1(root, 5)
+    http = ("--http", "127.0.0.1:0")
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = _install_apps(root)
+    try:
+        alice = NodeProc(root / "alice", spec, extra=http).start()
+        accept = ("--accept-app", "payments", "--accept-app", "fragile", "--accept-app", "huge")
+        bob = NodeProc(root / "bob", spec, extra=(*http, *accept)).start()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+    plugin = load_l1(spec)
+    plugin.fund(plugin.parse_account(alice.node_id), 10_000)
+    try:
+        yield Nodes(spec, alice, bob, _api(alice), _api(bob))
+    finally:
+        for node in (alice, bob):
+            if node.alive():
+                node.stop()
+
+
+def _open(nodes: Nodes, app: str, deposit: int = 10) -> str:
+    body = {"peer": nodes.bob.address, "peer_id": nodes.bob.node_id, "deposit": deposit}
+    opened = nodes.a.ok("POST", "/v1/channels", {**body, "app": app}, status=201)
+    channel: str = opened["channel"]
+    return channel
+
+
+def test_a_state_whose_view_fails_breaks_neither_list_nor_the_node(nodes: Nodes) -> None:
+    """The peer steers a channel of an app with a buggy ``present`` to a state it fails
+    on: ``list`` (API and command line) still lists every channel, ``show`` of that one
+    answers, the event stream goes on and other channels still work."""
+    a, b = nodes.a, nodes.b
+    payments = _open(nodes, "payments")
+    fragile = _open(nodes, "fragile")
+    huge = _open(nodes, "huge")
+    stream = Stream(a)
+    try:
+        # The peer's commands: 7 makes Fragile's view divide by zero; 1 makes Huge's
+        # view an integer no JSON writer takes.
+        b.ok("POST", f"/v1/channels/{fragile}/commands", {"command": {"inc": 7}})
+        b.ok("POST", f"/v1/channels/{huge}/commands", {"command": {"inc": 1}})
+        for cid in (fragile, huge):
+            stream.wait_for("update", channel=cid)
+        code, listed = a.request("GET", "/v1/channels")
+        assert code == 200, listed
+        assert {c["channel"] for c in listed["channels"]} >= {payments, fragile, huge}
+        for cid in (fragile, huge):
+            code, shown = a.request("GET", f"/v1/channels/{cid}")
+            assert code == 200, shown
+            assert shown["view"] is None and shown["seq"] >= 1
+        result = cli("channel", "list", "--data-dir", str(nodes.alice.dir), "--json")
+        assert result.code == 0, result.stderr
+        # The node still works, and still tells its stream.
+        paid = a.ok("POST", f"/v1/channels/{payments}/pay", {"amount": 1})
+        stream.wait_for("update", channel=payments, seq=paid["seq"])
+    finally:
+        stream.close()
+    assert nodes.alice.alive() and nodes.bob.alive()
