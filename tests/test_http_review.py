@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import bfs_smr.cli as cli_main
+from bfs_smr._errors import LocalError
 from bfs_smr.plugins import load_l1
 from tests.nodeproc import NodeProc, cli, local_l1
 from tests.test_http_api import Nodes, Stream, _api
@@ -120,3 +122,22 @@ def test_a_state_whose_view_fails_breaks_neither_list_nor_the_node(nodes: Nodes)
     finally:
         stream.close()
     assert nodes.alice.alive() and nodes.bob.alive()
+
+
+def test_a_peers_reason_cannot_drive_the_operators_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A peer's words reach the command line's error line (an open's refusal reason, a
+    denied close's reason: up to 200 characters of the peer's choosing). Escape sequences
+    in them (ESC, BEL, the C1 CSI, bidi overrides) must not reach the terminal raw: they
+    could retitle it, write the clipboard (OSC 52) or hide text."""
+    hostile = "no\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x9b31m\u202eevil\r"
+
+    def refuse(args: object) -> object:
+        raise LocalError(f"the peer refused the channel: {hostile}")
+
+    monkeypatch.setattr(cli_main, "_run", refuse)
+    assert cli_main.main(["channel", "list", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bfs-smr: error: the peer refused the channel: no")
+    assert all(ch.isprintable() for ch in err.rstrip("\n")), repr(err)
