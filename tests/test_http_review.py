@@ -10,11 +10,17 @@ the channel into.
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 
 import bfs_smr.cli as cli_main
 from bfs_smr._errors import LocalError
@@ -75,7 +81,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
         else:
             os.environ["PYTHONPATH"] = saved
     plugin = load_l1(spec)
-    plugin.fund(plugin.parse_account(alice.node_id), 10_000)
+    plugin.fund(plugin.parse_account(alice.node_id), 1 << 60)
     try:
         yield Nodes(spec, alice, bob, _api(alice), _api(bob))
     finally:
@@ -141,3 +147,44 @@ def test_a_peers_reason_cannot_drive_the_operators_terminal(
     err = capsys.readouterr().err
     assert err.startswith("bfs-smr: error: the peer refused the channel: no")
     assert all(ch.isprintable() for ch in err.rstrip("\n")), repr(err)
+
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and Path(CHROMEDRIVER).exists())
+    and not os.environ.get("BFS_SMR_REQUIRE_BROWSER"),
+    reason="no chromium/chromedriver (Debian: chromium, chromium-driver)",
+)
+def test_the_page_never_pays_an_amount_other_than_the_one_typed(nodes: Nodes) -> None:
+    """Amounts past 2**53 (wei on an EVM chain) lose digits in a JavaScript number: the
+    page must pay exactly what was typed, or refuse; never a rounded amount."""
+    a = nodes.a
+    deposit = 1 << 54
+    typed = (1 << 53) + 1  # a JavaScript number holds 2**53 here
+    channel = _open(nodes, "payments", deposit=deposit)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(f"http://{a.host}:{a.port}/#token={a.token}")
+        wait = WebDriverWait(driver, 30, poll_frequency=0.05)
+        card = wait.until(
+            lambda d: (d.find_elements(By.CSS_SELECTOR, f'[data-channel="{channel}"]') or [None])[0]
+        )
+        amount = card.find_element(By.CSS_SELECTOR, '[data-testid="pay-amount"]')
+        amount.send_keys(str(typed) + Keys.ENTER)
+        error = card.find_element(By.CSS_SELECTOR, '[data-testid="channel-error"]')
+        wait.until(lambda d: error.text or a.ok("GET", f"/v1/channels/{channel}")["seq"] > 0)
+        said = error.text
+    finally:
+        driver.quit()
+    shown = a.ok("GET", f"/v1/channels/{channel}")
+    if shown["seq"] == 0:
+        assert "9007199254740991" in said, said
+    else:
+        assert shown["view"] == {"mine": deposit - typed, "theirs": typed}
