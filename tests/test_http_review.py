@@ -188,3 +188,21 @@ def test_the_page_never_pays_an_amount_other_than_the_one_typed(nodes: Nodes) ->
         assert "9007199254740991" in said, said
     else:
         assert shown["view"] == {"mine": deposit - typed, "theirs": typed}
+
+
+def test_a_node_refuses_a_token_others_can_read(tmp_path: Path) -> None:
+    """A token file others may read (made by hand under a umask of 022, or copied) gives
+    every local user the API: the node says so and does not serve it with that token."""
+    spec = local_l1(tmp_path, 5)
+    node = NodeProc(tmp_path / "n", spec, extra=("--http", "127.0.0.1:0"))
+    token = node.dir / "api.token"
+    token.chmod(0o644)
+    try:
+        with pytest.raises(AssertionError, match="did not start"):
+            node.start()
+            node.stop()
+    finally:
+        if node.proc is not None and node.proc.stdout is not None:
+            node.proc.stdout.close()
+    said = node.log.read_text()
+    assert "api.token" in said and "chmod 600" in said, said[-2000:]
