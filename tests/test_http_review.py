@@ -206,3 +206,19 @@ def test_a_node_refuses_a_token_others_can_read(tmp_path: Path) -> None:
             node.proc.stdout.close()
     said = node.log.read_text()
     assert "api.token" in said and "chmod 600" in said, said[-2000:]
+
+
+def test_options_too_big_for_the_proposal_are_refused_at_once(nodes: Nodes) -> None:
+    """Options (any JSON object, under the API's 64 KiB) that do not fit in the message
+    proposing the channel (at most 4096 items) were sent anyway: the peer's node took the
+    frame as a protocol violation and dropped the link, this node redialled and sent it
+    again, thousands of times a second until the open's timeout (up to an hour), each a
+    warning in the peer's log. Refused before anything is sent: 400 with the reason."""
+    body = {"peer": nodes.bob.address, "peer_id": nodes.bob.node_id, "deposit": 10}
+    before = nodes.bob.log.read_text().count("peer broke the protocol")
+    code, answer = nodes.a.request(
+        "POST", "/v1/channels", {**body, "options": {"a": [0] * 5000}, "timeout": 3}
+    )
+    assert code == 400, answer
+    assert "options" in answer["error"]
+    assert nodes.bob.log.read_text().count("peer broke the protocol") == before

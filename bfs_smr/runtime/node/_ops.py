@@ -22,7 +22,7 @@ from typing import Any
 from bfs_smr._channel import Phase
 from bfs_smr._codec import check_plain, decode
 from bfs_smr._crypto import Signer
-from bfs_smr._errors import BfsSmrError, L1Error, LocalError
+from bfs_smr._errors import BfsSmrError, CodecError, L1Error, LocalError
 from bfs_smr._l1 import L1ChannelInfo, L1ChannelStatus
 from bfs_smr._update import ChannelParams, SignedUpdate
 from bfs_smr.plugins import L1Connection, load_app
@@ -30,6 +30,7 @@ from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.node._channels import ChannelLoader, NodeChannel, check_app, wait
 from bfs_smr.runtime.node._effects import EffectExecutor
 from bfs_smr.runtime.node._links import PeerLinks
+from bfs_smr.runtime.node._nodemsg import open_frame, parse_node_message
 from bfs_smr.runtime.node._tasks import L1Thread
 from bfs_smr.runtime.node._towers import TowerClient
 from bfs_smr.runtime.node._watcher import L1Watcher
@@ -171,6 +172,14 @@ class ControlOps:
         # tower can read this node's entries only then (docs/watchtower.md).
         params = replace(params, watch=self.load.watch_commitment(peer, params))
         check_app(params, app, self.l1, self.signer)
+        try:
+            # As the peer reads the proposal: one it cannot read breaks the link, and the
+            # proposal would go again at each redial until the timeout.
+            parse_node_message(open_frame(params.to_value())[1:])
+        except CodecError as exc:
+            raise LocalError(
+                f"the options do not fit in a channel proposal: {exc.reason}"
+            ) from None
         cid = params.channel_id
         refused = await self.links.ask_open(peer, link, params, timeout)
         if refused is not None:
