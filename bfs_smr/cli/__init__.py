@@ -367,7 +367,10 @@ def _gas(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split()) or "failed"
+    """``text`` on one line, its control and format characters escaped: an error's text
+    may hold a peer's words (a refusal's reason), which must not drive the terminal."""
+    words = " ".join(text.split()) or "failed"
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in words)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,13 +22,15 @@ from typing import Any
 from bfs_smr._channel import Phase
 from bfs_smr._codec import check_plain, decode
 from bfs_smr._crypto import Signer
-from bfs_smr._errors import BfsSmrError, L1Error, LocalError
+from bfs_smr._errors import BfsSmrError, CodecError, L1Error, LocalError
 from bfs_smr._l1 import L1ChannelInfo, L1ChannelStatus
 from bfs_smr._update import ChannelParams, SignedUpdate
 from bfs_smr.plugins import L1Connection, load_app
+from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.node._channels import ChannelLoader, NodeChannel, check_app, wait
 from bfs_smr.runtime.node._effects import EffectExecutor
 from bfs_smr.runtime.node._links import PeerLinks
+from bfs_smr.runtime.node._nodemsg import open_frame, parse_node_message
 from bfs_smr.runtime.node._tasks import L1Thread
 from bfs_smr.runtime.node._towers import TowerClient
 from bfs_smr.runtime.node._watcher import L1Watcher
@@ -38,6 +41,8 @@ __all__ = ["MAX_BATCH", "ControlOps", "Handler"]
 
 #: Most copies one ``channel pay --count`` / ``send --count`` puts in one update.
 MAX_BATCH = 10_000
+
+_log = get_logger("bfs_smr.node")
 
 #: One control operation: the request's arguments → the result.
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -82,6 +87,7 @@ class ControlOps:
     ) -> None:
         self.node_id = node_id
         self.listen = listen
+        self._bad_views: dict[bytes, int] = {}  # channel -> the seq its view failed at
         self.l1_spec = l1_spec
         self.l1 = l1
         self.thread = thread
@@ -166,6 +172,14 @@ class ControlOps:
         # tower can read this node's entries only then (docs/watchtower.md).
         params = replace(params, watch=self.load.watch_commitment(peer, params))
         check_app(params, app, self.l1, self.signer)
+        try:
+            # As the peer reads the proposal: one it cannot read breaks the link, and the
+            # proposal would go again at each redial until the timeout.
+            parse_node_message(open_frame(params.to_value())[1:])
+        except CodecError as exc:
+            raise LocalError(
+                f"the options do not fit in a channel proposal: {exc.reason}"
+            ) from None
         cid = params.channel_id
         refused = await self.links.ask_open(peer, link, params, timeout)
         if refused is not None:
@@ -378,7 +392,7 @@ class ControlOps:
             if chan.committed is None
             else self._by_node(c, chan.committed.update.outcome),
             "state": None if state is None else _jsonable(decode(chan.app.encode_state(state))),
-            "view": None if state is None else chan.app.present(state, chan.index),
+            "view": None if state is None else self._view(c, state),
             "to_move": None
             if to_move is None
             else (self.node_id if to_move == chan.index else c.peer).hex(),
@@ -393,6 +407,29 @@ class ControlOps:
                 else {}
             ),
         }
+
+    def _view(self, c: NodeChannel, state: Any) -> dict[str, Any] | None:
+        """The app's view of ``state`` for this node, or None if its :meth:`present`
+        fails or gives what JSON cannot hold: the peer can steer a channel to any state the
+        app reaches, and one app's bug must not break ``list`` of every channel, the API
+        or the event stream (logged once per channel and seq)."""
+        try:
+            view = c.chan.app.present(state, c.chan.index)
+            json.dumps(view, allow_nan=False)
+        except Exception as exc:  # noqa: BLE001 - the app's bug, not the node's
+            if self._bad_views.get(c.cid) != c.chan.seq:
+                self._bad_views[c.cid] = c.chan.seq
+                _log.warning(
+                    "the app's present() failed: no view",
+                    channel=c.cid.hex(),
+                    app=c.chan.params.app,
+                    seq=c.chan.seq,
+                    reason=f"{type(exc).__name__}: {str(exc)[:200]}",
+                )
+            return None
+        if type(view) is not dict:
+            return None
+        return view
 
     def _outcome_now(self, c: NodeChannel, forced: SignedUpdate | None) -> dict[str, int] | None:
         """What the channel pays if it closes now, by node id (None: nothing signed)."""

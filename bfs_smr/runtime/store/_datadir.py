@@ -234,9 +234,16 @@ class DataDir:
             except OSError as exc:
                 raise LocalError(f"cannot write {self.token_file}: {exc.strerror}") from None
         try:
+            mode = self.token_file.stat().st_mode
             text = self.token_file.read_text().strip()
         except OSError as exc:
             raise LocalError(f"cannot read {self.token_file}: {exc.strerror}") from None
+        if mode & 0o077:
+            # Whoever reads it drives the API (opens, pays, closes): the owner's alone.
+            raise LocalError(
+                f"{self.token_file} may be read by others (mode {mode & 0o777:o}): "
+                f"chmod 600 {self.token_file}"
+            )
         if _hex32(text) is None:
             raise LocalError(f"{self.token_file} is damaged (not 64 hex digits)")
         return text

@@ -39,6 +39,22 @@
     return line.trim().slice(0, 500);
   }
 
+  // An amount typed in a form, as a JavaScript number only if it is exactly that number:
+  // past 2**53 (wei on an EVM chain) a number drops digits, and the page would pay or
+  // deposit an amount other than the one typed. Larger ones: the API or the command line.
+  function wholeAmount(text, what) {
+    const trimmed = String(text).trim();
+    if (!/^[0-9]+$/.test(trimmed)) throw new Error(`${what} must be a whole number`);
+    const value = Number(trimmed);
+    if (!Number.isSafeInteger(value)) {
+      throw new Error(
+        `${what} over 2**53 - 1 (${Number.MAX_SAFE_INTEGER}) cannot be sent exactly from ` +
+          "this page: use the API or the command line",
+      );
+    }
+    return value;
+  }
+
   function showError(message, where = byTestId("error")) {
     where.textContent = message ? oneLine(message) : "";
     where.hidden = !message;
@@ -323,7 +339,13 @@
     byTestId("pay-form", el).addEventListener("submit", (ev) => {
       ev.preventDefault();
       const input = byTestId("pay-amount", el);
-      const amount = Number(input.value);
+      let amount;
+      try {
+        amount = wholeAmount(input.value, "the amount");
+      } catch (exc) {
+        showError(exc.message, byTestId("channel-error", el));
+        return;
+      }
       act(entry, channelPath(id, "/pay"), { amount }, () => {
         input.value = "";
       });
@@ -557,14 +579,21 @@
       ev.preventDefault();
       const status = byTestId("open-status");
       const submit = byTestId("open-submit");
-      const body = {
-        peer: byTestId("open-peer").value.trim(),
-        peer_id: byTestId("open-peer-id").value.trim().toLowerCase(),
-        app: byTestId("open-app").value,
-        deposit: Number(byTestId("open-deposit").value),
-        peer_deposit: Number(byTestId("open-peer-deposit").value),
-        options: {},
-      };
+      let body;
+      try {
+        const peerDeposit = byTestId("open-peer-deposit").value.trim() || "0";
+        body = {
+          peer: byTestId("open-peer").value.trim(),
+          peer_id: byTestId("open-peer-id").value.trim().toLowerCase(),
+          app: byTestId("open-app").value,
+          deposit: wholeAmount(byTestId("open-deposit").value, "the deposit"),
+          peer_deposit: wholeAmount(peerDeposit, "the peer's deposit"),
+          options: {},
+        };
+      } catch (exc) {
+        showError(exc.message);
+        return;
+      }
       showError("");
       submit.disabled = true;
       status.textContent = "Opening: waiting for the peer and L1…";
