@@ -8,31 +8,17 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _walkthrough() -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("<!-- tower-walkthrough -->")
-    body = text.index("```sh\n", start) + len("```sh\n")
-    return text[body : text.index("```\n", body)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.test_readme_walkthroughs import free_port, readme_block
 
 
 def test_the_readme_tower_walkthrough_runs_as_written(tmp_path: Path) -> None:
-    script = _walkthrough().replace("/tmp/tw", str(tmp_path / "tw"))
+    script = readme_block("tower-walkthrough").replace("/tmp/tw", str(tmp_path / "tw"))
     for port in ("9800", "9801", "9802"):
-        script = script.replace(f"127.0.0.1:{port}", f"127.0.0.1:{_free_port()}")
+        script = script.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
     script = script.replace("--window 20", "--window 6")
     bin_dir = str(Path(sys.executable).parent)  # where this environment's bfs-smr is
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}

@@ -17,14 +17,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _block(marker: str) -> str:
+def readme_block(marker: str) -> str:
+    """The shell block of README.md that follows ``<!-- marker -->``, as written."""
     text = (ROOT / "README.md").read_text()
     start = text.index(f"<!-- {marker} -->")
     body = text.index("```sh\n", start) + len("```sh\n")
     return text[body : text.index("```\n", body)]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -32,14 +33,14 @@ def _free_port() -> int:
 
 def test_the_readme_two_node_tictactoe_and_http_walkthroughs_run_as_written(tmp_path: Path) -> None:
     script = (
-        _block("two-node-walkthrough")
-        + _block("tictactoe-walkthrough")
-        + _block("http-walkthrough")
+        readme_block("two-node-walkthrough")
+        + readme_block("tictactoe-walkthrough")
+        + readme_block("http-walkthrough")
         + "kill $ALICE_NODE $BOB_NODE\n"  # (the README leaves them up for the web page)
     )
     script = script.replace("/tmp/two", str(tmp_path / "two"))
     for port in ("9701", "9702", "8701", "8702"):
-        script = script.replace(f"127.0.0.1:{port}", f"127.0.0.1:{_free_port()}")
+        script = script.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
     bin_dir = str(Path(sys.executable).parent)  # where this environment's bfs-smr is
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "COLUMNS": "80"}
     for name in ("BFS_SMR_DATA_DIR", "BFS_SMR_L1"):
