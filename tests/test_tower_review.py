@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,39 @@ def test_a_cheat_cannot_silence_the_tower_with_a_poisoned_entry(tmp_path: Path) 
     asyncio.run(run())
 
 
+@contextlib.asynccontextmanager
+async def _hostile_tower(
+    greet: Callable[[transport.Link], None],
+) -> AsyncIterator[tuple[TowerClient, list[transport.Link]]]:
+    """A tower that answers each node's link with ``greet(link)`` and reads nothing, and a
+    node's TowerClient connected to it; yields the client and the tower's links."""
+    tower_key = Signer(Ed25519(), os.urandom(32))
+    links: list[transport.Link] = []
+
+    def on_link(link: transport.Link) -> None:
+        links.append(link)
+        link.set_receiver(lambda _l, _f: None)
+        greet(link)
+
+    server = await transport.serve("127.0.0.1", 0, tower_key, on_link)
+    port = server.sockets[0].getsockname()[1]
+    client = TowerClient(
+        tower_key.public_key,
+        f"127.0.0.1:{port}",
+        Signer(Ed25519(), os.urandom(32)),
+        {},
+        secret_of=lambda _c: None,
+    )
+    task = asyncio.create_task(client.run())
+    try:
+        yield client, links
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        server.close()
+
+
 def test_a_tower_that_floods_its_node_with_unasked_frames_is_dropped(tmp_path: Path) -> None:
     """A hostile tower answers the welcome with thousands of frames nobody asked for. The
     node's link task queued every one (memory without bound, on the event loop its payments
@@ -126,37 +160,17 @@ def test_a_tower_that_floods_its_node_with_unasked_frames_is_dropped(tmp_path: P
     first frame it did not ask for."""
     flood = 3_000
 
+    def greet(link: transport.Link) -> None:
+        link.send(Welcome(VERSION, SLOT_SIZE).encode())
+        link.send_many(Ack(os.urandom(32), 1).encode() for _ in range(flood))
+
     async def run() -> None:
-        tower_key = Signer(Ed25519(), os.urandom(32))
-        links: list[transport.Link] = []
-
-        def on_link(link: transport.Link) -> None:
-            links.append(link)
-            link.set_receiver(lambda _l, _f: None)
-            link.send(Welcome(VERSION, SLOT_SIZE).encode())
-            link.send_many(Ack(os.urandom(32), 1).encode() for _ in range(flood))
-
-        server = await transport.serve("127.0.0.1", 0, tower_key, on_link)
-        port = server.sockets[0].getsockname()[1]
-        client = TowerClient(
-            tower_key.public_key,
-            f"127.0.0.1:{port}",
-            Signer(Ed25519(), os.urandom(32)),
-            {},
-            secret_of=lambda _c: None,
-        )
-        task = asyncio.create_task(client.run())
-        try:
+        async with _hostile_tower(greet) as (client, links):
             await _until(
                 lambda: bool(links) and (links[0].closed.done() or client._replies.qsize() >= flood)
             )
             assert links[0].closed.done(), f"the node queued {client._replies.qsize()} frames"
             assert client._replies.qsize() == 0
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            server.close()
 
     asyncio.run(run())
 
@@ -252,32 +266,12 @@ def test_a_tower_whose_slot_fits_no_update_is_dropped(tmp_path: Path) -> None:
     channel. A slot outside what a tower may have is a malformed welcome."""
 
     async def run() -> None:
-        tower_key = Signer(Ed25519(), os.urandom(32))
-        links: list[transport.Link] = []
-
-        def on_link(link: transport.Link) -> None:
-            links.append(link)
-            link.set_receiver(lambda _l, _f: None)
-            link.send(encode(["welcome", VERSION, 1]))
-
-        server = await transport.serve("127.0.0.1", 0, tower_key, on_link)
-        port = server.sockets[0].getsockname()[1]
-        client = TowerClient(
-            tower_key.public_key,
-            f"127.0.0.1:{port}",
-            Signer(Ed25519(), os.urandom(32)),
-            {},
-            secret_of=lambda _c: None,
-        )
-        task = asyncio.create_task(client.run())
-        try:
+        async with _hostile_tower(lambda link: link.send(encode(["welcome", VERSION, 1]))) as (
+            client,
+            links,
+        ):
             await _until(lambda: bool(links) and (links[0].closed.done() or client.connected))
             assert not client.connected
             assert links[0].closed.done()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            server.close()
 
     asyncio.run(run())
