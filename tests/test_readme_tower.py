@@ -6,13 +6,10 @@ changed, so that runs in parallel do not collide and the test stays short.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.test_readme_walkthroughs import free_port, readme_block
+from tests.test_readme_walkthroughs import free_port, readme_block, run_as_pasted
 
 
 def test_the_readme_tower_walkthrough_runs_as_written(tmp_path: Path) -> None:
@@ -20,19 +17,8 @@ def test_the_readme_tower_walkthrough_runs_as_written(tmp_path: Path) -> None:
     for port in ("9800", "9801", "9802"):
         script = script.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
     script = script.replace("--window 20", "--window 6")
-    bin_dir = str(Path(sys.executable).parent)  # where this environment's bfs-smr is
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    done = subprocess.run(
-        ["bash", "-c", "set -e\n" + script],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    out = run_as_pasted(script, tmp_path)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
     assert re.search(r'"balance": 300\b', lines[-1]), lines[-1]
     log = (tmp_path / "tw" / "tower.log").read_text()
     assert "stale close refuted" in log

@@ -31,17 +31,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_the_readme_two_node_tictactoe_and_http_walkthroughs_run_as_written(tmp_path: Path) -> None:
-    script = (
-        readme_block("two-node-walkthrough")
-        + readme_block("tictactoe-walkthrough")
-        + readme_block("http-walkthrough")
-        + "kill $ALICE_NODE $BOB_NODE\n"  # (the README leaves them up for the web page)
-    )
-    script = script.replace("/tmp/two", str(tmp_path / "two"))
-    for port in ("9701", "9702", "8701", "8702"):
-        script = script.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
-    bin_dir = str(Path(sys.executable).parent)  # where this environment's bfs-smr is
+def run_as_pasted(script: str, cwd: Path) -> str:
+    """Run ``script`` in one bash shell, as a user pasting it would (with ``set -e``, in an
+    80-column terminal, with this environment's bfs-smr first on the PATH and none of the
+    BFS_SMR_* defaults of the shell running the tests); its stdout, once it succeeded."""
+    bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "COLUMNS": "80"}
     for name in ("BFS_SMR_DATA_DIR", "BFS_SMR_L1"):
         env.pop(name, None)
@@ -52,10 +46,23 @@ def test_the_readme_two_node_tictactoe_and_http_walkthroughs_run_as_written(tmp_
         text=True,
         timeout=240,
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
     )
-    out = done.stdout
-    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_readme_two_node_tictactoe_and_http_walkthroughs_run_as_written(tmp_path: Path) -> None:
+    script = (
+        readme_block("two-node-walkthrough")
+        + readme_block("tictactoe-walkthrough")
+        + readme_block("http-walkthrough")
+        + "kill $ALICE_NODE $BOB_NODE\n"  # (the README leaves them up for the web page)
+    )
+    script = script.replace("/tmp/two", str(tmp_path / "two"))
+    for port in ("9701", "9702", "8701", "8702"):
+        script = script.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+    out = run_as_pasted(script, tmp_path)
     with_ids = [  # what bfs-smr prints for people (the HTTP walkthrough's curl prints JSON)
         line
         for line in out.splitlines()
