@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bfs_smr._app import plain_json
 from bfs_smr._channel import Phase
 from bfs_smr._codec import check_plain, decode
 from bfs_smr._crypto import Signer
@@ -391,7 +392,7 @@ class ControlOps:
             "committed_outcome": None
             if chan.committed is None
             else self._by_node(c, chan.committed.update.outcome),
-            "state": None if state is None else _jsonable(decode(chan.app.encode_state(state))),
+            "state": None if state is None else plain_json(decode(chan.app.encode_state(state))),
             "view": None if state is None else self._view(c, state),
             "to_move": None
             if to_move is None
@@ -465,16 +466,6 @@ def _number(value: Any, what: str) -> float:
     if type(value) not in (int, float) or value <= 0:
         raise LocalError(f"{what} must be a positive number")
     return float(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if type(value) is bytes:
-        return value.hex()
-    if type(value) in (list, tuple):
-        return [_jsonable(v) for v in value]
-    if type(value) is dict:
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
 
 
 def _rss() -> int:
