@@ -6,15 +6,15 @@ One :class:`Channel` per party. Inputs are method calls (``start``, ``issue``, `
 
 **Sequencing (docs/design.md §4, I6).** Participant 0, the opener, is the channel's
 sequencer: it alone proposes updates, chaining each on its previous proposal, with up to
-``max_in_flight`` awaiting the follower's counter-signature. The follower sends its
-commands as requests; the sequencer orders them with its own. So there is exactly one
-candidate update per sequence number, and each party signs each sequence number at most
-once (I1): the sequencer when it proposes, the follower when it counter-signs.
+``max_in_flight`` awaiting the follower's signature. The follower sends its commands as
+requests; the sequencer orders them with its own. So there is exactly one candidate update
+per sequence number, and each party signs each sequence number at most once (I1): the
+follower first, when it accepts a proposal, and the sequencer when that ACCEPT comes.
 
-**Validation (I2).** The follower counter-signs only an update that extends its newest
-doubly-signed update, is signed by the sequencer, contains only commands it requested (in
-its order) besides the sequencer's own, and whose state hash and outcome it reproduces by
-re-executing the commands. A violation raises :class:`RemoteViolation` and changes nothing.
+**Validation (I2).** The follower signs only an update that extends the newest update it
+signed, contains only commands it requested (in its order) besides the sequencer's own,
+and whose state hash and outcome it reproduces by re-executing the commands. A violation
+raises :class:`RemoteViolation` and changes nothing.
 
 **One table.** Every legal ``(role, phase, input)`` is in :data:`TRANSITIONS`, with the
 function that handles it and the phases it may lead to; anything else is refused (a
@@ -38,12 +38,14 @@ from ._limits import ChannelLimits
 from ._messages import (
     Accept,
     CloseRequest,
+    Commit,
     Denied,
     Effect,
     Entries,
     Hello,
     Propose,
     Request,
+    Signed,
     parse_message,
 )
 from ._state import (
@@ -90,6 +92,13 @@ _Row = tuple[Role, Phase, Input, Handler, tuple[Phase, ...]]
 _ROWS: list[_Row] = [
     (_S, _OPENING, Input.START, _sequencer.start, ()),
     (_S, _OPENING, Input.RECV_ACCEPT, _sequencer.on_accept, (_OPEN,)),
+    # After a crash the sequencer completes, from the follower's SIGNED, the updates it
+    # proposed before it (recognised by its tag).
+    (_S, _OPENING, Input.RECV_SIGNED, _sequencer.on_signed, (_OPENING, _OPEN)),
+    (_S, _OPEN, Input.RECV_SIGNED, _sequencer.on_signed, (_OPEN, _CLOSING, _CLOSED)),
+    (_S, _CLOSING, Input.RECV_SIGNED, _sequencer.on_signed, (_CLOSING, _CLOSED)),
+    (_S, _CLOSED, Input.RECV_SIGNED, _sequencer.on_signed, ()),
+    (_S, _DISPUTE, Input.RECV_SIGNED, _sequencer.on_signed, (_DISPUTE, _CLOSED)),
     (_S, _OPEN, Input.ISSUE, _sequencer.issue, ()),
     (_S, _OPEN, Input.ISSUE_BATCH, _sequencer.issue_batch, ()),
     (_S, _OPEN, Input.CLOSE, _sequencer.close, (_CLOSING,)),
@@ -102,9 +111,9 @@ _ROWS: list[_Row] = [
     (_S, _CLOSING, Input.RECV_ACCEPT, _sequencer.on_accept, (_CLOSING, _CLOSED)),
     (_S, _CLOSING, Input.RECV_REQUEST, _sequencer.on_request, ()),
     (_S, _CLOSING, Input.RECV_CLOSE_REQUEST, _sequencer.on_close_request, ()),
-    # A counter-signature that arrives after a force move still completes that update:
-    # a doubly-signed update can refute on L1. Nothing new is proposed in DISPUTE, but a
-    # final update proposed before the force move may still be counter-signed.
+    # A signature that arrives after a force move still completes that update if it is
+    # the one this party forced (it signed it already): a doubly-signed update can refute
+    # on L1. Its other proposals were dropped unsigned; answers to them are ignored.
     (_S, _DISPUTE, Input.RECV_ACCEPT, _sequencer.on_accept, (_DISPUTE, _CLOSED)),
     # On L1, the other party forced a move: adopt it, then answer with a force move.
     (_S, _OPEN, Input.ADOPT_FORCED, _dispute.adopt_forced_move, (_DISPUTE,)),
@@ -116,16 +125,23 @@ _ROWS: list[_Row] = [
     (_F, _DISPUTE, Input.ADOPT_FORCED, _dispute.adopt_forced_move, ()),
     (_F, _DISPUTE, Input.FORCE_MOVE, _dispute.force_move, ()),
     (_F, _OPENING, Input.START, _noop, ()),
-    (_F, _OPENING, Input.RECV_PROPOSE, _follower.on_propose, (_OPEN,)),
+    (_F, _OPENING, Input.RECV_PROPOSE, _follower.on_propose, ()),
+    (_F, _OPENING, Input.RECV_COMMIT, _follower.on_commit, (_OPEN,)),
+    (_F, _OPEN, Input.RECV_COMMIT, _follower.on_commit, (_OPEN, _CLOSED)),
+    (_F, _CLOSING, Input.RECV_COMMIT, _follower.on_commit, (_CLOSING, _CLOSED)),
+    (_F, _CLOSED, Input.RECV_COMMIT, _follower.on_commit, ()),
+    # A COMMIT of an update signed before this party forced a move completes it (one
+    # signature per seq, I1): a doubly-signed update can refute on L1.
+    (_F, _DISPUTE, Input.RECV_COMMIT, _follower.on_commit, (_DISPUTE, _CLOSED)),
     (_F, _OPEN, Input.ISSUE, _follower.issue, ()),
     (_F, _OPEN, Input.ISSUE_BATCH, _follower.issue_batch, ()),
     (_F, _OPEN, Input.CLOSE, _follower.close, (_CLOSING,)),
     (_F, _OPEN, Input.FORCE_MOVE, _dispute.force_move, (_DISPUTE,)),
-    (_F, _OPEN, Input.RECV_PROPOSE, _follower.on_propose, (_OPEN, _CLOSED)),
+    (_F, _OPEN, Input.RECV_PROPOSE, _follower.on_propose, ()),
     (_F, _OPEN, Input.RECV_DENIED, _follower.on_denied, ()),
     (_F, _CLOSING, Input.CLOSE, _noop, ()),
     (_F, _CLOSING, Input.FORCE_MOVE, _dispute.force_move, (_DISPUTE,)),
-    (_F, _CLOSING, Input.RECV_PROPOSE, _follower.on_propose, (_CLOSING, _CLOSED)),
+    (_F, _CLOSING, Input.RECV_PROPOSE, _follower.on_propose, ()),
     (_F, _CLOSING, Input.RECV_DENIED, _follower.on_denied, (_OPEN, _CLOSING)),
     (_F, _CLOSED, Input.RECV_PROPOSE, _follower.on_propose, ()),
     (_F, _CLOSED, Input.RECV_DENIED, _follower.on_denied, ()),
@@ -186,6 +202,8 @@ _RECEIVE_INPUT: dict[type, Input] = {
     Entries: Input.RECV_ENTRIES,
     Propose: Input.RECV_PROPOSE,
     Accept: Input.RECV_ACCEPT,
+    Commit: Input.RECV_COMMIT,
+    Signed: Input.RECV_SIGNED,
     Request: Input.RECV_REQUEST,
     CloseRequest: Input.RECV_CLOSE_REQUEST,
     Denied: Input.RECV_DENIED,
@@ -287,13 +305,18 @@ class Channel:
     def pending(self) -> int:
         """Commands issued here or requested of here that are not yet committed."""
         st = self._st
-        return (
-            st.queued + sum(len(s.update.commands) for s, _, _ in st.in_flight) + len(st.requests)
+        if st.role is Role.SEQUENCER:
+            return st.queued + sum(len(s.update.commands) for s, *_ in st.in_flight)
+        index = st.index
+        return len(st.requests) + sum(
+            1 for s, *_ in st.in_flight for e in s.update.commands if e.actor == index
         )
 
     def in_flight(self) -> list[SignedUpdate]:
-        """The sequencer's proposals still lacking the follower's signature, oldest first."""
-        return [signed for signed, _, _ in self._st.in_flight]
+        """The updates past :attr:`committed`, oldest first: at the sequencer its
+        proposals awaiting the follower's signature (not signed by it), at the follower
+        the ones it signed awaiting the sequencer's (COMMIT)."""
+        return [signed for signed, *_ in self._st.in_flight]
 
     def effects(self) -> list[Effect]:
         """Drain the effects produced so far, to be carried out in order."""
@@ -355,9 +378,10 @@ class Channel:
     def force_move(self, command: Any = None) -> SignedUpdate:
         """Sign the next update on top of :attr:`committed` alone, for a force move on L1.
 
-        If this party already signed an update at that sequence number (the sequencer's
-        oldest in-flight proposal), that same update is returned: never a second one
-        (I1). Otherwise ``command`` is applied as this party's move. Afterwards the
+        If this party already signed an update at that sequence number (the follower's
+        oldest update awaiting COMMIT), that same update is returned: never a second one
+        (I1); a sequencer whose oldest proposal is a move of its own signs and returns
+        that one. Otherwise ``command`` is applied as this party's move. Afterwards the
         channel is in :attr:`Phase.DISPUTE` and takes no more off-chain updates. Once the
         other party forced a move (see :meth:`adopt_forced_move`), the next force move
         builds on that one.
@@ -436,7 +460,7 @@ class Channel:
         *,
         committed: SignedUpdate | None,
         state: Any,
-        proposals: list[tuple[SignedUpdate, Any]] | None = None,
+        proposals: list[tuple[SignedUpdate, Any] | tuple[SignedUpdate, Any, bytes]] | None = None,
         requests: list[tuple[int, Any, bool]] | None = None,
         next_ref: int = 1,
         last_peer_ref: int = 0,
@@ -449,7 +473,9 @@ class Channel:
                 restoring from the peer's log).
             state: its state.
             proposals: updates this party signed that lack the peer's signature, oldest
-                first (the sequencer's in-flight proposals, or a force move).
+                first, as ``(update, state)`` or ``(update, state, tag)``: the
+                follower's updates awaiting COMMIT with the sequencer's tag, or a force
+                move (no tag).
             requests: the follower's pending requests as ``(ref, command, is_close)``.
             next_ref, last_peer_ref: the counters persisted with the channel.
 

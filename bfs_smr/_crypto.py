@@ -9,6 +9,8 @@ update, in the format the L1 will check. A scheme is a small stateless object; a
 from __future__ import annotations
 
 import abc
+import hashlib
+import hmac
 from typing import ClassVar
 
 import nacl.bindings
@@ -84,13 +86,18 @@ class Signer:
         secret: the private key (for Ed25519, a 32-byte seed).
     """
 
-    __slots__ = ("_expanded", "_secret", "public_key", "scheme")
+    __slots__ = ("_expanded", "_secret", "_tag_key", "public_key", "scheme")
 
     def __init__(self, scheme: SignatureScheme, secret: bytes) -> None:
         self.scheme = scheme
         self._secret = bytes(secret)
         self.public_key = scheme.public_key(self._secret)
         self._expanded: bytes | None = None
+        # A key only this party holds, for tags on what it proposes (see tag()); derived,
+        # so nothing more is stored and a restarted party has the same one.
+        self._tag_key = hashlib.blake2b(
+            self._secret, digest_size=32, person=b"bfs-smr/tag/v1"
+        ).digest()
         if isinstance(scheme, Ed25519):
             _, self._expanded = nacl.bindings.crypto_sign_seed_keypair(self._secret)
 
@@ -99,6 +106,17 @@ class Signer:
         if self._expanded is not None:
             return bytes(nacl.bindings.crypto_sign(digest, self._expanded)[:64])
         return self.scheme.sign(self._secret, digest)
+
+    def tag(self, digest: bytes) -> bytes:
+        """A 32-byte tag on ``digest`` that only this key could have made: keyed BLAKE2b
+        under a key derived from the secret. Not a signature (it convinces nobody else);
+        the sequencer puts one on each proposal so that after a crash it can recognise
+        the proposals it made (docs/protocol.md, "Resynchronisation")."""
+        return hashlib.blake2b(digest, digest_size=32, key=self._tag_key).digest()
+
+    def check_tag(self, digest: bytes, tag: bytes) -> bool:
+        """Whether ``tag`` is this key's :meth:`tag` on ``digest`` (in constant time)."""
+        return hmac.compare_digest(self.tag(digest), tag)
 
     def key_agreement(self, peer_public_key: bytes) -> bytes:
         """A 32-byte secret this Ed25519 key shares with the holder of ``peer_public_key``:

@@ -2,9 +2,10 @@
 
 Once a party signs a force move the channel is in :attr:`Phase.DISPUTE` and takes no
 more off-chain updates; each later move, its own or the peer's, builds on the newest
-one (the dispute's base). Never two signatures at one sequence number (I1): a sequencer
-whose oldest proposal is still in flight forces that same update. Each handler takes the
-party's :class:`~bfs_smr._state.ChannelState`.
+one (the dispute's base). Never two signatures at one sequence number (I1): a follower
+that signed an update awaiting COMMIT forces that same update, and a sequencer forces its
+oldest proposal if that is a move of its own, else drops its proposals (unsigned) first.
+Each handler takes the party's :class:`~bfs_smr._state.ChannelState`.
 """
 
 from __future__ import annotations
@@ -45,17 +46,27 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
     base, base_state = force_base(st)
     seq = base.seq + 1
     if st.dispute_base is None and st.in_flight:
-        # The sequencer already signed an update at seq: that one, never a second (I1).
-        signed, state, _ = st.in_flight[0]
-        if not _own_single_move(st, signed.update):
+        signed, state, digest, tag = st.in_flight[0]
+        mine = signed.signatures[st.index]
+        if _own_single_move(st, signed.update):
+            # An update at seq is already out: that one, never a second (I1). The
+            # sequencer's proposals are unsigned until now; the follower's are signed.
+            if mine is None:
+                mine = st.signer.sign(digest)
+                sigs = (mine, None) if st.index == 0 else (None, mine)
+                signed = SignedUpdate(signed.update, sigs)
+                st.out.append(PersistUpdate(update=signed, state=state, committed=False))
+            _drop_unsigned(st, keep=(signed, state, digest, tag))
+            st.dispute_base = (signed, state)
+            st.own_forced = (signed, base_state, base)
+            set_phase(st, Phase.DISPUTE)
+            return signed
+        if mine is not None:
             raise LocalError(
                 f"this party already signed seq {seq}, and not as a single move of its "
                 "own; it cannot force a move there (I1)"
             )
-        st.dispute_base = (signed, state)
-        st.own_forced = (signed, base_state, base)
-        set_phase(st, Phase.DISPUTE)
-        return signed
+        _drop_unsigned(st)
     own = st.own_forced
     if command is None and own is not None and own[0] is base:
         return base  # signed already: posted again (the first post may have failed)
@@ -97,6 +108,8 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
 
 def adopt_forced_move(st: ChannelState, signed: SignedUpdate) -> None:
     u = signed.update
+    if st.dispute_base is None:
+        _drop_unsigned(st)
     if _answers_own_proposal(st, u):
         # The peer's move builds on this party's oldest proposal, a move of its own that
         # reached L1 as a forced move: posted by this party before a restart (its store
@@ -129,8 +142,29 @@ def adopt_forced_move(st: ChannelState, signed: SignedUpdate) -> None:
 def _answers_own_proposal(st: ChannelState, u: Update) -> bool:
     if st.dispute_base is not None or not st.in_flight:
         return False
-    own = st.in_flight[0][0].update
+    signed = st.in_flight[0][0]
+    if signed.signatures[st.index] is None:
+        return False  # not signed by this party: nobody can have posted it
+    own = signed.update
     return u.seq == own.seq + 1 and u.prev_hash == own.entry_hash() and _own_single_move(st, own)
+
+
+def _drop_unsigned(
+    st: ChannelState, keep: tuple[SignedUpdate, Any, bytes, bytes] | None = None
+) -> None:
+    """Off-chain updates are over: forget the sequencer's proposals it has not signed (it
+    never will now, I1), keeping ``keep``; the chain tip goes back to what it signed."""
+    if keep is None and any(s.signatures[st.index] is not None for s, *_ in st.in_flight):
+        return  # the follower's: each signed here, kept to answer a late COMMIT
+    st.in_flight.clear()
+    if keep is not None:
+        st.in_flight.append(keep)
+        tip = keep[0].update
+    elif st.committed is not None:
+        tip = st.committed.update
+    else:
+        return
+    st.head_seq, st.head_hash = tip.seq, tip.entry_hash()
 
 
 def _own_single_move(st: ChannelState, u: Update) -> bool:

@@ -1,9 +1,10 @@
 """The follower's handlers (participant 1; docs/design.md §4, I2 and I6).
 
-The follower sends its commands as requests and counter-signs the sequencer's proposals,
-but only one that extends its newest doubly-signed update, is signed by the sequencer,
-contains only commands it requested (in its order) besides the sequencer's own, and
-whose state hash and outcome it reproduces by re-executing the commands. A violation
+The follower sends its commands as requests and signs the sequencer's proposals first
+(they come unsigned), but only one that extends the newest update it signed, contains only
+commands it requested (in its order) besides the sequencer's own, and whose state hash
+and outcome it reproduces by re-executing the commands. An update is doubly signed, and
+its commands done, when the sequencer's COMMIT brings the sequencer's signature. A violation
 raises :class:`~bfs_smr.RemoteViolation` and changes nothing. Each handler takes the
 party's :class:`~bfs_smr._state.ChannelState`.
 """
@@ -15,12 +16,15 @@ from typing import Any
 from ._codec import encode
 from ._codec import hash_bytes as _hash
 from ._errors import CommandRejected, LocalError
+from ._limits import MAX_IN_FLIGHT
 from ._messages import (
     Accept,
     CloseRequest,
     CommandFailed,
+    Commit,
     Denied,
     PersistRequest,
+    PersistUpdate,
     Propose,
     Request,
 )
@@ -40,7 +44,7 @@ from ._state import (
 )
 from ._update import SignedUpdate, Update
 
-__all__ = ["close", "issue", "issue_batch", "on_denied", "on_propose"]
+__all__ = ["close", "issue", "issue_batch", "on_commit", "on_denied", "on_propose"]
 
 
 def issue(st: ChannelState, command: Any) -> int:
@@ -98,27 +102,37 @@ def on_denied(st: ChannelState, msg: Denied) -> None:
 
 
 def on_propose(st: ChannelState, msg: Propose) -> None:
-    """Check a proposal (I2) and counter-sign it, once per sequence number (I1)."""
+    """Check a proposal (I2) and sign it, once per sequence number (I1): persist the
+    signed update, then ACCEPT. It is doubly signed when the COMMIT comes."""
     u = msg.update
     committed = st.committed
     if committed is not None and u.seq <= committed.seq:
         # Compared as bytes: Python calls some different encodings equal (1 == True).
         if u.seq == committed.seq and u.body() == committed.update.body():
             # A retransmission of what this party already signed: same answer again.
-            sig = committed.signatures[st.index]
-            assert sig is not None
-            send(st, Accept(channel_id=st.channel_id, seq=u.seq, signature=sig))
+            _accept_again(st, committed)
             return
         if u.seq == committed.seq:
             raise violation(
                 st, f"asked to sign a second, different update at seq {u.seq}; refused (I1)"
             )
         raise violation(st, f"stale proposal for seq {u.seq}")
+    if u.seq <= st.head_seq:
+        # Signed already and awaiting COMMIT: only the very same update is answered.
+        for signed, _, _, _ in st.in_flight:
+            if signed.seq == u.seq:
+                if u.body() != signed.update.body():
+                    break
+                _accept_again(st, signed)
+                return
+        raise violation(
+            st, f"asked to sign a second, different update at seq {u.seq}; refused (I1)"
+        )
     if u.channel_id != st.channel_id:
         # The message's id routed it here, but the update's id is what gets signed:
         # signing another channel's update would let it be closed with (I5).
         raise violation(st, f"seq {u.seq} is an update of another channel")
-    if st.phase is Phase.CLOSED:
+    if st.phase is Phase.CLOSED or (st.in_flight and st.in_flight[-1][0].update.final):
         raise violation(st, "proposal after the final update")
     expected = st.head_seq + 1
     if u.seq != expected:
@@ -127,25 +141,52 @@ def on_propose(st: ChannelState, msg: Propose) -> None:
         raise violation(st, f"seq {u.seq} does not link to this party's newest update")
     if u.app_id != st.params.app_id:
         raise violation(st, f"seq {u.seq} names app {u.app_id!r}")
-    body = u.body()
-    digest = st.format.digest(u, body)
-    if not st.format.scheme.verify(st.peer_key, digest, msg.signature):
-        raise violation(st, f"invalid or missing proposer signature on seq {u.seq}")
+    if len(st.in_flight) >= MAX_IN_FLIGHT:
+        raise violation(
+            st, f"more than {MAX_IN_FLIGHT} updates signed here await the sequencer's signature"
+        )
     consumed, state = _re_execute(st, u)
     check_result(st, u, state, f"seq {u.seq}")
     # Everything checks out: sign (once for this seq), persist, then answer.
+    body = u.body()
+    digest = st.format.digest(u, body)
     sig = st.signer.sign(digest)
-    sigs = (msg.signature, sig) if st.index == 1 else (sig, msg.signature)
+    sigs = (None, sig) if st.index == 1 else (sig, None)
+    signed = SignedUpdate(u, sigs)
     requests = st.requests
     for _ in range(consumed):
         requests.popleft()
     st.head_seq = u.seq
     st.head_hash = _hash(body)
-    commit(st, SignedUpdate(u, sigs), state)
-    # The Accept carries this party's signature, so it goes after the PersistUpdate
-    # that commit queued (I1).
+    st.in_flight.append((signed, state, digest, msg.tag))
+    st.out.append(PersistUpdate(update=signed, state=state, committed=False, tag=msg.tag))
+    # The Accept carries this party's signature, so it goes after the PersistUpdate (I1).
     send(st, Accept(channel_id=st.channel_id, seq=u.seq, signature=sig))
-    if u.final:
+
+
+def _accept_again(st: ChannelState, signed: SignedUpdate) -> None:
+    sig = signed.signatures[st.index]
+    assert sig is not None
+    send(st, Accept(channel_id=st.channel_id, seq=signed.seq, signature=sig))
+
+
+def on_commit(st: ChannelState, msg: Commit) -> None:
+    """The sequencer's signature on the oldest update this party signed: it is doubly
+    signed now. Persist it, then report its commands (I3)."""
+    committed = st.committed
+    if committed is not None and msg.seq <= committed.seq:
+        return  # a repeat after a reconnect: already committed (from served entries)
+    if not st.in_flight or st.in_flight[0][0].seq != msg.seq:
+        raise violation(st, f"COMMIT of seq {msg.seq}, which this party has not signed")
+    signed, state, digest, _ = st.in_flight[0]
+    if not st.format.scheme.verify(st.peer_key, digest, msg.signature):
+        raise violation(st, f"invalid sequencer signature on seq {msg.seq}")
+    st.in_flight.popleft()
+    mine = signed.signatures[st.index]
+    both = (msg.signature, mine) if st.index == 1 else (mine, msg.signature)
+    commit(st, SignedUpdate(signed.update, both), state)
+    if signed.update.final:
+        requests = st.requests
         while requests:
             ref, _ = requests.popleft()
             st.out.append(CommandFailed(ref=ref, reason="channel closed"))
@@ -163,7 +204,8 @@ def _re_execute(st: ChannelState, u: Update) -> tuple[int, Any]:
     if u.final and u.commands:
         raise violation(st, f"final update {u.seq} carries commands")
     consumed = 0
-    state = st.committed_state
+    # On the newest update this party signed: proposals chain on each other.
+    state = st.in_flight[-1][1] if st.in_flight else st.committed_state
     requests, index = st.requests, st.index
     for entry in u.commands:
         if entry.actor == index:

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 from ._errors import LocalError
 
-__all__ = ["ChannelLimits"]
+__all__ = ["MAX_IN_FLIGHT", "ChannelLimits"]
+
+#: The largest pipelining window. A follower holds at most this many updates it signed
+#: and has not seen committed; a sequencer that leaves more uncommitted breaks the
+#: protocol (docs/protocol.md), so a hostile one cannot grow the follower's memory.
+MAX_IN_FLIGHT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,8 +22,8 @@ class ChannelLimits:
     ``--max-batch``; the queue has no flag) all start from these defaults.
 
     Attributes:
-        max_in_flight: the sequencer's bound on proposals awaiting counter-signature
-            (its pipelining window).
+        max_in_flight: the sequencer's bound on proposals awaiting the follower's
+            signature (its pipelining window), at most :data:`MAX_IN_FLIGHT`.
         max_batch: most commands the sequencer puts in one update on its own: commands
             that queue while the window is full go out together (a caller's own batch is
             never split below its size).
@@ -27,7 +32,7 @@ class ChannelLimits:
             requests ("busy"), so a flooding peer cannot grow its memory without bound.
 
     Raises:
-        LocalError: a limit below 1.
+        LocalError: a limit below 1, or a window over :data:`MAX_IN_FLIGHT`.
     """
 
     max_in_flight: int = 64
@@ -39,3 +44,5 @@ class ChannelLimits:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise LocalError(f"{name} must be an integer of at least 1, not {value!r}")
+        if self.max_in_flight > MAX_IN_FLIGHT:
+            raise LocalError(f"max_in_flight may be at most {MAX_IN_FLIGHT}")

@@ -21,6 +21,7 @@ __all__ = [
     "CloseRequest",
     "CommandCommitted",
     "CommandFailed",
+    "Commit",
     "Denied",
     "Effect",
     "Entries",
@@ -33,6 +34,7 @@ __all__ = [
     "Request",
     "SendMessage",
     "ServeLog",
+    "Signed",
     "encode_message",
     "encode_propose",
     "parse_message",
@@ -42,13 +44,15 @@ MAX_REASON = 200
 
 
 class MessageKind(enum.IntEnum):
-    PROPOSE = 1  # sequencer -> follower: a new update, signed by the sequencer
+    PROPOSE = 1  # sequencer -> follower: a new update, with the sequencer's tag (unsigned)
     ACCEPT = 2  # follower -> sequencer: the follower's signature on that update
     REQUEST = 3  # follower -> sequencer: please sequence this command of mine
     CLOSE_REQUEST = 4  # follower -> sequencer: please propose a final update
     DENIED = 5  # sequencer -> follower: your request `ref` was not sequenced
     HELLO = 6  # either way, on (re)connect: where this party's log ends
     ENTRIES = 7  # either way: doubly-signed entries the peer lacks
+    COMMIT = 8  # sequencer -> follower: the sequencer's signature on an accepted update
+    SIGNED = 9  # follower -> sequencer, on resync: an update it signed, awaiting COMMIT
 
 
 #: Most entries in one ENTRIES message (each is a few hundred bytes).
@@ -58,11 +62,18 @@ MAX_ENTRIES = 1024
 # -- messages (data only) -------------------------------------------------------------
 
 
+#: Bytes of the sequencer's tag on a proposal (:meth:`Signer.tag <bfs_smr.Signer.tag>`).
+TAG_SIZE = 32
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Propose:
+    """A new update. Nobody has signed it yet: the follower signs first. ``tag`` lets the
+    sequencer recognise it as its own after a crash (it keeps no copy)."""
+
     channel_id: bytes
     update: Update
-    signature: bytes
+    tag: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +81,28 @@ class Accept:
     channel_id: bytes
     seq: int
     signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Commit:
+    """The sequencer's signature on update ``seq``, which the follower has signed: the
+    update is now doubly signed."""
+
+    channel_id: bytes
+    seq: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signed:
+    """On resync: an update the follower signed (``signature``) and has not seen
+    committed, with the tag of the proposal it came in, for a sequencer that may have
+    lost it in a crash."""
+
+    channel_id: bytes
+    update: Update
+    signature: bytes
+    tag: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,11 +129,13 @@ class Denied:
 class Hello:
     """Sent on (re)connect. ``next_seq`` is one past this party's newest doubly-signed
     update (0 if it has none), ``head_hash`` that update's entry hash (the genesis hash if
-    none)."""
+    none), ``signed_next`` one past the newest update this party has signed (the
+    follower's may be ahead of ``next_seq``: updates it signed, awaiting COMMIT)."""
 
     channel_id: bytes
     next_seq: int
     head_hash: bytes
+    signed_next: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,7 +146,7 @@ class Entries:
     entries: tuple[SignedUpdate, ...]
 
 
-Message = Propose | Accept | Request | CloseRequest | Denied | Hello | Entries
+Message = Propose | Accept | Commit | Signed | Request | CloseRequest | Denied | Hello | Entries
 
 
 def encode_message(msg: Message) -> bytes:
@@ -121,10 +156,20 @@ def encode_message(msg: Message) -> bytes:
             MessageKind.PROPOSE,
             msg.channel_id,
             msg.update.to_value(),
-            msg.signature,
+            msg.tag,
         ]
     elif isinstance(msg, Accept):
         value = [MessageKind.ACCEPT, msg.channel_id, msg.seq, msg.signature]
+    elif isinstance(msg, Commit):
+        value = [MessageKind.COMMIT, msg.channel_id, msg.seq, msg.signature]
+    elif isinstance(msg, Signed):
+        value = [
+            MessageKind.SIGNED,
+            msg.channel_id,
+            msg.update.to_value(),
+            msg.signature,
+            msg.tag,
+        ]
     elif isinstance(msg, Request):
         value = [MessageKind.REQUEST, msg.channel_id, msg.ref, msg.command]
     elif isinstance(msg, CloseRequest):
@@ -132,7 +177,13 @@ def encode_message(msg: Message) -> bytes:
     elif isinstance(msg, Denied):
         value = [MessageKind.DENIED, msg.channel_id, msg.ref, msg.reason[:MAX_REASON]]
     elif isinstance(msg, Hello):
-        value = [MessageKind.HELLO, msg.channel_id, msg.next_seq, msg.head_hash]
+        value = [
+            MessageKind.HELLO,
+            msg.channel_id,
+            msg.next_seq,
+            msg.head_hash,
+            msg.signed_next,
+        ]
     else:
         value = [MessageKind.ENTRIES, msg.channel_id, [e.to_value() for e in msg.entries]]
     return encode([int(value[0]), *value[1:]])
@@ -141,7 +192,7 @@ def encode_message(msg: Message) -> bytes:
 _PROPOSE_PREFIX = b"\x84" + encode(int(MessageKind.PROPOSE))
 
 
-def encode_propose(channel_id: bytes, body: bytes, signature: bytes) -> bytes:
+def encode_propose(channel_id: bytes, body: bytes, tag: bytes) -> bytes:
     """``encode_message(Propose(...))`` from an update's already-encoded ``body``.
 
     A canonical CBOR array is its header followed by its items' canonical encodings, so
@@ -152,8 +203,8 @@ def encode_propose(channel_id: bytes, body: bytes, signature: bytes) -> bytes:
         + item_head(2, len(channel_id))
         + channel_id
         + body
-        + item_head(2, len(signature))
-        + signature
+        + item_head(2, len(tag))
+        + tag
     )
 
 
@@ -167,6 +218,19 @@ def _sig(value: Any) -> bytes:
     if type(value) is not bytes or not 0 < len(value) <= 256:
         raise CodecError("signature must be 1 to 256 bytes")
     return value
+
+
+def _tag(value: Any) -> bytes:
+    if type(value) is not bytes or len(value) != TAG_SIZE:
+        raise CodecError(f"tag must be {TAG_SIZE} bytes")
+    return value
+
+
+def _update(value: Any) -> Update:
+    try:
+        return Update.from_value(value)
+    except ValueError as exc:
+        raise CodecError(f"malformed update: {exc}") from None
 
 
 def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
@@ -183,13 +247,15 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
         raise CodecError("channel_id must be 32 bytes")
     n = len(value)
     if kind == MessageKind.PROPOSE and n == 4:
-        try:
-            update = Update.from_value(value[2])
-        except ValueError as exc:
-            raise CodecError(f"malformed update: {exc}") from None
-        return Propose(channel_id=cid, update=update, signature=_sig(value[3]))
+        return Propose(channel_id=cid, update=_update(value[2]), tag=_tag(value[3]))
     if kind == MessageKind.ACCEPT and n == 4:
         return Accept(channel_id=cid, seq=_int(value[2], "seq"), signature=_sig(value[3]))
+    if kind == MessageKind.COMMIT and n == 4:
+        return Commit(channel_id=cid, seq=_int(value[2], "seq"), signature=_sig(value[3]))
+    if kind == MessageKind.SIGNED and n == 5:
+        return Signed(
+            channel_id=cid, update=_update(value[2]), signature=_sig(value[3]), tag=_tag(value[4])
+        )
     if kind == MessageKind.REQUEST and n == 4:
         return Request(channel_id=cid, ref=_int(value[2], "ref"), command=value[3])
     if kind == MessageKind.CLOSE_REQUEST and n == 3:
@@ -199,11 +265,16 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Message:
         if type(reason) is not str or len(reason) > MAX_REASON:
             raise CodecError("reason must be a short string")
         return Denied(channel_id=cid, ref=_int(value[2], "ref"), reason=reason)
-    if kind == MessageKind.HELLO and n == 4:
+    if kind == MessageKind.HELLO and n == 5:
         head = value[3]
         if type(head) is not bytes or len(head) != HASH_SIZE:
             raise CodecError("head_hash must be 32 bytes")
-        return Hello(channel_id=cid, next_seq=_int(value[2], "next_seq"), head_hash=head)
+        return Hello(
+            channel_id=cid,
+            next_seq=_int(value[2], "next_seq"),
+            head_hash=head,
+            signed_next=_int(value[4], "signed_next"),
+        )
     if kind == MessageKind.ENTRIES and n == 3:
         items = value[2]
         if type(items) is not list or not 0 < len(items) <= MAX_ENTRIES:
@@ -232,12 +303,15 @@ class PersistUpdate:
 
     ``committed`` is ``False`` for an update this party signed that still lacks the
     peer's signature (I1, docs/design.md §4: the fact of signing is durable before the signature
-    leaves), ``True`` once it is doubly signed (I3).
+    leaves), ``True`` once it is doubly signed (I3). ``tag`` is the sequencer's tag on
+    the proposal the follower signed (keep it with the update: after both parties
+    restart, the follower shows it to the sequencer); empty otherwise.
     """
 
     update: SignedUpdate
     state: Any
     committed: bool
+    tag: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

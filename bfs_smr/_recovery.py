@@ -1,12 +1,14 @@
 """Resynchronisation after a reconnect or restart; restore (docs/design.md §4, I7).
 
 On (re)connect both parties call :meth:`Channel.resync`, which sends a HELLO naming where
-their doubly-signed log ends. The party that is behind is sent the entries it lacks
-(ENTRIES) and adopts each only after checking its link, both signatures and, by
-re-execution, its state hash and outcome. The sequencer then re-sends the proposals it
-signed but has not seen counter-signed, and the follower re-sends its pending requests; a
-request the sequencer already handled is never executed twice. Nothing here signs: a
-restarted party signs only through the normal paths, which respect I1.
+their doubly-signed log ends and how far they have signed. The party that is behind is
+sent the entries it lacks (ENTRIES) and adopts each only after checking its link, both
+signatures and, by re-execution, its state hash and outcome. The follower then re-sends
+the updates it signed and has not seen committed (SIGNED, with the sequencer's tag on
+each) and its pending requests; the sequencer completes those updates (after a crash it
+recognises them by its tag), proposes nothing new until it has, and re-sends the
+proposals the follower lacks. A request the sequencer already handled is never executed
+twice. Nothing here signs but through the normal paths, which respect I1.
 
 These are the handlers behind :class:`Channel`'s resync inputs, each taking the party's
 :class:`~bfs_smr._state.ChannelState`, and :func:`restore`, which rebuilds that record
@@ -29,6 +31,7 @@ from ._messages import (
     Request,
     SendMessage,
     ServeLog,
+    Signed,
     encode_propose,
 )
 from ._state import (
@@ -44,6 +47,10 @@ from ._state import (
     violation,
 )
 from ._update import SignedUpdate
+
+#: How far a restarted sequencer moves its next ref past the stored one (see restore):
+#: more commands than it can have proposed and not seen committed between two writes.
+REF_GAP = 1 << 32
 
 #: Bytes of one resync message holding several entries (see serve_log): with one update
 #: of MAX_UPDATE_ITEMS beside them, within the decoder's MAX_ITEMS.
@@ -70,9 +77,20 @@ def resync(st: ChannelState, _: Any = None) -> None:
     # New proposals wait until the older ones are re-sent, or the follower would get a
     # gap in its sequence (they go out in order on one link).
     st.awaiting_hello = True
+    st.resume_at = None
+    st.retransmit_after_serving = False
     # A new round: the peer may lack any part of the log again (after a restore, say).
     st.served_upto = -1
-    send(st, Hello(channel_id=st.channel_id, next_seq=_seq(st) + 1, head_hash=_head_hash(st)))
+    signed_next = (st.head_seq if st.role is Role.FOLLOWER else _seq(st)) + 1
+    send(
+        st,
+        Hello(
+            channel_id=st.channel_id,
+            next_seq=_seq(st) + 1,
+            head_hash=_head_hash(st),
+            signed_next=max(signed_next, _seq(st) + 1),
+        ),
+    )
     # The follower re-sends what it asked for and has not seen answered; the sequencer
     # ignores or denies what it already handled, so nothing runs twice.
     for ref, what in st.requests:
@@ -85,6 +103,7 @@ def resync(st: ChannelState, _: Any = None) -> None:
 def on_hello(st: ChannelState, msg: Hello) -> None:
     """Serve the peer what it lacks, or check that both logs end alike."""
     mine = _seq(st) + 1
+    serving = False
     if msg.next_seq < mine:
         # Each entry goes out at most once per round (resync): a peer repeating HELLO
         # with next_seq 0 must not make this party re-serve its whole log each time.
@@ -93,18 +112,29 @@ def on_hello(st: ChannelState, msg: Hello) -> None:
             st.serving.append((first, _seq(st)))
             st.served_upto = _seq(st)
             st.out.append(ServeLog(first_seq=first, last_seq=_seq(st)))
+            serving = True
     elif msg.next_seq == mine and msg.head_hash != _head_hash(st):
         raise violation(st, f"the peer's log ends at seq {mine - 1} with another update (fork)")
+    if st.role is Role.SEQUENCER:
+        # What the follower signed beyond this log comes as SIGNED; propose nothing at
+        # those seqs before (resume waits), and do not re-send what it has.
+        st.resume_at = max(msg.signed_next, msg.next_seq) - 1
+        st.retransmit_from = msg.signed_next
     if msg.next_seq <= mine:
-        retransmit(st)
+        if serving and st.role is Role.FOLLOWER:
+            # SIGNED must follow the entries, or a sequencer behind cannot place them.
+            st.retransmit_after_serving = True
+        else:
+            retransmit(st)
         _resume(st)
     # Otherwise the peer is ahead: its ENTRIES follow, and we retransmit after them.
 
 
 def _resume(st: ChannelState) -> None:
-    st.awaiting_hello = False
     if st.role is Role.SEQUENCER:
-        _sequencer.pump(st)
+        _sequencer.resume(st)
+    else:
+        st.awaiting_hello = False
 
 
 def serve_log(st: ChannelState, entries: list[SignedUpdate]) -> None:
@@ -131,18 +161,33 @@ def serve_log(st: ChannelState, entries: list[SignedUpdate]) -> None:
         size += entry_size
     if chunk:
         send(st, Entries(channel_id=st.channel_id, entries=tuple(chunk)))
+    if not st.serving and st.retransmit_after_serving:
+        st.retransmit_after_serving = False
+        retransmit(st)
 
 
 def retransmit(st: ChannelState) -> None:
-    """Re-send, once per reconnect, the proposals signed before it that still wait for a
-    counter-signature (the same bytes: I1)."""
+    """Re-send, once per reconnect, what went out before it and may have been lost: the
+    sequencer its proposals the follower has not signed (the same bytes), the follower
+    the updates it signed and has not seen committed (SIGNED, with their tags)."""
     upto, st.retransmit_upto = st.retransmit_upto, -1
-    for signed, _, _ in st.in_flight:
+    if st.role is Role.FOLLOWER:
+        for signed, _, _, tag in st.in_flight:
+            if signed.seq > upto:
+                break
+            sig = signed.signatures[st.index]
+            assert sig is not None
+            send(
+                st,
+                Signed(channel_id=st.channel_id, update=signed.update, signature=sig, tag=tag),
+            )
+        return
+    for signed, _, _, tag in st.in_flight:
         if signed.seq > upto:
             break
-        sig = signed.signatures[st.index]
-        assert sig is not None
-        st.out.append(SendMessage(data=encode_propose(st.channel_id, signed.update.body(), sig)))
+        if signed.seq < st.retransmit_from:
+            continue  # the follower signed it: its SIGNED answers it
+        st.out.append(SendMessage(data=encode_propose(st.channel_id, signed.update.body(), tag)))
 
 
 def on_entries(st: ChannelState, msg: Entries) -> None:
@@ -188,8 +233,8 @@ def adopt(st: ChannelState, signed: SignedUpdate) -> None:
         raise violation(st, f"entry {u.seq}: invalid transition: {exc.reason}") from None
     check_result(st, u, state, f"entry {u.seq}")
     if st.in_flight:
-        mine, _, _ = st.in_flight[0]
-        if mine.update != u:
+        mine, _, _, _ = st.in_flight[0]
+        if mine.update.body() != u.body():
             raise violation(st, f"entry {u.seq} differs from this party's proposal (fork)")
         st.in_flight.popleft()
     if st.head_seq < u.seq:
@@ -231,7 +276,7 @@ def restore(
     *,
     committed: SignedUpdate | None,
     state: Any,
-    proposals: list[tuple[SignedUpdate, Any]],
+    proposals: list[tuple[SignedUpdate, Any] | tuple[SignedUpdate, Any, bytes]],
     requests: list[tuple[int, Any, bool]],
     next_ref: int,
     last_peer_ref: int,
@@ -243,6 +288,14 @@ def restore(
     """
     params, fmt = st.params, st.format
     st.next_ref = next_ref
+    if st.role is Role.SEQUENCER:
+        # Proposals are not written before they go out, so refs of commands proposed
+        # before a crash may be newer than the stored counter; such a proposal can
+        # still be completed (the follower shows it, SIGNED). Skip far ahead, so a
+        # new command never takes a ref one of those carries.
+        st.next_ref += REF_GAP
+        # And propose nothing before the follower has said what it signed.
+        st.awaiting_hello = True
     # Requests that were only queued died with the process; the peer re-sends them.
     st.last_peer_ref = st.handled_peer_ref = last_peer_ref
     if committed is not None:
@@ -256,7 +309,9 @@ def restore(
         st.tip_state = state
         set_phase(st, Phase.CLOSED if u.final else Phase.OPEN)
     committed_seq = st.head_seq
-    for signed, pstate in proposals:
+    for stored in proposals:
+        signed, pstate = stored[0], stored[1]
+        tag = stored[2] if len(stored) > 2 else b""
         u = signed.update
         if not signed.verify(params, fmt, require=(st.index,)):
             raise LocalError(f"stored proposal {u.seq} is not signed by this party")
@@ -274,17 +329,12 @@ def restore(
         if not extends and not answers:
             raise LocalError(f"stored proposal {u.seq} does not extend the stored log")
         st.head_seq, st.head_hash = u.seq, u.entry_hash()
-        if answers:
-            st.dispute_base = (signed, pstate)
-            set_phase(st, Phase.DISPUTE)
-        elif st.role is Role.SEQUENCER:
-            digest = fmt.digest(u, u.body())
-            st.in_flight.append((signed, pstate, digest))
-            st.tip_state = pstate
-            if u.final:
-                st.close_wanted = st.final_proposed = True
+        if extends and tag and st.role is Role.FOLLOWER and st.dispute_base is None:
+            # An update it signed and ACCEPTed, awaiting COMMIT.
+            st.in_flight.append((signed, pstate, fmt.digest(u, u.body()), tag))
+            if u.final and st.phase is Phase.OPEN:
                 set_phase(st, Phase.CLOSING)
-        else:  # a follower signs alone only to force a move
+        else:  # signed alone without a tag: a force move
             st.dispute_base = (signed, pstate)
             set_phase(st, Phase.DISPUTE)
     for ref, command, is_close in requests:
@@ -293,3 +343,14 @@ def restore(
         st.requests.append((ref, CLOSE_MARK if is_close else command))
         if is_close and st.phase is Phase.OPEN:
             set_phase(st, Phase.CLOSING)
+    # Requests the updates awaiting COMMIT carry were used up when they were signed.
+    used = {e.ref for s, *_ in st.in_flight for e in s.update.commands if e.actor == st.index}
+    if used or any(s.update.final for s, *_ in st.in_flight):
+        final = any(s.update.final for s, *_ in st.in_flight)
+        kept = [
+            (ref, what)
+            for ref, what in st.requests
+            if ref not in used and not (final and what is CLOSE_MARK)
+        ]
+        st.requests.clear()
+        st.requests.extend(kept)

@@ -1,7 +1,10 @@
 """The sequencer's handlers (participant 0; docs/design.md §4, I6).
 
 The sequencer alone proposes updates, chaining each on its previous proposal, with up to
-``max_in_flight`` awaiting the follower's counter-signature. Its own commands and the
+``max_in_flight`` awaiting the follower's signature. The follower signs first: a proposal
+goes out unsigned, with the sequencer's tag, and nothing is written; the sequencer signs
+an update once the follower's ACCEPT carries the follower's signature, persists it as
+doubly signed and sends its own signature in a COMMIT (docs/protocol.md). Its own commands and the
 follower's requests wait in one queue for a window slot; under load they go out together,
 up to ``max_batch`` commands in one update. Each handler takes the party's
 :class:`~bfs_smr._state.ChannelState`; :data:`~bfs_smr._channel.TRANSITIONS` says in which
@@ -10,6 +13,7 @@ phase each one runs.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from ._codec import check_plain
@@ -18,9 +22,11 @@ from ._errors import CodecError, CommandRejected, LocalError
 from ._messages import (
     Accept,
     CloseRequest,
-    PersistUpdate,
+    CommandFailed,
+    Commit,
     Request,
     SendMessage,
+    Signed,
     encode_propose,
 )
 from ._state import (
@@ -30,9 +36,11 @@ from ._state import (
     apply_own,
     apply_peer_command,
     check_local_command,
+    check_result,
     commands_size,
     commit,
     deny,
+    send,
     set_phase,
     violation,
 )
@@ -45,9 +53,11 @@ __all__ = [
     "on_accept",
     "on_close_request",
     "on_request",
+    "on_signed",
     "propose",
     "pump",
     "repeated_request",
+    "resume",
     "start",
 ]
 
@@ -75,7 +85,11 @@ def start(st: ChannelState, _: Any) -> None:
 def propose(
     st: ChannelState, entries: tuple[CommandEntry, ...], state: Any, *, final: bool
 ) -> None:
-    """Sign the next update on the chain tip, persist it, then send it."""
+    """Send the next update on the chain tip, unsigned, with this party's tag on it.
+
+    Nothing is signed, so nothing needs to be durable before it leaves (I1): the
+    follower signs first.
+    """
     update = Update(
         channel_id=st.channel_id,
         seq=st.head_seq + 1,
@@ -88,18 +102,15 @@ def propose(
     )
     body = update.body()
     digest = st.format.digest(update, body)
-    sig = st.signer.sign(digest)
-    sigs = (sig, None) if st.index == 0 else (None, sig)
-    signed = SignedUpdate(update, sigs)
+    tag = st.signer.tag(digest)
     st.head_seq = update.seq
     st.head_hash = _hash(body)
-    st.in_flight.append((signed, state, digest))
+    st.in_flight.append((SignedUpdate(update, (None, None)), state, digest, tag))
     peer = st.peer_index
     for entry in entries:
         if entry.actor == peer and entry.ref > st.handled_peer_ref:
             st.handled_peer_ref = entry.ref
-    st.out.append(PersistUpdate(update=signed, state=state, committed=False))
-    st.out.append(SendMessage(data=encode_propose(st.channel_id, body, sig)))
+    st.out.append(SendMessage(data=encode_propose(st.channel_id, body, tag)))
 
 
 def pump(st: ChannelState) -> None:
@@ -165,24 +176,139 @@ def close(st: ChannelState, _: Any) -> None:
 
 
 def on_accept(st: ChannelState, msg: Accept) -> None:
-    """The follower's counter-signature on the oldest proposal in flight."""
+    """The follower's signature on the oldest proposal in flight: sign it too, persist
+    it as doubly signed, and send this party's signature (COMMIT)."""
     committed = st.committed
     if committed is not None and msg.seq <= committed.seq:
         # The answer to a retransmitted proposal (after a reconnect) that was already
-        # counter-signed: both signatures are in hand, there is nothing to learn.
+        # committed here: both signatures are in hand, there is nothing to learn.
         return
     if not st.in_flight:
-        raise violation(st, "counter-signature for an update that was not proposed")
-    signed, state, digest = st.in_flight[0]
+        if st.phase is Phase.DISPUTE:
+            return  # proposals were dropped when this party forced a move (never signed)
+        raise violation(st, "a signature on an update that was not proposed")
+    signed, _, digest, _ = st.in_flight[0]
     if msg.seq != signed.seq:
-        raise violation(st, f"counter-signature for seq {msg.seq}, expected {signed.seq}")
+        if st.phase is Phase.DISPUTE:
+            return
+        raise violation(st, f"a signature on seq {msg.seq}, expected {signed.seq}")
     if not st.format.scheme.verify(st.peer_key, digest, msg.signature):
-        raise violation(st, f"invalid counter-signature on seq {msg.seq}")
-    st.in_flight.popleft()
+        raise violation(st, f"invalid signature on seq {msg.seq}")
+    _complete(st, msg.signature)
+
+
+def _complete(st: ChannelState, theirs: bytes) -> None:
+    """Sign the oldest update in flight, which the follower signed with ``theirs``, and
+    commit it; then propose what waits."""
+    signed, state, digest, _ = st.in_flight.popleft()
     mine = signed.signatures[st.index]
-    both = (mine, msg.signature) if st.index == 0 else (msg.signature, mine)
+    if mine is None:
+        mine = st.signer.sign(digest)
+    both = (mine, theirs) if st.index == 0 else (theirs, mine)
     commit(st, SignedUpdate(signed.update, both), state)
+    # The COMMIT carries this party's signature: after the PersistUpdate commit queued.
+    send(st, Commit(channel_id=st.channel_id, seq=signed.seq, signature=mine))
     pump(st)
+
+
+def on_signed(st: ChannelState, msg: Signed) -> None:
+    """On resync, an update the follower signed and has not seen committed.
+
+    If it is still in flight here, it answers like an ACCEPT. After a crash this party
+    has no copy: it takes the update if it extends its log and carries its own tag (so
+    it proposed it), and completes it; its commands are re-executed like a peer's.
+    """
+    u = msg.update
+    committed = st.committed
+    if committed is not None and u.seq <= committed.seq:
+        return  # committed here already; the follower learns it from the entries served
+    if st.in_flight:
+        signed, _, digest, _ = st.in_flight[0]
+        if u.seq != signed.seq or u.body() != signed.update.body():
+            if st.phase is Phase.DISPUTE:
+                return
+            raise violation(st, f"seq {u.seq} signed by the peer is not the proposal in flight")
+        if not st.format.scheme.verify(st.peer_key, digest, msg.signature):
+            raise violation(st, f"invalid signature on seq {u.seq}")
+        _complete(st, msg.signature)
+        _resume_if_caught_up(st)
+        return
+    if st.phase is Phase.DISPUTE or u.seq != st.head_seq + 1:
+        return  # not placeable now: after entries this party lacks (they come first)
+    if u.prev_hash != st.head_hash or u.channel_id != st.channel_id:
+        raise violation(st, f"seq {u.seq} signed by the peer does not extend this log")
+    if u.app_id != st.params.app_id:
+        raise violation(st, f"seq {u.seq} names app {u.app_id!r}")
+    body = u.body()
+    digest = st.format.digest(u, body)
+    if not st.signer.check_tag(digest, msg.tag):
+        raise violation(st, f"seq {u.seq} was never proposed by this party (its tag is wrong)")
+    if not st.format.scheme.verify(st.peer_key, digest, msg.signature):
+        raise violation(st, f"invalid signature on seq {u.seq}")
+    state = st.committed_state
+    try:
+        if u.seq == 0:
+            if u.commands or u.final:
+                raise CommandRejected("the opening update has commands or is final")
+            state = st.app.initial_state(st.params)
+        for entry in u.commands:
+            state = apply_peer_command(st, state, entry.command, entry.actor)
+    except CommandRejected as exc:
+        raise violation(st, f"seq {u.seq}: invalid transition: {exc.reason}") from None
+    check_result(st, u, state, f"seq {u.seq}")
+    for entry in u.commands:
+        if entry.actor == st.index:
+            st.next_ref = max(st.next_ref, entry.ref + 1)
+        elif entry.ref > st.handled_peer_ref:
+            st.handled_peer_ref = entry.ref
+            st.last_peer_ref = max(st.last_peer_ref, entry.ref)
+    st.head_seq, st.head_hash = u.seq, _hash(body)
+    if u.final:
+        st.close_wanted = st.final_proposed = True
+        if st.phase is Phase.OPEN:
+            set_phase(st, Phase.CLOSING)
+    st.in_flight.append((SignedUpdate(u, (None, None)), state, digest, msg.tag))
+    _rebase_queue(st, state)
+    _complete(st, msg.signature)
+    _resume_if_caught_up(st)
+
+
+def _rebase_queue(st: ChannelState, base: Any) -> None:
+    """Re-apply the queued commands on ``base``, a tip this party learned of after it
+    queued them (a proposal of its own from before a crash); refuse those that no longer
+    apply."""
+    groups, st.queue, st.queued = list(st.queue), deque(), 0
+    state = base
+    for entries, _, size in groups:
+        after = state
+        try:
+            for entry in entries:
+                after = apply_peer_command(st, after, entry.command, entry.actor)
+        except CommandRejected as exc:
+            for entry in entries:
+                if entry.actor == st.index:
+                    st.out.append(CommandFailed(ref=entry.ref, reason=exc.reason))
+                else:
+                    deny(st, entry.ref, exc.reason)
+            continue
+        state = after
+        st.queue.append((entries, state, size))
+        st.queued += len(entries)
+    st.tip_state = state
+
+
+def resume(st: ChannelState) -> None:
+    """End a resync's wait, once the peer's HELLO has come and this party's chain covers
+    every update the follower said it signed; then propose what waits."""
+    if st.resume_at is None or st.head_seq < st.resume_at:
+        return  # the follower's SIGNED updates are still to come
+    st.awaiting_hello = False
+    pump(st)
+
+
+def _resume_if_caught_up(st: ChannelState) -> None:
+    if st.awaiting_hello:
+        resume(st)
 
 
 def on_request(st: ChannelState, msg: Request) -> None:
@@ -244,7 +370,7 @@ def repeated_request(st: ChannelState, ref: int) -> bool:
         peer = st.peer_index
         queued = any(e.ref == ref for group, _, _ in st.queue for e in group if e.actor == peer)
         proposed = any(
-            e.ref == ref and e.actor == peer for s, _, _ in st.in_flight for e in s.update.commands
+            e.ref == ref and e.actor == peer for s, *_ in st.in_flight for e in s.update.commands
         )
         if not (queued or proposed):
             deny(st, ref, "already handled")

@@ -90,6 +90,8 @@ class Input(enum.Enum):
     RECV_ENTRIES = "entries"
     RECV_PROPOSE = "propose"
     RECV_ACCEPT = "accept"
+    RECV_COMMIT = "commit"
+    RECV_SIGNED = "signed"
     RECV_REQUEST = "request"
     RECV_CLOSE_REQUEST = "close_request"
     RECV_DENIED = "denied"
@@ -169,14 +171,17 @@ class ChannelState:
     # -- the log
     committed: SignedUpdate | None = None  # the newest doubly-signed update
     committed_state: Any = None
-    #: Chain tip this party has signed: for the sequencer its newest proposal, for the
-    #: follower its newest doubly-signed update (or its own force move).
+    #: Chain tip: for the sequencer its newest proposal, for the follower the newest
+    #: update it signed (awaiting COMMIT, doubly signed, or its own force move).
     head_seq: int = -1
     head_hash: bytes = b""
     next_ref: int = 1  # the next ref this party gives a command of its own
+    #: Updates past the newest doubly-signed one, oldest first: (update, state, digest,
+    #: tag). At the sequencer its proposals awaiting ACCEPT, which it has not signed
+    #: (unless it forced one of them as a move); at the follower the proposals it signed
+    #: and ACCEPTed, awaiting COMMIT, with the sequencer's tag on each.
+    in_flight: deque[tuple[SignedUpdate, Any, bytes, bytes]] = field(default_factory=deque)
     # -- sequencer
-    #: Proposals awaiting the follower's signature, oldest first: (update, state, digest).
-    in_flight: deque[tuple[SignedUpdate, Any, bytes]] = field(default_factory=deque)
     #: Commands waiting for a window slot: groups that go into one update together (a
     #: caller's batch, or one command), each with the state after it and its size.
     queue: deque[tuple[tuple[CommandEntry, ...], Any, int]] = field(default_factory=deque)
@@ -199,6 +204,17 @@ class ChannelState:
     served_upto: int = -1  # newest entry served to the peer since the last resync
     retransmit_upto: int = -1  # newest proposal to re-send once the peer says HELLO
     awaiting_hello: bool = False
+    #: Sequencer: the first seq the follower has not signed (its HELLO): proposals from
+    #: there on are re-sent; those before are answered by its SIGNED.
+    retransmit_from: int = 0
+    #: Sequencer: the newest seq the follower said (HELLO) it has signed, ``None`` until
+    #: its HELLO of this round. New proposals wait until this party's chain reaches it
+    #: (after a crash, through SIGNED), or they would be second proposals at seqs the
+    #: follower has signed once already.
+    resume_at: int | None = None
+    #: Follower: re-send SIGNED once the entries being served have gone out, so that a
+    #: sequencer behind this party can place them.
+    retransmit_after_serving: bool = False
     # -- follower
     #: Requests sent and not yet answered, oldest first: (ref, command or CLOSE_MARK).
     requests: deque[tuple[int, Any]] = field(default_factory=deque)

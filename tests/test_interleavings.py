@@ -52,7 +52,8 @@ from bfs_smr import (
     Update,
     verify_log,
 )
-from bfs_smr._messages import Accept, Propose, parse_message
+from bfs_smr._limits import MAX_IN_FLIGHT
+from bfs_smr._messages import Accept, Commit, Propose, Signed, parse_message
 from bfs_smr.runtime import load_app
 
 ALICE, BOB = 0, 1
@@ -67,7 +68,7 @@ class Interleavings(RuleBasedStateMachine):
 
     APP = "payments"
     #: the sequencer's pipelining window and batch size, drawn per run from these
-    IN_FLIGHT: tuple[int, ...] = (1, 2, 3, UNBOUNDED)
+    IN_FLIGHT: tuple[int, ...] = (1, 2, 3, MAX_IN_FLIGHT)
     BATCH: tuple[int, ...] = (1, 2, 3)
     #: how many commands may wait for a window slot (beyond: "busy" denials, local errors)
     QUEUE: tuple[int, ...] = (2, UNBOUNDED)
@@ -203,17 +204,27 @@ class Interleavings(RuleBasedStateMachine):
         msg = parse_message(data)
         key = self.keys[who]
         if isinstance(msg, Propose):
+            # Unsigned: the follower signs first. The tag is Alice's alone.
             assert who == ALICE
             d = self.digest(msg.update)
-            assert self.fmt.scheme.verify(key, d, msg.signature)
+            assert self.signers[ALICE].check_tag(d, msg.tag)
             assert sum(msg.update.outcome) == self.params.locked  # I4, even unsigned
             self.proposed[msg.update.seq][d] = msg.update
-            self.signed[who][msg.update.seq].add(d)
-        elif isinstance(msg, Accept):
+        elif isinstance(msg, Accept | Signed):
             assert who == BOB
-            candidates = self.proposed[msg.seq]
+            seq = msg.seq if isinstance(msg, Accept) else msg.update.seq
+            candidates = self.proposed[seq]
             matching = [d for d in candidates if self.fmt.scheme.verify(key, d, msg.signature)]
             assert len(matching) == 1, "Bob signed something Alice never proposed"
+            self.signed[who][seq].add(matching[0])
+        elif isinstance(msg, Commit):
+            # Alice signs only what Bob signed first.
+            assert who == ALICE
+            matching = [
+                d for d in self.proposed[msg.seq] if self.fmt.scheme.verify(key, d, msg.signature)
+            ]
+            assert len(matching) == 1, "Alice signed something she never proposed"
+            assert matching[0] in self.signed[BOB][msg.seq], "Alice signed before Bob"
             self.signed[who][msg.seq].add(matching[0])
 
     def fund(self) -> None:
@@ -343,8 +354,8 @@ class Interleavings(RuleBasedStateMachine):
                     assert len(fate) == 1, f"party {who}'s ref {ref} resolved {fate}"
             short, long = sorted((self.logs[ALICE], self.logs[BOB]), key=len)
             assert long[: len(short)] == short, "the two logs diverge"
-            # Alice commits only what Bob counter-signed first.
-            assert self.ch[ALICE].seq <= self.ch[BOB].seq
+            # Bob commits only what Alice signed after him (COMMIT).
+            assert self.ch[BOB].seq <= self.ch[ALICE].seq
 
     # -- the end: deliver everything, close, settle on L1 ------------------------------
 
@@ -501,6 +512,8 @@ def test_a_denial_may_overtake_an_earlier_queued_request():
         bob.receive(m)
     for m in sent(bob):
         alice.receive(m)
+    for m in sent(alice):
+        bob.receive(m)  # Alice's COMMIT: the channel is open at Bob too
     alice.issue({"pay": 1})  # seq 1 in flight: Alice's window (1) is full
     to_bob = sent(alice)
     bob.issue({"pay": 40})  # ref 1: fine against Bob's 50

@@ -17,7 +17,16 @@ from bfs_smr import (
     SignedUpdate,
     verify_log,
 )
-from bfs_smr._messages import Entries, Hello, Propose, encode_message, parse_message
+from bfs_smr._messages import (
+    Entries,
+    Hello,
+    Propose,
+    SendMessage,
+    Signed,
+    encode_message,
+    parse_message,
+)
+from bfs_smr._recovery import REF_GAP
 from bfs_smr.runtime import memory_pair
 from bfs_smr.runtime.store import Store, StoreError
 
@@ -65,8 +74,13 @@ def test_restart_restores_every_field_exactly(durable):
         (p.chan.committed, p.chan.state, p.chan.next_ref, p.chan.last_peer_ref)
         for p in pair.parties
     ]
+    # A restarted sequencer skips REF_GAP refs: refs of proposals it made and did not
+    # store may come back in the follower's SIGNED (docs/protocol.md).
+    alice_before = before[0]
+    before[0] = (*alice_before[:2], alice_before[2] + REF_GAP, alice_before[3])
     assert after == before
     assert pair.alice.chan.phase is Phase.OPEN
+    pair.resync()  # the restarted parties reconnect
     pay(pair, 1)
     pair.pump()
     assert both_equal(pair) == 24  # 20 + 3 + 1 commands, one update each
@@ -84,28 +98,62 @@ def test_every_doubly_signed_update_is_in_the_log_and_verifies(durable):
 # -- crashes at named protocol steps (the in-process half of the crash injector) ------
 
 
-def test_sequencer_crash_after_persisting_a_proposal_before_sending(durable):
+def test_a_proposal_writes_nothing_and_dies_with_a_sequencer_that_crashes(durable):
+    # The follower signs first, so a proposal needs nothing durable before it leaves.
     _, pair = durable()
     pair.alice.chan.issue({"pay": 7})
-    proposal_bytes = pair.alice.chan.effects()
-    pair.alice.store.persist(pair.alice.key, proposal_bytes, pair.alice.chan)  # durable, not sent
-    pair.restart(pair.alice)
-    assert [u.seq for u in pair.alice.chan.in_flight()] == [1]
+    effects = pair.alice.chan.effects()
+    assert [type(e) for e in effects] == [SendMessage]
+    assert not pair.alice.store.persist(pair.alice.key, effects, pair.alice.chan)
+    pair.restart(pair.alice)  # before it reached Bob: as if never issued
+    assert pair.alice.chan.in_flight() == [] and pair.alice.chan.seq == 0
     pair.resync()
-    assert both_equal(pair) == 1 and pair.bob.chan.state == (993, 507)
+    pay(pair, 1)
+    pair.pump()
+    assert both_equal(pair) == 1 and pair.bob.chan.state == (999, 501)
 
 
-def test_sequencer_crash_before_it_stored_the_counter_signature(durable):
+def test_a_sequencer_that_crashed_completes_what_it_proposed_from_the_followers_copy(durable):
+    # Bob signed and stored seq 1 and 2; the ACCEPTs are lost and Alice crashes, keeping
+    # no copy of her proposals. Bob's SIGNED carries her tag on each: she recognises
+    # them, signs them and commits, and her new commands take fresh refs.
     _, pair = durable()
-    pay(pair, 2)
+    refs = pay(pair, 2)
     pair.drain(pair.alice)
     while pair.bob.inbox:
         pair.bob.chan.receive(pair.bob.inbox.popleft())
-    pair.drain(pair.bob)  # Bob signed and persisted seq 1 and 2; the accepts are lost:
+    pair.drain(pair.bob)
+    pair.alice.inbox.clear()
     pair.restart(pair.alice)
-    assert pair.alice.chan.seq == 0 and pair.bob.chan.seq == 2
-    pair.resync()  # Alice is behind: she adopts Bob's entries, which match her proposals
-    assert both_equal(pair) == 2 and not pair.alice.chan.in_flight()
+    assert pair.alice.chan.seq == 0 and pair.bob.chan.seq == 0
+    assert [u.seq for u in pair.bob.chan.in_flight()] == [1, 2]
+    new = pair.alice.chan.issue({"pay": 5})  # waits: Bob's SIGNED comes first
+    assert new not in refs
+    pair.resync()
+    assert both_equal(pair) == 3 and pair.bob.chan.state == (993, 507)
+    done = [c.ref for c in pair.alice.committed if c.local]
+    assert done[-3:] == [*refs, new]
+
+
+def test_a_sequencer_refuses_a_signed_update_without_its_tag(durable):
+    _, pair = durable()
+    pay(pair, 1)
+    pair.drain(pair.alice)
+    pair.bob.chan.receive(pair.bob.inbox.popleft())
+    pair.drain(pair.bob)
+    pair.alice.inbox.clear()
+    pair.restart(pair.alice)
+    ((signed, *_),) = pair.bob.chan._st.in_flight
+    forged = Signed(
+        channel_id=pair.params.channel_id,
+        update=signed.update,
+        signature=signed.signatures[1],
+        tag=bytes(32),
+    )
+    pair.alice.chan.resync()
+    with pytest.raises(RemoteViolation, match="never proposed by this party"):
+        pair.alice.chan.receive(encode_message(forged))
+    assert pair.alice.chan.seq == 0
 
 
 def test_follower_crash_after_persisting_a_request_before_sending(durable):
@@ -153,10 +201,12 @@ def test_both_crash_during_a_cooperative_close(durable):
     pay(pair, 5)
     pair.pump()
     pair.alice.chan.close()
-    pair.drain(pair.alice)  # the final proposal is durable and sent
+    pair.drain(pair.alice)  # the final proposal is sent (nothing written)
+    pair.bob.chan.receive(pair.bob.inbox.popleft())
+    pair.drain(pair.bob)  # Bob signed it and stored that; the ACCEPT is lost
     pair.restart(pair.alice)
-    pair.restart(pair.bob)  # Bob never received it
-    assert pair.alice.chan.phase is Phase.CLOSING
+    pair.restart(pair.bob)
+    assert pair.bob.chan.phase is Phase.CLOSING
     pair.resync()
     assert pair.alice.final is not None and pair.alice.final == pair.bob.final
     assert pair.alice.l1.cooperative_close(pair.alice.final) == (995, 505)
@@ -166,9 +216,7 @@ def test_proposals_are_resent_byte_for_byte(durable):
     _, pair = durable()
     pair.alice.chan.issue({"pay": 1})
     first = [e for e in pair.alice.chan.effects()]
-    pair.alice.store.persist(pair.alice.key, first, pair.alice.chan)
-    sent = first[-1].data
-    pair.restart(pair.alice)
+    sent = first[-1].data  # lost with the link
     pair.alice.chan.resync()
     pair.bob.chan.resync()  # Bob is at seq 0 too: Alice retransmits on his HELLO
     pair.drain(pair.bob)
@@ -236,7 +284,9 @@ def test_resync_detects_a_fork_at_the_same_height(durable):
     from bfs_smr._messages import Hello, encode_message
 
     data = encode_message(
-        Hello(channel_id=pair.params.channel_id, next_seq=2, head_hash=b"\x01" * 32)
+        Hello(
+            channel_id=pair.params.channel_id, next_seq=2, head_hash=b"\x01" * 32, signed_next=2
+        )
     )
     with pytest.raises(RemoteViolation, match="fork"):
         pair.bob.chan.receive(data)
@@ -267,6 +317,7 @@ def test_a_party_restored_from_an_old_backup_goes_on_issuing(durable, tmp_path, 
     pair.restart(party)  # closes the store, so the copy has everything durable so far
     backup = tmp_path / "backup"
     shutil.copytree(party.store.dir, backup)
+    pair.resync()  # the restarted party reconnects
     pay(pair, 5, "bob")
     pay(pair, 3, "alice")
     pair.pump()
@@ -317,7 +368,12 @@ def test_a_repeated_hello_does_not_make_a_party_serve_its_log_again(durable):
 
     def served_by_alice(next_seq, hellos):
         """Entries Alice sends for ``hellos`` HELLOs from Bob saying ``next_seq``."""
-        hello = Hello(channel_id=pair.params.channel_id, next_seq=next_seq, head_hash=bytes(32))
+        hello = Hello(
+            channel_id=pair.params.channel_id,
+            next_seq=next_seq,
+            head_hash=bytes(32),
+            signed_next=next_seq,
+        )
         pair.bob.inbox.clear()
         for _ in range(hellos):
             pair.alice.chan.receive(encode_message(hello))
@@ -348,14 +404,15 @@ def test_two_log_ranges_asked_for_in_one_step_are_both_served(durable):
     pair.pump()
     pair.resync()
     cid, alice = pair.params.channel_id, pair.alice.chan
-    alice.receive(encode_message(Hello(channel_id=cid, next_seq=35, head_hash=bytes(32))))
-    alice.issue({"pay": 1})  # proposed; Bob counter-signs it below
-    (signed,) = alice.in_flight()
-    proposal = Propose(channel_id=cid, update=signed.update, signature=signed.signatures[0])
-    pair.bob.chan.receive(encode_message(proposal))
+    hello = Hello(channel_id=cid, next_seq=35, head_hash=bytes(32), signed_next=35)
+    alice.receive(encode_message(hello))
+    alice.issue({"pay": 1})  # proposed; Bob signs it below
+    ((signed, _, _, tag),) = alice._st.in_flight  # its PROPOSE is still in alice's effects
+    pair.bob.chan.receive(encode_message(Propose(channel_id=cid, update=signed.update, tag=tag)))
     pair.drain(pair.bob)
     alice.receive(pair.alice.inbox.popleft())  # seq 41 is doubly signed
-    alice.receive(encode_message(Hello(channel_id=cid, next_seq=0, head_hash=bytes(32))))
+    hello = Hello(channel_id=cid, next_seq=0, head_hash=bytes(32), signed_next=0)
+    alice.receive(encode_message(hello))
     pair.bob.inbox.clear()
     pair.drain(pair.alice)
     served = [parse_message(m) for m in pair.bob.inbox]

@@ -33,7 +33,7 @@ from pathlib import Path
 from bfs_smr.adapters.memory import MemoryL1
 
 from bfs_smr import ChannelParams, Ed25519, Signer, encode, verify_log
-from bfs_smr._messages import Accept, Entries, Propose, parse_message
+from bfs_smr._messages import Accept, Commit, Entries, Signed, parse_message
 from bfs_smr.runtime import load_app
 from bfs_smr.runtime.store import Store
 
@@ -219,10 +219,11 @@ def _check(
     for index, name in enumerate(("alice", "bob")):
         for data in _frames(workdir / name / "sent.log"):
             msg = parse_message(data)
-            if isinstance(msg, Propose):
-                signed.setdefault((index, msg.update.seq), set()).add(msg.signature)
-            elif isinstance(msg, Accept):
+            # A proposal is unsigned (it carries a tag): the follower signs first.
+            if isinstance(msg, Accept | Commit):
                 signed.setdefault((index, msg.seq), set()).add(msg.signature)
+            elif isinstance(msg, Signed):
+                signed.setdefault((index, msg.update.seq), set()).add(msg.signature)
             elif isinstance(msg, Entries):
                 for entry in msg.entries:
                     sig = entry.signatures[index]

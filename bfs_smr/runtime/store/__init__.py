@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS channels (
 );
 CREATE TABLE IF NOT EXISTS proposals (  -- signed by this party, awaiting the peer
     channel INTEGER NOT NULL, seq INTEGER NOT NULL, signed BLOB NOT NULL, state BLOB NOT NULL,
+    tag BLOB NOT NULL DEFAULT x'',      -- the sequencer's tag on it (docs/protocol.md)
     PRIMARY KEY (channel, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS requests (   -- the follower's requests not yet answered
@@ -136,6 +137,11 @@ class Store:
             ).fetchone():
                 raise StoreError(self.path, "not a bfs-smr store (no schema)")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(proposals)")}
+            if "tag" not in columns:  # a store from before the follower signed first
+                self._db.execute(
+                    "ALTER TABLE proposals ADD COLUMN tag BLOB NOT NULL DEFAULT x''"
+                )
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 raise StoreError(self.path, "not a bfs-smr store (no schema version)")
@@ -274,10 +280,11 @@ class Store:
             if head is not None:
                 committed = SignedUpdate.from_value(decode(head))
                 state = app.decode_state(head_state)
-            proposals = [
-                (SignedUpdate.from_value(decode(signed)), app.decode_state(pstate))
-                for signed, pstate in self._query(
-                    "SELECT signed, state FROM proposals WHERE channel=? ORDER BY seq", (key,)
+            proposals: list[tuple[SignedUpdate, Any] | tuple[SignedUpdate, Any, bytes]] = [
+                (SignedUpdate.from_value(decode(signed)), app.decode_state(pstate), bytes(tag))
+                for signed, pstate, tag in self._query(
+                    "SELECT signed, state, tag FROM proposals WHERE channel=? ORDER BY seq",
+                    (key,),
                 )
             ]
             requests = [
@@ -368,7 +375,7 @@ class Store:
             try:
                 if rows.proposals:
                     db.executemany(
-                        "INSERT OR REPLACE INTO proposals VALUES (?, ?, ?, ?)", rows.proposals
+                        "INSERT OR REPLACE INTO proposals VALUES (?, ?, ?, ?, ?)", rows.proposals
                     )
                 if rows.requests:
                     db.executemany(
@@ -492,7 +499,9 @@ class _Rows:
                         # included (which no other effect names): none is re-sent.
                         self.cleared.append((key,))
                 else:
-                    self.proposals.append((key, seq, data, app.encode_state(effect.state)))
+                    self.proposals.append(
+                        (key, seq, data, app.encode_state(effect.state), effect.tag)
+                    )
                 wrote = True
             elif kind is PersistRequest:
                 assert isinstance(effect, PersistRequest)
