@@ -288,13 +288,16 @@ def restore(
     """
     params, fmt = st.params, st.format
     st.next_ref = next_ref
-    if st.role is Role.SEQUENCER:
+    if st.role is Role.SEQUENCER and committed is not None:
         # Proposals are not written before they go out, so refs of commands proposed
         # before a crash may be newer than the stored counter; such a proposal can
         # still be completed (the follower shows it, SIGNED). Skip far ahead, so a
         # new command never takes a ref one of those carries.
         st.next_ref += REF_GAP
-        # And propose nothing before the follower has said what it signed.
+        # And propose nothing before the follower has said what it signed (the next
+        # link's resync). Before the opening update is doubly signed there is nothing
+        # to wait for: a proposal of it again is the same update (a new channel is
+        # loaded this way too, on a link that is already up).
         st.awaiting_hello = True
     # Requests that were only queued died with the process; the peer re-sends them.
     st.last_peer_ref = st.handled_peer_ref = last_peer_ref

@@ -42,13 +42,16 @@ from bfs_smr import (
     Update,
     encode,
 )
+from bfs_smr._limits import MAX_IN_FLIGHT
 from bfs_smr._messages import (
     Accept,
     CloseRequest,
+    Commit,
     Denied,
     MessageKind,
     Propose,
     Request,
+    Signed,
     encode_message,
     parse_message,
 )
@@ -231,14 +234,15 @@ def digest(duo: Duo, update: Update) -> bytes:
     return duo.fmt.digest(update, update.body())
 
 
-def propose(duo: Duo, update: Update, *, signer: Signer | None = None, **kw: Any) -> bytes:
-    """A Propose message for ``update``, signed by ``signer`` (default: Alice's real key)."""
-    sig = kw.pop("signature", None)
-    if sig is None:
-        sig = (signer or duo.a).sign(digest(duo, update))
+def propose(duo: Duo, update: Update, **kw: Any) -> bytes:
+    """A Propose message for ``update`` (unsigned: the follower signs first), with Alice's
+    real tag unless ``tag`` is given."""
+    tag = kw.pop("tag", None)
+    if tag is None:
+        tag = duo.a.tag(digest(duo, update))
     cid = kw.pop("channel_id", duo.cid)
     assert not kw
-    return encode_message(Propose(channel_id=cid, update=update, signature=sig))
+    return encode_message(Propose(channel_id=cid, update=update, tag=tag))
 
 
 def only(messages: list[bytes], kind: type) -> Any:
@@ -263,15 +267,15 @@ def deliver(duo: Duo, index: int, messages: list[bytes]) -> None:
 
 
 def assert_honest_round_works(duo: Duo, proposal: bytes) -> None:
-    """Bob counter-signs ``proposal``, Alice commits it, and both agree."""
+    """Bob signs ``proposal``, Alice signs and commits it, Bob commits on her COMMIT, and
+    both agree."""
     seq = duo.bob.seq + 1
     duo.bob.receive(proposal)
     answer = duo.drain(1)
     accept = only(answer, Accept)
     assert accept.seq == seq
     duo.alice.receive(answer[0])
-    duo.drain(0)
-    duo.pump()
+    deliver(duo, 1, duo.drain(0))
     assert duo.alice.committed == duo.bob.committed
     assert duo.bob.seq == seq and duo.bob.committed.verify(duo.params, duo.fmt)
 
@@ -294,23 +298,37 @@ def forge_signature(duo: Duo, how: str, msg_digest: bytes, owner: Signer) -> byt
     }[how]
 
 
+def signed_by_bob(duo: Duo, amount: int = 10) -> tuple[Update, bytes]:
+    """Alice proposes a payment, Bob signs it; returns it and Alice's real COMMIT,
+    not yet delivered to Bob."""
+    real = honest_proposal(duo, amount)
+    duo.bob.receive(real)
+    answer = duo.drain(1)
+    only(answer, Accept)
+    duo.alice.receive(answer[0])
+    commit = duo.drain(0)
+    only(commit, Commit)
+    return parse_message(real).update, commit[0]
+
+
 @pytest.mark.parametrize("how", SIG_FORGERIES)
-def test_forged_proposer_signature_is_refused_then_honest_proposal_accepted(how):
+def test_forged_sequencer_signature_is_refused_then_honest_commit_completes(how):
     duo = opened()
-    real = honest_proposal(duo, 10)
-    update = parse_message(real).update
-    forged = propose(duo, update, signature=forge_signature(duo, how, digest(duo, update), duo.a))
-    assert_refused(duo.bob, forged, "invalid or missing proposer signature")
-    assert_honest_round_works(duo, real)
-    assert duo.bob.state == (990, 10)
+    update, real = signed_by_bob(duo, 10)
+    sig = forge_signature(duo, how, digest(duo, update), duo.a)
+    forged = encode_message(Commit(channel_id=duo.cid, seq=update.seq, signature=sig))
+    assert_refused(duo.bob, forged, "invalid sequencer signature")
+    assert duo.bob.seq == 0 and [s.update for s in duo.bob.in_flight()] == [update]
+    deliver(duo, 1, [real])
+    assert duo.bob.committed == duo.alice.committed and duo.bob.state == (990, 10)
 
 
 @pytest.mark.parametrize(
     "tail",
-    [[], [None], [b""], ["signature"], [bytes(257)], [b"s" * 64, b"s" * 64]],
+    [[], [None], [b""], ["tag"], [bytes(33)], [bytes(32), bytes(32)]],
     ids=["absent", "null", "empty", "text", "too-long", "two"],
 )
-def test_missing_or_garbage_proposer_signature_is_refused(tail):
+def test_missing_or_garbage_tag_is_refused(tail):
     duo = opened()
     real = honest_proposal(duo, 10)
     update = parse_message(real).update
@@ -320,13 +338,28 @@ def test_missing_or_garbage_proposer_signature_is_refused(tail):
 
 
 def test_valid_signature_from_another_update_is_refused():
-    """Alice's genuine signature on seq 1 is not a signature on a different seq 1."""
+    """Alice's genuine signature on seq 0 is not a signature on seq 1."""
     duo = opened()
-    real = honest_proposal(duo, 10)
-    genuine = parse_message(real)
-    other = craft(duo, (CommandEntry(0, 1, {"pay": 5}),))
-    assert_refused(duo.bob, propose(duo, other, signature=genuine.signature), "signature")
-    assert_honest_round_works(duo, real)
+    update, real = signed_by_bob(duo, 10)
+    genuine = duo.bob.committed.signatures[0]
+    forged = encode_message(Commit(channel_id=duo.cid, seq=update.seq, signature=genuine))
+    assert_refused(duo.bob, forged, "invalid sequencer signature")
+    deliver(duo, 1, [real])
+    assert duo.bob.seq == 1
+
+
+def test_commit_of_a_seq_bob_did_not_sign_is_refused():
+    duo = opened()
+    update, real = signed_by_bob(duo, 10)
+    sig = parse_message(real).signature
+    for seq in (2, 99):
+        bad = encode_message(Commit(channel_id=duo.cid, seq=seq, signature=sig))
+        assert_refused(duo.bob, bad, f"COMMIT of seq {seq}, which this party has not signed")
+    deliver(duo, 1, [real])
+    # A repeated COMMIT (after a reconnect) changes nothing.
+    before = duo.bob.committed
+    duo.bob.receive(real)
+    assert duo.bob.effects() == [] and duo.bob.committed == before
 
 
 @pytest.mark.parametrize("how", [*SIG_FORGERIES, "old-signature"])
@@ -339,7 +372,7 @@ def test_forged_counter_signature_is_refused_then_honest_accept_commits(how):
     else:
         sig = forge_signature(duo, how, digest(duo, update), duo.b)
     forged = encode_message(Accept(channel_id=duo.cid, seq=update.seq, signature=sig))
-    assert_refused(duo.alice, forged, "invalid counter-signature")
+    assert_refused(duo.alice, forged, "invalid signature on seq 1")
     assert duo.alice.seq == 0 and [s.update for s in duo.alice.in_flight()] == [update]
     assert_honest_round_works(duo, real)
     assert duo.alice.seq == 1 and duo.alice.in_flight() == []
@@ -352,7 +385,7 @@ def test_counter_signature_for_the_wrong_seq_or_nothing_in_flight_is_refused():
     sig = duo.b.sign(digest(duo, update))
     for seq in (2, 99):
         bad = encode_message(Accept(channel_id=duo.cid, seq=seq, signature=sig))
-        assert_refused(duo.alice, bad, f"counter-signature for seq {seq}, expected 1")
+        assert_refused(duo.alice, bad, f"a signature on seq {seq}, expected 1")
     # An Accept for a seq already committed (a retransmission's answer, or a replay)
     # carries nothing new: it is ignored and changes nothing.
     for seq in (0, 1):
@@ -610,7 +643,7 @@ def test_proposal_replayed_from_another_channel_is_refused():
     assert_refused(one.bob, theirs, "message for another channel")
     # Re-wrapped as if for channel one: the update still belongs to channel two.
     update = parse_message(theirs).update
-    rewrapped = propose(one, update, signature=parse_message(theirs).signature)
+    rewrapped = propose(one, update, tag=parse_message(theirs).tag)
     assert_refused(one.bob, rewrapped, "another channel|does not link")
     assert_honest_round_works(one, honest_proposal(one, 10))
     assert one.bob.state == (989, 11)
@@ -625,7 +658,7 @@ def test_counter_signature_replayed_from_another_channel_is_refused():
     assert_refused(one.alice, accept[0], "message for another channel")
     sig = only(accept, Accept).signature
     rewrapped = encode_message(Accept(channel_id=one.cid, seq=1, signature=sig))
-    assert_refused(one.alice, rewrapped, "invalid counter-signature")
+    assert_refused(one.alice, rewrapped, "invalid signature on seq 1")
     assert_honest_round_works(one, mine)
 
 
@@ -642,8 +675,8 @@ def test_update_labelled_with_another_channels_id_cannot_rob_the_follower():
         pay(one, 0, 1)  # channel one: seq 3, Bob has 3
     pay(two, 0, 900)  # channel two: seq 1, Bob has 900
     bad = craft(one, (), channel_id=two.cid)  # seq 4, linked to channel one's seq 3
-    sig_a = one.a.sign(digest(one, bad))
-    data = propose(one, bad, signature=sig_a)
+    sig_a = one.a.sign(digest(one, bad))  # Alice signs once Bob has (follower first)
+    data = propose(one, bad)
     try:
         one.bob.receive(data)
     except RemoteViolation:
@@ -705,6 +738,38 @@ def test_l1_rejects_an_update_replayed_on_another_l1():
     assert there.chain.channel(there.cid).status is L1ChannelStatus.OPEN
 
 
+def test_a_sequencer_that_never_commits_cannot_grow_the_followers_memory():
+    """Bob signs first; Alice withholds every COMMIT and keeps proposing. Bob keeps at
+    most MAX_IN_FLIGHT updates awaiting her signature and refuses the next."""
+    duo = opened("payments", (2_000, 0))
+    proposals = []
+    for _ in range(MAX_IN_FLIGHT + 1):
+        update = craft_on(duo, proposals[-1] if proposals else None)
+        proposals.append(update)
+    for update in proposals[:-1]:
+        duo.bob.receive(propose(duo, update))
+    assert len(duo.bob.in_flight()) == MAX_IN_FLIGHT
+    duo.drain(1)
+    assert_refused(duo.bob, propose(duo, proposals[-1]), f"more than {MAX_IN_FLIGHT} updates")
+
+
+def craft_on(duo: Duo, previous: Update | None) -> Update:
+    """Alice's next payment of 1, on ``previous`` (or on Bob's committed update)."""
+    base = previous or duo.bob.committed.update
+    paid = base.outcome[1] + 1
+    state = (duo.params.locked - paid, paid)
+    return Update(
+        channel_id=duo.cid,
+        seq=base.seq + 1,
+        prev_hash=base.entry_hash(),
+        app_id=duo.params.app_id,
+        commands=(CommandEntry(0, base.seq + 1, {"pay": 1}),),
+        state_hash=duo.app.state_hash(state),
+        outcome=duo.app.checked_outcome(state, duo.params),
+        final=False,
+    )
+
+
 # == 5. I1: one signature per sequence number ==================================================
 
 
@@ -753,7 +818,9 @@ def test_the_signature_is_persisted_before_it_leaves():
     assert kinds.index(PersistUpdate) < kinds.index(SendMessage)
     persisted = next(e for e in effects if isinstance(e, PersistUpdate))
     accept = parse_message(next(e for e in effects if isinstance(e, SendMessage)).data)
-    assert persisted.committed and persisted.update.signatures[1] == accept.signature
+    # Signed first, by Bob alone: durable as such before his ACCEPT leaves (I1).
+    assert not persisted.committed and persisted.update.signatures[1] == accept.signature
+    assert persisted.tag == parse_message(duo.emitted[0][-1]).tag
 
 
 # == 6. L1: disputes, forgeries, double locking, double payment =============================
@@ -803,15 +870,15 @@ def test_refute_after_the_window_is_too_late():
 
 
 def test_close_with_a_half_signed_update_is_rejected_by_l1():
-    """The sequencer's own proposal, which Bob never counter-signed."""
+    """An update Bob signed, which Alice never signed after him."""
     duo = opened()
     pay(duo, 0, 10)
-    duo.alice.issue({"pay": 990})  # Alice proposes seq 2 ... and Bob never answers
-    duo.drain(0)
-    half = duo.alice.in_flight()[0]
-    assert half.signatures[1] is None and half.verify(duo.params, duo.fmt, require=(0,))
-    # Alice is the one at risk here (she paid 990), but the same holds for anyone.
-    self_forged = SignedUpdate(half.update, (half.signatures[0], half.signatures[0]))
+    duo.alice.issue({"pay": 990})  # Alice proposes seq 2, Bob signs ... and she never does
+    duo.bob.receive(duo.drain(0)[0])
+    duo.drain(1)
+    half = duo.bob.in_flight()[0]
+    assert half.signatures[0] is None and half.verify(duo.params, duo.fmt, require=(1,))
+    self_forged = SignedUpdate(half.update, (half.signatures[1], half.signatures[1]))
     txs, supply = duo.chain.transactions, duo.chain.total_supply()
     for attempt in (half, self_forged):
         with pytest.raises(L1Error, match="not signed by both"):
@@ -1030,14 +1097,18 @@ def test_non_canonical_encoding_is_refused_or_means_exactly_the_same(variant):
 @pytest.mark.parametrize(
     ("victim", "message"),
     [
-        (0, lambda d: Propose(channel_id=d.cid, update=craft(d), signature=b"s" * 64)),
+        (0, lambda d: Propose(channel_id=d.cid, update=craft(d), tag=b"t" * 32)),
         (0, lambda d: Denied(channel_id=d.cid, ref=1, reason="no")),
+        (0, lambda d: Commit(channel_id=d.cid, seq=1, signature=b"s" * 64)),
         (1, lambda d: Accept(channel_id=d.cid, seq=1, signature=b"s" * 64)),
         (1, lambda d: Request(channel_id=d.cid, ref=1, command={"pay": 1})),
         (1, lambda d: CloseRequest(channel_id=d.cid, ref=1)),
+        (1, lambda d: Signed(channel_id=d.cid, update=craft(d), signature=b"s" * 64,
+                             tag=b"t" * 32)),
     ],
-    ids=["propose-to-sequencer", "denied-to-sequencer", "accept-to-follower",
-         "request-to-follower", "close-request-to-follower"],
+    ids=["propose-to-sequencer", "denied-to-sequencer", "commit-to-sequencer",
+         "accept-to-follower", "request-to-follower", "close-request-to-follower",
+         "signed-to-follower"],
 )  # fmt: skip
 def test_message_for_the_other_role_is_a_violation(victim, message):
     duo = opened()
@@ -1049,7 +1120,7 @@ def test_message_for_another_channel_is_a_violation():
     duo = opened()
     other = os.urandom(32)
     for victim, msg in (
-        (1, Propose(channel_id=other, update=craft(duo), signature=b"s" * 64)),
+        (1, Propose(channel_id=other, update=craft(duo), tag=b"t" * 32)),
         (0, Request(channel_id=other, ref=1, command={"pay": 1})),
     ):
         assert_refused(duo.channel(victim), encode_message(msg), "another channel")
