@@ -95,7 +95,7 @@ _ROWS: list[_Row] = [
     # After a crash the sequencer completes, from the follower's SIGNED, the updates it
     # proposed before it (recognised by its tag).
     (_S, _OPENING, Input.RECV_SIGNED, _sequencer.on_signed, (_OPENING, _OPEN)),
-    (_S, _OPEN, Input.RECV_SIGNED, _sequencer.on_signed, (_OPEN, _CLOSING, _CLOSED)),
+    (_S, _OPEN, Input.RECV_SIGNED, _sequencer.on_signed, (_OPEN, _CLOSED)),
     (_S, _CLOSING, Input.RECV_SIGNED, _sequencer.on_signed, (_CLOSING, _CLOSED)),
     (_S, _CLOSED, Input.RECV_SIGNED, _sequencer.on_signed, ()),
     (_S, _DISPUTE, Input.RECV_SIGNED, _sequencer.on_signed, (_DISPUTE, _CLOSED)),

@@ -52,11 +52,13 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
             # An update at seq is already out: that one, never a second (I1). The
             # sequencer's proposals are unsigned until now; the follower's are signed.
             if mine is None:
+                # The proposals behind it stay: a late ACCEPT still completes them, one
+                # signature each, and no move is forced at their seqs (head_seq).
                 mine = st.signer.sign(digest)
                 sigs = (mine, None) if st.index == 0 else (None, mine)
                 signed = SignedUpdate(signed.update, sigs)
+                st.in_flight[0] = (signed, state, digest, tag)
                 st.out.append(PersistUpdate(update=signed, state=state, committed=False))
-            _drop_unsigned(st, keep=(signed, state, digest, tag))
             st.dispute_base = (signed, state)
             st.own_forced = (signed, base_state, base)
             set_phase(st, Phase.DISPUTE)
@@ -66,11 +68,15 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
                 f"this party already signed seq {seq}, and not as a single move of its "
                 "own; it cannot force a move there (I1)"
             )
-        _drop_unsigned(st)
+        # The sequencer's proposals: it signed none of them, and will not now. They are
+        # dropped once the move is signed (a refused move leaves them as they are).
+        unsigned = True
+    else:
+        unsigned = False
     own = st.own_forced
     if command is None and own is not None and own[0] is base:
         return base  # signed already: posted again (the first post may have failed)
-    if st.head_seq >= seq:
+    if not unsigned and st.head_seq >= seq:
         raise LocalError(
             f"this party already signed an update at seq {seq}; "
             "a force move there would be a second signature (I1)"
@@ -81,6 +87,8 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
         raise LocalError("it is not this party's move")
     check_local_command(command)
     state = st.app.apply(base_state, command, st.index)
+    if unsigned:
+        _drop_unsigned(st)
     ref = st.next_ref
     st.next_ref += 1
     update = Update(
@@ -149,22 +157,16 @@ def _answers_own_proposal(st: ChannelState, u: Update) -> bool:
     return u.seq == own.seq + 1 and u.prev_hash == own.entry_hash() and _own_single_move(st, own)
 
 
-def _drop_unsigned(
-    st: ChannelState, keep: tuple[SignedUpdate, Any, bytes, bytes] | None = None
-) -> None:
-    """Off-chain updates are over: forget the sequencer's proposals it has not signed (it
-    never will now, I1), keeping ``keep``; the chain tip goes back to what it signed."""
-    if keep is None and any(s.signatures[st.index] is not None for s, *_ in st.in_flight):
+def _drop_unsigned(st: ChannelState) -> None:
+    """Off-chain updates are over: forget the sequencer's proposals, none of which it has
+    signed (it never will now, I1); the chain tip goes back to its newest doubly-signed
+    update."""
+    if any(s.signatures[st.index] is not None for s, *_ in st.in_flight):
         return  # the follower's: each signed here, kept to answer a late COMMIT
     st.in_flight.clear()
-    if keep is not None:
-        st.in_flight.append(keep)
-        tip = keep[0].update
-    elif st.committed is not None:
+    if st.committed is not None:
         tip = st.committed.update
-    else:
-        return
-    st.head_seq, st.head_hash = tip.seq, tip.entry_hash()
+        st.head_seq, st.head_hash = tip.seq, tip.entry_hash()
 
 
 def _own_single_move(st: ChannelState, u: Update) -> bool:

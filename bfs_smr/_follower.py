@@ -145,6 +145,14 @@ def on_propose(st: ChannelState, msg: Propose) -> None:
         raise violation(
             st, f"more than {MAX_IN_FLIGHT} updates signed here await the sequencer's signature"
         )
+    if u.seq > 0:
+        # In a game, on this party's turn, the next update is its move alone: it signs
+        # first, so an update holding more could never be forced on L1 (one command by
+        # the mover), nor be signed a second time as a single move (I1).
+        before = st.in_flight[-1][1] if st.in_flight else st.committed_state
+        mine = len(u.commands) == 1 and u.commands[0].actor == st.index
+        if st.app.to_move(before) == st.index and not mine and not u.final:
+            raise violation(st, f"seq {u.seq} is this party's turn and not its move alone")
     consumed, state = _re_execute(st, u)
     check_result(st, u, state, f"seq {u.seq}")
     # Everything checks out: sign (once for this seq), persist, then answer.

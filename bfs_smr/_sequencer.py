@@ -116,17 +116,22 @@ def propose(
 def pump(st: ChannelState) -> None:
     """Propose what is queued while the window has room; then the final update, if a
     close is wanted and nothing is left before it."""
-    if st.phase is Phase.DISPUTE or st.awaiting_hello:
-        return
+    if st.phase is Phase.DISPUTE or st.phase is Phase.CLOSED or st.awaiting_hello:
+        return  # (closed: a final update adopted from the peer's log ended it)
     queue, in_flight = st.queue, st.in_flight
     max_in_flight, max_batch = st.limits.max_in_flight, st.limits.max_batch
+    app, peer = st.app, st.peer_index
     while queue and len(in_flight) < max_in_flight:
+        before = in_flight[-1][1] if in_flight else st.committed_state
         entries, state, size = queue.popleft()
         # Under load (the window full, so commands queued up), fill the update up to
         # max_batch commands and MAX_UPDATE_COMMANDS bytes; a caller's batch is never
-        # split.
+        # split. Not when it is the follower's turn in a game: its move goes alone, so
+        # that, having signed it first, it can still force it on L1 (docs/protocol.md).
+        alone = app.to_move(before) == peer
         while (
-            queue
+            not alone
+            and queue
             and len(entries) + len(queue[0][0]) <= max_batch
             and size + queue[0][2] <= MAX_UPDATE_COMMANDS
         ):
@@ -270,7 +275,21 @@ def on_signed(st: ChannelState, msg: Signed) -> None:
     st.in_flight.append((SignedUpdate(u, (None, None)), state, digest, msg.tag))
     _rebase_queue(st, state)
     _complete(st, msg.signature)
+    if u.final:
+        _fail_queue(st, "channel closed")
     _resume_if_caught_up(st)
+
+
+def _fail_queue(st: ChannelState, reason: str) -> None:
+    """Nothing queued can be proposed any more (a final update ended the channel)."""
+    while st.queue:
+        entries, _, _ = st.queue.popleft()
+        for entry in entries:
+            if entry.actor == st.index:
+                st.out.append(CommandFailed(ref=entry.ref, reason=reason))
+            else:
+                deny(st, entry.ref, reason)
+    st.queued = 0
 
 
 def _rebase_queue(st: ChannelState, base: Any) -> None:

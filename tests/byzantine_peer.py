@@ -468,11 +468,11 @@ class Attacker:
             if len(chans) < 2:
                 return result
             first, second = chans
-            # The first channel: a proposal whose signature is not the sequencer's.
+            # The first channel: a proposal whose state hash is not the re-execution's.
             first.issue({"inc": 1})
             genuine = _sent(first)[0]
-            update = parse_message(genuine).update
-            forged = Propose(channel_id=first.channel_id, update=update, signature=bytes(64))
+            update = dataclasses.replace(parse_message(genuine).update, state_hash=bytes(32))
+            forged = Propose(channel_id=first.channel_id, update=update, tag=bytes(32))
             await link.send(CHANNEL_FRAME + first.channel_id + encode_message(forged))
             # The second channel goes on over the same link.
             second.issue({"inc": 2})
@@ -505,7 +505,9 @@ class Attacker:
                 if not await link.exchange(chan):
                     result["not_signed"] = chan.seq + 1
                     return result
-            hello = Hello(channel_id=chan.channel_id, next_seq=0, head_hash=bytes(32))
+            hello = Hello(
+                channel_id=chan.channel_id, next_seq=0, head_hash=bytes(32), signed_next=0
+            )
             frame = CHANNEL_FRAME + chan.channel_id + encode_message(hello)
             for _ in range(HELLO_FLOOD):  # apart, so the node reads them one at a time
                 await link.send(frame)
@@ -628,7 +630,8 @@ class _Frames:
         if answer is None:
             return False
         chan.receive(answer[33:])
-        chan.effects()
+        # The COMMIT: the node signed first; this makes the update doubly signed there.
+        await self.send(*(prefix + data for data in _sent(chan)))
         return chan.seq == seq + 1
 
 

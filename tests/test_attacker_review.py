@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from bfs_smr.adapters.memory import MemoryFormat
 
-from bfs_smr import ChannelParams, Ed25519, Signer, decode, encode
+from bfs_smr import ChannelParams, Ed25519, Phase, Signer, decode, encode
 from bfs_smr.runtime import LocalPair, memory_pair
 from bfs_smr.runtime import transport as t
 from bfs_smr.runtime.store import Store
@@ -363,8 +363,8 @@ def test_a_restarted_sequencer_never_signs_a_second_update_at_its_forced_seq(
     tmp_path: Path,
 ) -> None:
     """Withstood (I1 across a restart): Alice forces her in-flight move at seq 3, crashes,
-    restarts (her store holds it as a plain in-flight proposal) and is asked to force
-    another move: she gets the same seq-3 update back, or a refusal; never a second one."""
+    restarts (her store holds the move she signed alone) and is asked to force another
+    move: she gets the same seq-3 update back, or a refusal; never a second one."""
     stores = (Store(tmp_path / "alice"), Store(tmp_path / "bob"))
     _, pair = memory_pair("tictactoe", (10, 10), stores=stores)
     pair.open()
@@ -383,7 +383,10 @@ def test_a_restarted_sequencer_never_signs_a_second_update_at_its_forced_seq(
     for cell in (7, 8):
         with contextlib.suppress(Exception):
             signed.append(pair.alice.chan.force_move({"cell": cell}))
-    assert signed, "no force move at all after the restart"
+    # Her store keeps the forced move (signed alone, no tag): she is back in the dispute
+    # on top of it, and any further move of hers builds on it.
+    assert pair.alice.chan.phase is Phase.DISPUTE
+    assert pair.alice.chan.force_base[0] == forced
     assert all(s == forced for s in signed if s.seq == 3), signed
 
 

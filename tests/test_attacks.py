@@ -350,7 +350,7 @@ def test_valid_signature_from_another_update_is_refused():
 
 def test_commit_of_a_seq_bob_did_not_sign_is_refused():
     duo = opened()
-    update, real = signed_by_bob(duo, 10)
+    _, real = signed_by_bob(duo, 10)
     sig = parse_message(real).signature
     for seq in (2, 99):
         bad = encode_message(Commit(channel_id=duo.cid, seq=seq, signature=sig))

@@ -20,10 +20,12 @@ from bfs_smr import (
 from bfs_smr._messages import (
     Accept,
     CloseRequest,
+    Commit,
     Denied,
     MessageKind,
     Propose,
     Request,
+    Signed,
     encode_message,
     parse_message,
 )
@@ -72,13 +74,19 @@ def test_every_signature_is_persisted_before_it_is_sent():
     _, pair = opened()
     pair.alice.chan.issue({"pay": 1})
     out = pair.alice.chan.effects()
-    assert [type(e) for e in out] == [PersistUpdate, SendMessage]
-    assert out[0].committed is False
-    pair.bob.chan.receive(out[1].data)
-    back = pair.bob.chan.effects()
-    assert type(back[0]) is PersistUpdate and back[0].committed
-    assert type(back[-1]) is SendMessage
-    assert [type(e) for e in back].index(SendMessage) > 0
+    assert [type(e) for e in out] == [SendMessage]  # unsigned: nothing to persist first
+    pair.bob.chan.receive(out[0].data)
+    back = pair.bob.chan.effects()  # Bob signs first: persisted, then his ACCEPT
+    assert [type(e) for e in back] == [PersistUpdate, SendMessage]
+    assert back[0].committed is False and kinds([back[1].data]) == [MessageKind.ACCEPT]
+    pair.alice.chan.receive(back[1].data)
+    done = pair.alice.chan.effects()  # Alice signs: doubly signed and durable, then COMMIT
+    assert type(done[0]) is PersistUpdate and done[0].committed
+    assert type(done[-1]) is SendMessage and kinds([done[-1].data]) == [MessageKind.COMMIT]
+    pair.bob.chan.receive(done[-1].data)
+    last = pair.bob.chan.effects()
+    assert type(last[0]) is PersistUpdate and last[0].committed
+    assert not any(type(e) is SendMessage for e in last)
 
 
 def test_pipelining_keeps_at_most_the_window_in_flight():
@@ -93,11 +101,12 @@ def test_pipelining_keeps_at_most_the_window_in_flight():
     accepts = [e.data for e in pair.bob.chan.effects() if isinstance(e, SendMessage)]
     pair.alice.chan.receive(accepts[0])
     more = [e.data for e in pair.alice.chan.effects() if isinstance(e, SendMessage)]
-    assert kinds(more) == [MessageKind.PROPOSE]  # one slot freed, one more proposal
+    # seq 1 committed (its COMMIT), one slot freed, one more proposal
+    assert kinds(more) == [MessageKind.COMMIT, MessageKind.PROPOSE]
     pair.drain(pair.alice)
     for data in accepts[1:]:
         pair.alice.inbox.append(data)
-    pair.bob.inbox.append(more[0])
+    pair.bob.inbox.extend(more)
     pair.pump()
     assert pair.alice.chan.seq == pair.bob.chan.seq == 10
     assert pair.alice.chan.state == (990, 1_010)
@@ -200,7 +209,9 @@ def test_close_after_queued_commands_then_nothing_more():
     pair.pump()
     assert pair.alice.final == pair.bob.final and pair.alice.final.update.final
     assert pair.alice.final.update.outcome == (1_004, 996)
-    assert [(f.ref, f.reason) for f in pair.bob.failed] == [(late, "channel closed")]
+    # Denied as the channel is closing, or failed when the final update committed first.
+    assert [f.ref for f in pair.bob.failed] == [late]
+    assert pair.bob.failed[0].reason in ("channel is closing", "channel closed")
     assert pair.bob.chan.phase is Phase.CLOSED
 
 
@@ -260,12 +271,28 @@ def test_force_move_reuses_the_update_already_signed():
     pair.silenced.add("bob")
     pair.alice.chan.issue({"cell": 4})
     pair.pump()
-    proposal = pair.alice.chan.in_flight()[0]
+    proposal = pair.alice.chan.in_flight()[0]  # unsigned: Bob signs first
     move = pair.alice.chan.force_move({"cell": 0})  # a different move is NOT signed
-    assert move == proposal
+    assert move.update == proposal.update and move.signatures[0] is not None
     assert pair.alice.chan.phase is Phase.DISPUTE
     with pytest.raises(LocalError):
         pair.alice.chan.issue({"cell": 1})
+
+
+def test_the_followers_force_move_reuses_the_update_it_signed():
+    _, pair = opened("tictactoe", (5, 5))
+    pair.alice.chan.issue({"cell": 4})
+    pair.pump()
+    pair.bob.chan.issue({"cell": 0})
+    pair.drain(pair.bob)
+    pair.alice.chan.receive(pair.alice.inbox.popleft())  # Alice proposes Bob's move
+    pair.drain(pair.alice)
+    pair.bob.chan.receive(pair.bob.inbox.popleft())  # Bob signs it ...
+    pair.bob.chan.effects()  # ... and his ACCEPT is lost: Alice never signs
+    (signed,) = pair.bob.chan.in_flight()
+    assert signed.signatures == (None, signed.signatures[1]) and signed.signatures[1]
+    move = pair.bob.chan.force_move({"cell": 8})  # a different move is NOT signed
+    assert move == signed and pair.bob.chan.phase is Phase.DISPUTE
 
 
 def test_force_move_needs_the_turn():
@@ -294,10 +321,11 @@ def test_fast_propose_encoding_equals_the_generic_one():
 
     _, pair = opened()
     pair.alice.chan.issue({"pay": 1})
-    persist, send = pair.alice.chan.effects()
-    u, sig = persist.update.update, persist.update.signatures[0]
-    generic = encode_message(Propose(channel_id=u.channel_id, update=u, signature=sig))
-    assert send.data == generic == encode_propose(u.channel_id, u.body(), sig)
+    (send,) = pair.alice.chan.effects()
+    u = pair.alice.chan.in_flight()[0].update
+    tag = pair.alice.signer.tag(pair.alice.l1.format.digest(u, u.body()))
+    generic = encode_message(Propose(channel_id=u.channel_id, update=u, tag=tag))
+    assert send.data == generic == encode_propose(u.channel_id, u.body(), tag)
 
 
 def test_queue_is_bounded_for_both_local_and_peer_commands():
@@ -403,8 +431,15 @@ def test_messages_about_a_closed_channel_get_an_answer_not_a_violation():
         assert answer == [Denied(channel_id=cid, ref=message.ref, reason="the channel is closed")]
     late = Accept(channel_id=cid, seq=final.seq, signature=final.signatures[1])
     assert _delivered(alice, late) == []
-    resent = Propose(channel_id=cid, update=final.update, signature=final.signatures[0])
-    assert _delivered(bob, resent) == [late]  # the same counter-signature again
+    signed = Signed(
+        channel_id=cid, update=final.update, signature=final.signatures[1], tag=bytes(32)
+    )
+    assert _delivered(alice, signed) == []
+    commit = Commit(channel_id=cid, seq=final.seq, signature=final.signatures[0])
+    assert _delivered(bob, commit) == []
+    tag = pair.alice.signer.tag(pair.alice.l1.format.digest(final.update, final.update.body()))
+    resent = Propose(channel_id=cid, update=final.update, tag=tag)
+    assert _delivered(bob, resent) == [late]  # the same signature again
     assert _delivered(bob, Denied(channel_id=cid, ref=1, reason="x")) == []
     assert alice.phase is bob.phase is Phase.CLOSED and alice.committed == bob.committed
 

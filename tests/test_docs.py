@@ -32,7 +32,7 @@ from bfs_smr import (
     SendMessage,
     StateMachine,
 )
-from bfs_smr._messages import Entries, encode_message
+from bfs_smr._messages import Signed, encode_message
 from bfs_smr.runtime import LocalPair, memory_pair
 from bfs_smr.runtime._local import Party
 
@@ -207,16 +207,87 @@ def _run_resync_scenarios() -> None:
             p.bob.chan.receive(p.bob.inbox.popleft())
         out = p.bob.chan.effects()  # Bob signed both; Alice gets neither answer yet
         answers = [e.data for e in out if isinstance(e, SendMessage)]
-        signed = tuple(e.update for e in out if isinstance(e, PersistUpdate) and e.committed)
+        signed = [e for e in out if isinstance(e, PersistUpdate) and not e.committed]
         p.alice.chan.force_move()
         assert p.alice.chan.phase is Phase.DISPUTE and len(signed) == 2
-        if resync:
-            entries = Entries(channel_id=p.params.channel_id, entries=signed)
-            p.alice.chan.receive(encode_message(entries))
+        if resync:  # Bob re-sends what he signed (SIGNED), as after a reconnect
+            for e in signed:
+                again = Signed(
+                    channel_id=p.params.channel_id,
+                    update=e.update.update,
+                    signature=e.update.signatures[1],
+                    tag=e.tag,
+                )
+                p.alice.chan.receive(encode_message(again))
         else:
             for data in answers:
                 p.alice.chan.receive(data)
         assert p.alice.chan.phase is Phase.CLOSED
+
+
+def _run_crash_scenarios() -> None:
+    """The follower signs first: a sequencer that lost its proposals completes them
+    from the follower's SIGNED; a follower in a dispute completes what it signed."""
+    # The sequencer lost everything after proposing the opening update Bob signed.
+    _, p = memory_pair("payments", (100, 0))
+    p.alice.chan.start()
+    _withhold_answers(p)
+    _restore(p, p.alice)
+    p.resync()
+    assert p.alice.chan.phase is Phase.OPEN
+    # The sequencer restarted after proposing the final update Bob signed.
+    p = _pair("payments", (100, 0))
+    backup = _backup(p.alice)
+    p.alice.chan.close()
+    _withhold_answers(p)
+    _restore(p, p.alice, backup)
+    p.resync()
+    assert p.alice.chan.phase is Phase.CLOSED
+    # Bob forced his own payment, which he had signed with the final update behind it;
+    # Alice's COMMITs then complete both.
+    p = _pair("payments", (100, 50))
+    p.bob.chan.issue({"pay": 1})
+    p.drain(p.bob)
+    p.alice.chan.receive(p.alice.inbox.popleft())
+    p.alice.chan.close()
+    p.drain(p.alice)
+    while p.bob.inbox:
+        p.bob.chan.receive(p.bob.inbox.popleft())
+    answers = [e.data for e in p.bob.chan.effects() if isinstance(e, SendMessage)]
+    p.bob.chan.force_move()
+    assert p.bob.chan.phase is Phase.DISPUTE
+    for data in answers:
+        p.alice.chan.receive(data)
+    for e in p.alice.chan.effects():
+        if isinstance(e, SendMessage):
+            p.bob.chan.receive(e.data)
+    assert p.bob.chan.phase is Phase.CLOSED
+    # The sequencer, restored from an old backup, asks to close; the follower's log
+    # (served on resync) already ends in a final update.
+    p = _pair("payments", (100, 0))
+    backup = _backup(p.alice)
+    p.alice.chan.issue({"pay": 1})
+    p.alice.chan.close()
+    p.pump()
+    _restore(p, p.alice, backup)
+    p.alice.chan.close()
+    assert p.alice.chan.phase is Phase.CLOSING
+    p.resync()
+    assert p.alice.chan.phase is Phase.CLOSED
+    # The sequencer, restored from an old backup, forced a move; the follower's log
+    # (served on resync) ends in a final update.
+    p = _pair("tictactoe", (10, 10))
+    backup = _backup(p.alice)
+    for who, cell in ((p.alice, 0), (p.bob, 3), (p.alice, 1), (p.bob, 4), (p.alice, 2)):
+        who.chan.issue({"cell": cell})
+        p.pump()
+    p.alice.chan.close()
+    p.pump()
+    _restore(p, p.alice, backup)
+    p.alice.chan.force_move({"cell": 8})
+    assert p.alice.chan.phase is Phase.DISPUTE
+    p.resync()
+    assert p.alice.chan.phase is Phase.CLOSED
 
 
 def _run_forced_move_scenarios() -> None:
@@ -294,6 +365,7 @@ def _run_scenarios() -> None:
 def test_documented_phase_changes_match_real_runs(observed: set[tuple[Key, Phase]]) -> None:
     _run_scenarios()
     _run_resync_scenarios()
+    _run_crash_scenarios()
     _run_forced_move_scenarios()
     for key, after in observed:
         assert after in gen.phases_after(key), f"{key} went to {after}, not documented"

@@ -84,39 +84,44 @@ def settle_after_window(chain: Any, p: LocalPair) -> tuple[int, int]:
 # -- findings ---------------------------------------------------------------------------
 
 
-def test_a_peer_that_posts_my_own_proposal_as_a_force_move_does_not_strand_me() -> None:
-    """Alice (X) proposes her move; Bob never counter-signs it, closes on the update before
-    it and posts *her* proposal as a force move himself (anyone may: it carries her
-    signature, and the base his own). Then he answers with his forced move. Alice's node
-    must see her own move as the dispute's base and adopt Bob's answer; otherwise it never
-    answers and forfeits the pot at settle, though it was never silent."""
-    chain, p, states = game((4, 0))  # X centre, O corner: X (Alice) to move
-    base = p.alice.chan.committed
+def test_a_peer_that_posts_my_own_signed_move_as_a_force_move_does_not_strand_me() -> None:
+    """Bob (O) asks for his move; Alice proposes it and Bob signs it first, but she never
+    signs after him: she closes on the update before it and posts *his* signed move as a
+    force move herself (anyone may: it carries his signature, and the base his own). Then
+    she answers with her forced move. Bob's node must see his own move as the dispute's
+    base and adopt her answer; otherwise it never answers and forfeits the pot at settle,
+    though it was never silent."""
+    chain, p, states = game((4,))  # X centre: O (Bob) to move
+    base = p.bob.chan.committed
     assert base is not None
-    p.alice.chan.issue({"cell": 8})
+    p.bob.chan.issue({"cell": 0})
+    p.drain(p.bob)
+    p.alice.chan.receive(p.alice.inbox.popleft())  # Alice proposes Bob's move ...
     p.drain(p.alice)
-    p.bob.inbox.clear()  # Bob withholds his counter-signature
-    proposal = p.alice.chan.in_flight()[0]
-    bob = p.bob.l1
-    bob.unilateral_close(base)
-    bob.force_move(encoded(p, states[-1]), proposal, base)  # Alice's move, sent by Bob
-    p.react(p.alice)  # what Alice's node does now
-    p.react(p.bob)  # Bob takes the move as his position ...
-    b_base, b_state = p.bob.chan.force_base
-    answer = p.bob.chan.force_move({"cell": 2})  # ... and answers it
-    bob.force_move(encoded(p, b_state), answer, b_base)
-    p.react(p.alice)  # Alice adopts the answer (a RemoteViolation here: she cannot)
+    p.bob.chan.receive(p.bob.inbox.popleft())  # ... Bob signs it first ...
+    p.drain(p.bob)
+    p.alice.inbox.clear()  # ... and Alice withholds her signature
+    (signed,) = p.bob.chan.in_flight()
+    alice = p.alice.l1
+    alice.unilateral_close(base)
+    alice.force_move(encoded(p, states[-1]), signed, base)  # Bob's move, sent by Alice
+    p.react(p.bob)  # what Bob's node does now
+    p.react(p.alice)  # Alice takes the move as her position ...
     a_base, a_state = p.alice.chan.force_base
-    assert a_base.seq == answer.seq
-    move = p.alice.chan.force_move({"cell": 1})  # she blocks O's row
-    p.alice.l1.force_move(encoded(p, a_state), move, a_base)
-    assert settle_after_window(chain, p) == (100, 0)  # Bob is silent now: he forfeits
+    answer = p.alice.chan.force_move({"cell": 8})  # ... and answers it
+    alice.force_move(encoded(p, a_state), answer, a_base)
+    p.react(p.bob)  # Bob adopts the answer (a RemoteViolation here: he cannot)
+    b_base, b_state = p.bob.chan.force_base
+    assert b_base.seq == answer.seq
+    move = p.bob.chan.force_move({"cell": 1})
+    p.bob.l1.force_move(encoded(p, b_state), move, b_base)
+    assert settle_after_window(chain, p) == (0, 100)  # Alice is silent now: she forfeits
 
 
 def test_a_sequencer_restarted_after_forcing_its_move_still_answers(tmp_path: Path) -> None:
-    """No attacker: Alice forces her in-flight move (Bob never counter-signed), restarts,
-    and Bob answers on L1. Restored from the store, her move is a proposal in flight again,
-    not the dispute's base; she must take it back from L1 to adopt Bob's answer."""
+    """No attacker: Alice forces her in-flight move (Bob never signed it), restarts, and
+    Bob answers on L1. Her store keeps the move she signed alone for L1: restored, it is
+    the dispute's base, and she adopts Bob's answer on top of it."""
     chain, p = evm_pair(
         "tictactoe",
         (50, 50),
@@ -130,7 +135,7 @@ def test_a_sequencer_restarted_after_forcing_its_move_still_answers(tmp_path: Pa
         p.pump()
     p.alice.chan.issue({"cell": 8})
     p.drain(p.alice)
-    p.bob.inbox.clear()  # Bob withholds his counter-signature
+    p.bob.inbox.clear()  # Bob never sees her proposal
     p.react(p.alice, Intent(unilateral=True))  # she closes ...
     assert [type(a).__name__ for a in p.react(p.alice)] == ["ForceMove"]  # ... and forces
     p.restart(p.alice)

@@ -3,7 +3,8 @@
 import pytest
 from conftest import make_pair
 
-from bfs_smr import L1ChannelStatus, L1Error, L1EventKind
+from bfs_smr import L1ChannelStatus, L1Error, L1EventKind, PersistUpdate
+from bfs_smr._messages import Accept, encode_message
 from tests.hostile import shared_reference_bomb
 
 
@@ -372,9 +373,19 @@ def test_answering_a_forced_move_never_signs_twice_at_one_seq():
     pair.alice.chan.issue({"cell": 8})
     pair.drain(pair.alice)
     assert [u.seq for u in pair.alice.chan.in_flight()] == [2, 3]
-    with pytest.raises(LocalError, match="not as a single move of its own"):
-        pair.alice.chan.force_move({"cell": 8})  # seq 2 holds Bob's move, not hers
+    # Alice has signed neither proposal (the follower signs first), and seq 2 is Bob's
+    # move, not hers: refused, and nothing changes.
+    with pytest.raises(LocalError, match="not this party's move"):
+        pair.alice.chan.force_move({"cell": 8})
+    assert [u.seq for u in pair.alice.chan.in_flight()] == [2, 3]
     forced = pair.bob.chan.force_move({"cell": 1})  # Bob forces a different move at seq 2
     pair.alice.chan.adopt_forced_move(forced)
-    with pytest.raises(LocalError, match="second signature"):
-        pair.alice.chan.force_move({"cell": 8})  # she signed seq 3 already
+    move = pair.alice.chan.force_move({"cell": 8})  # her only signature at seq 3
+    assert move.seq == 3 and move.update.prev_hash == forced.update.entry_hash()
+    sent = [e for e in pair.alice.chan.effects() if isinstance(e, PersistUpdate)]
+    assert [e.update for e in sent] == [move]
+    # A late answer to the proposal she dropped is ignored: she never signs it.
+    pair.alice.chan.receive(
+        encode_message(Accept(channel_id=pair.params.channel_id, seq=2, signature=bytes(64)))
+    )
+    assert pair.alice.chan.effects() == [] and pair.alice.chan.committed.seq == 1

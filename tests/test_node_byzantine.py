@@ -329,7 +329,7 @@ def test_a_violation_on_one_channel_leaves_the_link_to_the_others(
     broke = [e for e in events if e.get("event") == "peer broke the protocol on a channel"]
     assert len(broke) == 1, broke
     assert broke[0]["channel"] == first[:16] and broke[0]["peer"] == report["attacker_id"][:16]
-    assert "invalid or missing proposer signature" in broke[0]["reason"], broke
+    assert "state hash differs from re-execution" in broke[0]["reason"], broke
     assert not [e for e in events if e.get("event") == "peer broke the protocol"]
     # The node kept what was doubly signed on each: the opening, and seq 1 of the second.
     assert victim.call("show", channel=first)["seq"] == 0

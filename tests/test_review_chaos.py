@@ -199,10 +199,11 @@ class Chaos(RuleBasedStateMachine):
 
     # -- what the peer crafts with its own key ------------------------------------------
 
-    @rule(to=WHO, n=st.integers(0, 30), good=st.booleans())
-    def hostile_hello(self, to: int, n: int, good: bool) -> None:
+    @rule(to=WHO, n=st.integers(0, 30), good=st.booleans(), ahead=st.integers(0, 3))
+    def hostile_hello(self, to: int, n: int, good: bool, ahead: int) -> None:
         head = self.ch[to]._st.head_hash if good else os.urandom(32)
-        self.send(to, Hello(channel_id=self.params.channel_id, next_seq=n, head_hash=head))
+        cid = self.params.channel_id
+        self.send(to, Hello(channel_id=cid, next_seq=n, head_hash=head, signed_next=n + ahead))
 
     @rule(ref=st.integers(0, 30))
     def hostile_denied(self, ref: int) -> None:
@@ -244,15 +245,15 @@ class Chaos(RuleBasedStateMachine):
             outcome=self.app.checked_outcome(state, self.params),
             final=final,
         )
-        sig = self.signers[ALICE].sign(self.fmt.digest(u, u.body()))
-        self.send(BOB, Propose(channel_id=self.params.channel_id, update=u, signature=sig))
+        tag = self.signers[ALICE].tag(self.fmt.digest(u, u.body()))
+        self.send(BOB, Propose(channel_id=self.params.channel_id, update=u, tag=tag))
 
     @rule(offset=st.integers(-2, 2))
     def hostile_accept(self, offset: int) -> None:
         """Bob, hostile, counter-signs Alice's oldest proposal, or names another seq."""
         alice = self.ch[ALICE]._st
         if alice.in_flight:
-            signed, _, digest = alice.in_flight[0]
+            signed, _, digest, _ = alice.in_flight[0]
             sig = self.signers[BOB].sign(digest)
             cid = self.params.channel_id
             self.send(ALICE, Accept(channel_id=cid, seq=signed.seq + offset, signature=sig))

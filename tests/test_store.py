@@ -284,9 +284,7 @@ def test_resync_detects_a_fork_at_the_same_height(durable):
     from bfs_smr._messages import Hello, encode_message
 
     data = encode_message(
-        Hello(
-            channel_id=pair.params.channel_id, next_seq=2, head_hash=b"\x01" * 32, signed_next=2
-        )
+        Hello(channel_id=pair.params.channel_id, next_seq=2, head_hash=b"\x01" * 32, signed_next=2)
     )
     with pytest.raises(RemoteViolation, match="fork"):
         pair.bob.chan.receive(data)

@@ -279,6 +279,7 @@ class LocalPair:
                 else:
                     base, base_state = chan.force_base
                     move = chan.force_move()
+                    self.drain(party)  # a new signature is durable before it goes to L1
                 l1.force_move(chan.format.encode_state(chan.app, base_state), move, base)
             else:
                 assert isinstance(action, AdoptForced)

@@ -139,9 +139,7 @@ class Store:
             self._db.executescript(_SCHEMA)
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(proposals)")}
             if "tag" not in columns:  # a store from before the follower signed first
-                self._db.execute(
-                    "ALTER TABLE proposals ADD COLUMN tag BLOB NOT NULL DEFAULT x''"
-                )
+                self._db.execute("ALTER TABLE proposals ADD COLUMN tag BLOB NOT NULL DEFAULT x''")
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 raise StoreError(self.path, "not a bfs-smr store (no schema version)")
