@@ -1,5 +1,7 @@
 """The bfs-smr command line, run as a user runs it: the installed script, in a subprocess."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -7,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
-from bfs_smr.cli import main
+from bfs_smr.cli import bench_table, main
 
 SCRIPT = shutil.which("bfs-smr")
 
@@ -137,11 +140,19 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
     assert needle in lines[0] and "Traceback" not in proc.stderr
 
 
-def test_bench_json_keys(capsys, tmp_path):
-    chart = tmp_path / "bench.png"
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One short ``bfs-smr bench --json`` run (about a minute), for the tests that read it."""
+    chart = tmp_path_factory.mktemp("bench") / "bench.png"
     args = ["bench", "--payments", "300", "--channels", "20", "--reopen-entries", "1000"]
-    assert main([*args, "--chart", str(chart), "--json"]) == 0
-    result = last_json(capsys.readouterr().out)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*args, "--chart", str(chart), "--json"]) == 0
+    return last_json(out.getvalue()), chart
+
+
+def test_bench_json_keys(bench_run):
+    result, chart = bench_run
     bound = result["crypto_bound_per_second"]
     sequential = result["sequential"]
     assert sequential["payments"] == 300 and sequential["window"] == 1
@@ -165,6 +176,64 @@ def test_bench_json_keys(capsys, tmp_path):
     )
     assert result["chart"] == str(chart)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
+
+
+def test_bench_sets_each_figure_beside_its_bound_and_target(bench_run):
+    """The bounds measured in the run, each figure's ratio to its bound as the JSON prints
+    both, and whether each target was met, as its own target says (no time asserted)."""
+    result, _ = bench_run
+    crypto, fsync = result["crypto_bound_per_second"], result["fsync_seconds"]
+    trip, bound = result["round_trip_seconds"], result["sequential_bound_per_second"]
+    assert 0 < fsync < 1 and 0 < trip < 1
+    assert bound == pytest.approx(1 / (2 * fsync + trip + 1 / crypto), abs=0.06)
+    assert bound < crypto
+    sequential = result["sequential"]
+    assert sequential["ratio_to_sequential_bound"] == pytest.approx(
+        sequential["payments_per_second"] / bound, abs=0.0006
+    )
+    durable = result["durable_in_process"]
+    assert durable["ratio_to_crypto_bound"] == pytest.approx(
+        durable["payments_per_second"] / crypto, abs=0.0006
+    )
+    assert result["ten_thousand_payments"]["seconds"] == result["ten_thousand_payments_seconds"]
+    targeted = {
+        "in_process": result["in_process"],
+        "sequential": sequential,
+        "ten_thousand_payments": result["ten_thousand_payments"],
+        "channels": result["channels"],
+        "reopen": result["reopen"],
+    }
+    for p in result["pipelined"]:
+        targeted[f"pipelined {p['window']} {p['max_batch']}"] = p
+    for b in result["batched"]:
+        targeted[f"batched {b['k']}"] = b
+    with_target = {name for name, entry in targeted.items() if "target" in entry}
+    assert with_target == {
+        "in_process", "sequential", "ten_thousand_payments", "channels", "reopen",
+        "pipelined 16 1", "batched 100", "batched 1000",
+    }  # fmt: skip
+    assert result["in_process"]["target"] == {"min": {"ratio": 0.8}}
+    assert sequential["target"] == {"min": {"ratio_to_sequential_bound": 0.8}}
+    for name in with_target:
+        entry = targeted[name]
+        least, most = entry["target"].get("min", {}), entry["target"].get("max", {})
+        assert least or most
+        met = all(entry[k] >= v for k, v in least.items())
+        met = met and all(entry[k] <= v for k, v in most.items())
+        assert entry["met"] is met, name
+
+
+def test_bench_table_fits_80_columns_and_shows_each_ratio(bench_run):
+    result, _ = bench_run
+    console = Console(width=200, record=True)
+    console.print(bench_table(result))
+    lines = console.export_text().splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    (sequential,) = [line for line in lines if line.startswith("sequential ")]
+    bound = result["sequential_bound_per_second"]
+    assert f"{bound:,.0f}/s" in sequential
+    assert f"{result['sequential']['ratio_to_sequential_bound']:.2f}" in sequential
+    assert ("✓" in sequential) is result["sequential"]["met"]
 
 
 def test_payments_demo_on_the_evm_uses_two_l1_transactions(capsys):

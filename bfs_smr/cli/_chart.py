@@ -39,6 +39,13 @@ def write_chart(result: dict[str, Any], path: Path | str) -> Path:
             marker=marker,
             label=label,
         )
+    if "sequential_bound_per_second" in result:
+        left.axhline(
+            result["sequential_bound_per_second"],
+            color="tab:purple",
+            linestyle=":",
+            label="sequential bound (2 fsyncs + round trip + crypto)",
+        )
     left.set_xscale("log", base=2)
     left.set_xlabel("pipelining window (updates in flight)")
     left.set_ylabel("payments per second")
