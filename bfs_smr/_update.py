@@ -8,6 +8,7 @@ digest of it; with both signatures it is a :class:`SignedUpdate` that any L1 wil
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -108,7 +109,7 @@ class ChannelParams:
         """``name/version``, bound into every update."""
         app_id = self._app_id
         if app_id is None:
-            app_id = f"{self.app}/{self.app_version}"
+            app_id = sys.intern(f"{self.app}/{self.app_version}")  # one for all channels
             object.__setattr__(self, "_app_id", app_id)  # a cache: the value never changes
         return app_id
 
