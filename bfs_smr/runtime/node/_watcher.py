@@ -37,7 +37,7 @@ from bfs_smr._reaction import (
 from bfs_smr._update import SignedUpdate
 from bfs_smr.plugins import L1Connection
 from bfs_smr.runtime._logging import get_logger
-from bfs_smr.runtime.node._channels import NodeChannel, fail_all, resolve
+from bfs_smr.runtime.node._channels import NodeChannel, fail_all
 from bfs_smr.runtime.node._tasks import L1_MAX_BACKOFF, Background, L1Thread, backoff
 
 __all__ = ["L1_MAX_BACKOFF", "L1_SWEEP_EVERY", "L1Watcher", "backoff", "needs_l1_look"]
@@ -163,7 +163,7 @@ class L1Watcher:
             L1Error: the L1 could not be read or refused an action (logged; the channel
                 is looked at again after a backoff).
         """
-        async with c.l1_lock:
+        async with c.l1_turn():
             acting = False
             try:
                 for _ in range(rounds):
@@ -201,11 +201,11 @@ class L1Watcher:
         c.l1_registered, c.l1_forced = info.registered_seq, info.forced
         status = info.status
         if status is L1ChannelStatus.OPEN:
-            resolve(c.opened, None)
+            c.resolve_opened()
         elif status in (L1ChannelStatus.SETTLED, L1ChannelStatus.CANCELLED):
             c.payouts = info.payouts or (0, 0)
-            resolve(c.settled, c.payouts)
-            resolve(c.opened, None)
+            c.resolve_settled(c.payouts)
+            c.resolve_opened()
             fail_all(c, f"the channel is {status.value} on L1")
         if self._changed is not None and before != (
             c.l1_status,
