@@ -13,7 +13,6 @@ phase each one runs.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from ._codec import check_plain
@@ -296,7 +295,9 @@ def _rebase_queue(st: ChannelState, base: Any) -> None:
     """Re-apply the queued commands on ``base``, a tip this party learned of after it
     queued them (a proposal of its own from before a crash); refuse those that no longer
     apply."""
-    groups, st.queue, st.queued = list(st.queue), deque(), 0
+    groups = list(st.queue)
+    st.queue.clear()
+    st.queued = 0
     state = base
     for entries, _, size in groups:
         after = state

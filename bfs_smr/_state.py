@@ -17,7 +17,6 @@ channel checks that at dispatch.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from ._codec import MAX_MESSAGE_SIZE, check_plain, encode
 from ._crypto import Signer
 from ._errors import CodecError, CommandRejected, LocalError, RemoteViolation
 from ._l1 import L1Format
+from ._lazydeque import LazyDeque
 from ._limits import ChannelLimits
 from ._messages import (
     ChannelFinalized,
@@ -180,11 +180,13 @@ class ChannelState:
     #: tag). At the sequencer its proposals awaiting ACCEPT, which it has not signed
     #: (unless it forced one of them as a move); at the follower the proposals it signed
     #: and ACCEPTed, awaiting COMMIT, with the sequencer's tag on each.
-    in_flight: deque[tuple[SignedUpdate, Any, bytes, bytes]] = field(default_factory=deque)
+    in_flight: LazyDeque[tuple[SignedUpdate, Any, bytes, bytes]] = field(
+        default_factory=LazyDeque
+    )
     # -- sequencer
     #: Commands waiting for a window slot: groups that go into one update together (a
     #: caller's batch, or one command), each with the state after it and its size.
-    queue: deque[tuple[tuple[CommandEntry, ...], Any, int]] = field(default_factory=deque)
+    queue: LazyDeque[tuple[tuple[CommandEntry, ...], Any, int]] = field(default_factory=LazyDeque)
     queued: int = 0  # commands in queue
     tip_state: Any = None  # the state after everything proposed and queued
     close_wanted: bool = False
@@ -200,7 +202,7 @@ class ChannelState:
     # -- resynchronisation
     #: Log ranges asked for by ServeLog effects not yet answered, oldest first: one step
     #: may emit two (a HELLO, commits, another HELLO in one read).
-    serving: deque[tuple[int, int]] = field(default_factory=deque)
+    serving: LazyDeque[tuple[int, int]] = field(default_factory=LazyDeque)
     served_upto: int = -1  # newest entry served to the peer since the last resync
     retransmit_upto: int = -1  # newest proposal to re-send once the peer says HELLO
     awaiting_hello: bool = False
@@ -217,7 +219,7 @@ class ChannelState:
     retransmit_after_serving: bool = False
     # -- follower
     #: Requests sent and not yet answered, oldest first: (ref, command or CLOSE_MARK).
-    requests: deque[tuple[int, Any]] = field(default_factory=deque)
+    requests: LazyDeque[tuple[int, Any]] = field(default_factory=LazyDeque)
 
     def __post_init__(self) -> None:
         self.channel_id = self.params.channel_id

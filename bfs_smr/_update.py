@@ -8,6 +8,7 @@ digest of it; with both signatures it is a :class:`SignedUpdate` that any L1 wil
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,10 @@ class ChannelParams:
     nonce: int = 0
     challenge_window: int = 86_400
     watch: bytes = b""
+    # The id and app_id, made once: every party's record, each update and the node's
+    # tables hold them, and one object for all takes less memory than one for each.
+    _id: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _app_id: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Every field is checked, not only the numbers: parameters also come from peers and
@@ -102,7 +107,11 @@ class ChannelParams:
     @property
     def app_id(self) -> str:
         """``name/version``, bound into every update."""
-        return f"{self.app}/{self.app_version}"
+        app_id = self._app_id
+        if app_id is None:
+            app_id = sys.intern(f"{self.app}/{self.app_version}")  # one for all channels
+            object.__setattr__(self, "_app_id", app_id)  # a cache: the value never changes
+        return app_id
 
     def to_value(self) -> list[Any]:
         """Plain-data form, as encoded and hashed."""
@@ -154,7 +163,11 @@ class ChannelParams:
     @property
     def channel_id(self) -> bytes:
         """The channel id: the hash of the parameters (fresh per nonce and L1)."""
-        return hash_bytes(b"bfs-smr/channel/v1" + encode(self.to_value()))
+        cid = self._id
+        if cid is None:
+            cid = hash_bytes(b"bfs-smr/channel/v1" + encode(self.to_value()))
+            object.__setattr__(self, "_id", cid)  # a cache: the value never changes
+        return cid
 
     @property
     def genesis_hash(self) -> bytes:
@@ -220,6 +233,11 @@ class Update:
             body = encode(self.to_value())
             object.__setattr__(self, "_body", body)  # a cache: the value never changes
         return body
+
+    def forget_body(self) -> None:
+        """Drop the cached encoding (:meth:`body` makes it again): a node holds each
+        channel's newest update while the channel is idle, and seldom encodes it again."""
+        object.__setattr__(self, "_body", None)
 
     def entry_hash(self) -> bytes:
         """The hash the next entry links to."""

@@ -385,7 +385,11 @@ def _watch_of(c: NodeChannel) -> bytes | None:
 
 
 def _phase_of(c: NodeChannel) -> tuple[str, str | None]:
-    return c.chan.phase.value, None if c.l1_status is None else c.l1_status.value
+    phase = c.chan.phase.value, None if c.l1_status is None else c.l1_status.value
+    return _PHASES.setdefault(phase, phase)  # one tuple for each pair, not one per channel
+
+
+_PHASES: dict[tuple[str, str | None], tuple[str, str | None]] = {}
 
 
 def _hostport(host: str, port: int) -> str:

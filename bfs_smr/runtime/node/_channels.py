@@ -7,10 +7,12 @@ peer, what the node last read of it on L1, who waits for what, and its bound log
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bfs_smr._app import StateMachine
 from bfs_smr._channel import Channel
 from bfs_smr._crypto import Signer
 from bfs_smr._errors import LocalError
@@ -61,8 +63,12 @@ class Waiter:
             self.future.set_exception(exc)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class NodeChannel:
+    """One channel as the node holds it. Its containers are made when first needed and
+    dropped once empty (:meth:`wait_opened`, :meth:`l1_turn`, ``waiters``): a node holds
+    thousands of idle channels (docs/performance.md, memory per idle channel)."""
+
     chan: Channel
     key: int
     peer: bytes
@@ -71,15 +77,19 @@ class NodeChannel:
     l1_registered: int | None = None
     l1_forced: SignedUpdate | None = None  # the update a force move registered on L1
     payouts: tuple[int, int] | None = None
-    waiters: dict[int, Waiter] = field(default_factory=dict)
-    opened: list[asyncio.Future[None]] = field(default_factory=list)
-    settled: list[asyncio.Future[tuple[int, int] | None]] = field(default_factory=list)
+    #: Who waits for the channel's own commands, by ref (None: nobody).
+    waiters: dict[int, Waiter] | None = None
+    #: Who waits for it to open, and to be paid out, on L1 (None: nobody).
+    opened: list[asyncio.Future[None]] | None = None
+    settled: list[asyncio.Future[tuple[int, int] | None]] | None = None
     close_asked: bool = False  # the owner asked for a cooperative close
     unilateral_asked: bool = False  # the owner asked for a unilateral close
     finalized_at: float | None = None
     forced_tried: int = -1  # the newest seq of a peer's forced move looked at
-    # One look-and-act on L1 at a time per channel; failures in a row, and when to retry.
-    l1_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # One look-and-act on L1 at a time per channel (see l1_turn); failures in a row, and
+    # when to retry.
+    _l1_lock: asyncio.Lock | None = None
+    _l1_users: int = 0
     l1_failures: int = 0
     l1_retry_at: float = 0.0
     l1_read_error: str | None = None  # the last read of a channel never seen on L1 failed
@@ -87,6 +97,64 @@ class NodeChannel:
     # close reveals it, and towers file the channel's entries under it.
     watch: bytes | None = None
     told_seq: int = -1  # the newest committed seq the towers and events were told of
+
+    @asynccontextmanager
+    async def l1_turn(self) -> AsyncIterator[None]:
+        """Hold the channel's turn on L1: one look-and-act at a time. The lock exists
+        only while someone holds or waits for it."""
+        lock = self._l1_lock
+        if lock is None:
+            lock = self._l1_lock = asyncio.Lock()
+        self._l1_users += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._l1_users -= 1
+            if self._l1_users == 0:
+                self._l1_lock = None
+
+    def add_waiter(self, ref: int, waiter: Waiter) -> None:
+        if self.waiters is None:
+            self.waiters = {}
+        self.waiters[ref] = waiter
+
+    def pop_waiter(self, ref: int) -> Waiter | None:
+        waiters = self.waiters
+        if waiters is None:
+            return None
+        waiter = waiters.pop(ref, None)
+        if not waiters:
+            self.waiters = None
+        return waiter
+
+    def wait_opened(self, fut: asyncio.Future[None]) -> None:
+        """``fut`` gets None once the channel is open on L1."""
+        if self.opened is None:
+            self.opened = []
+        self.opened.append(fut)
+
+    def wait_settled(self, fut: asyncio.Future[tuple[int, int] | None]) -> None:
+        """``fut`` gets the payouts once the channel is paid out on L1."""
+        if self.settled is None:
+            self.settled = []
+        self.settled.append(fut)
+
+    def stop_waiting_settled(self, fut: asyncio.Future[tuple[int, int] | None]) -> None:
+        if self.settled is not None:
+            self.settled.remove(fut)
+            if not self.settled:
+                self.settled = None
+
+    def resolve_opened(self) -> None:
+        if self.opened is not None:
+            resolve(self.opened, None)
+            self.opened = None
+
+    def resolve_settled(self, payouts: tuple[int, int] | None) -> None:
+        if self.settled is not None:
+            resolve(self.settled, payouts)
+            self.settled = None
 
     @property
     def cid(self) -> bytes:
@@ -134,6 +202,8 @@ class ChannelLoader:
         self.identity = identity
         #: Told of each channel loaded from now on (the node's event hub: a new channel).
         self.loaded: Callable[[NodeChannel], None] | None = None
+        # One instance of each app for all channels (apps are pure: docs/writing-an-app.md).
+        self._apps: dict[tuple[str, int | None], StateMachine[Any]] = {}
 
     def __call__(self, cid: bytes) -> NodeChannel:
         """Load channel ``cid``.
@@ -149,20 +219,32 @@ class ChannelLoader:
                 f"channel {cid.hex()} is on another L1 than this node's; start the "
                 "node with the --l1 its channels were opened on"
             )
-        app = load_app(params.app, params.app_version)
+        app = self.app(params.app, params.app_version)
         self.l1.adapter.track(params)
         chan = self.store.load(cid, app, self.l1.adapter.format, self.signer, limits=self.limits)
-        peer = self.store.peer_of(cid) or params.participants[1 - chan.index]
+        peer = params.participants[1 - chan.index]
+        recorded = self.store.peer_of(cid)
+        if recorded is not None and recorded != peer:
+            peer = recorded  # (the peer's node id is not its account on every L1)
         c = NodeChannel(chan=chan, key=self.store.key_of(cid), peer=peer)
         if params.watch and self.identity is not None:
             c.watch = watch_secret(self.identity, peer, params)
             if self.l1.adapter.format.watch_commitment(c.watch) != params.watch:
                 c.watch = None  # (a store from another node: it could never close alone)
                 c.log.error("this node cannot derive the channel's watch secret")
-        self.chans[cid] = c
+        self.chans[c.cid] = c  # (the id object the channel holds: one, not two)
         if self.loaded is not None:
             self.loaded(c)
         return c
+
+    def app(self, name: str, version: int | None = None) -> StateMachine[Any]:
+        """:func:`~bfs_smr.plugins.load_app`, made once for each name and version: apps
+        are pure, so one instance serves every channel (and looking up the installed
+        plug-ins again for each channel cost time and memory)."""
+        app = self._apps.get((name, version))
+        if app is None:
+            app = self._apps[name, version] = load_app(name, version)
+        return app
 
     def watch_commitment(self, peer: bytes, params: ChannelParams) -> bytes:
         """What ``params.watch`` is for a channel this node holds with ``peer``."""
@@ -197,6 +279,6 @@ def resolve(futures: list[asyncio.Future[Any]], value: Any) -> None:
 
 
 def fail_all(c: NodeChannel, reason: str) -> None:
-    for waiter in c.waiters.values():
+    waiters, c.waiters = c.waiters, None
+    for waiter in (waiters or {}).values():
         waiter.failed(LocalError(reason))
-    c.waiters.clear()

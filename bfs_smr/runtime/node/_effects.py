@@ -80,10 +80,13 @@ class EffectExecutor:
         self.store.persist_many([(c.key, effects, c.chan) for c, effects in steps])
         for c, effects in steps:
             self._carry_out(c, effects)
-        if self._committed is not None:
-            for c, effects in steps:
-                newest = c.chan.committed
-                if newest is not None and newest.seq != c.told_seq:
+        for c, effects in steps:
+            newest = c.chan.committed
+            if newest is not None and newest.seq != c.told_seq:
+                # Durable and sent: the channel holds it, likely idle, but seldom encodes
+                # it again (its encoding is as large again as the update).
+                newest.update.forget_body()
+                if self._committed is not None:
                     c.told_seq = newest.seq
                     done = [e for e in effects if type(e) is CommandCommitted]
                     self._committed(c, done)
@@ -115,7 +118,7 @@ class EffectExecutor:
         """Issue ``command``; the future gets its seq once doubly signed and durable."""
         ref = c.chan.issue(command)
         waiter = Waiter(asyncio.get_running_loop().create_future(), 1)
-        c.waiters[ref] = waiter
+        c.add_waiter(ref, waiter)
         self.flush_soon(c)
         return waiter.future
 
@@ -125,7 +128,7 @@ class EffectExecutor:
         refs = c.chan.issue_batch(commands)
         waiter = Waiter(asyncio.get_running_loop().create_future(), len(refs))
         for ref in refs:
-            c.waiters[ref] = waiter
+            c.add_waiter(ref, waiter)
         self.flush_soon(c)
         return waiter.future
 
@@ -139,12 +142,12 @@ class EffectExecutor:
                 frames.append(prefix + effect.data)  # type: ignore[union-attr]
             elif kind is CommandCommitted:
                 assert isinstance(effect, CommandCommitted)
-                waiter = c.waiters.pop(effect.ref, None) if effect.local else None
+                waiter = c.pop_waiter(effect.ref) if effect.local else None
                 if waiter is not None:
                     waiter.committed(effect.seq)
             elif kind is CommandFailed:
                 assert isinstance(effect, CommandFailed)
-                failed = c.waiters.pop(effect.ref, None)
+                failed = c.pop_waiter(effect.ref)
                 if failed is not None:
                     failed.failed(CommandRejected(effect.reason))
                 elif c.close_asked and chan.phase is Phase.OPEN:
@@ -170,11 +173,11 @@ class EffectExecutor:
         hears why at once (it would otherwise wait for a payout that never comes)."""
         c.close_asked = False
         c.log.warning("the peer denied the cooperative close", reason=reason)
-        for fut in c.settled:
+        settled, c.settled = c.settled, None
+        for fut in settled or ():
             if not fut.done():
                 fut.add_done_callback(retrieve)  # (its caller may have stopped waiting)
                 fut.set_exception(LocalError(f"the peer denied the cooperative close: {reason}"))
-        c.settled.clear()
 
     def _send(self, c: NodeChannel, frames: list[bytes]) -> None:
         link = self.links.get(c.peer)

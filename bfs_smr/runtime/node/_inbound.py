@@ -15,7 +15,7 @@ from bfs_smr._crypto import Signer
 from bfs_smr._errors import CodecError, CommandRejected, LocalError
 from bfs_smr._l1 import L1ChannelStatus
 from bfs_smr._update import ChannelParams
-from bfs_smr.plugins import L1Connection, load_app
+from bfs_smr.plugins import L1Connection
 from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.node._channels import ChannelLoader, NodeChannel, check_app
 from bfs_smr.runtime.node._config import NodeConfig
@@ -112,7 +112,7 @@ class InboundPolicy:
                 "(docs/watchtower.md)"
             )
         self.check_room(peer, cid)
-        check_app(params, load_app(params.app, params.app_version), self.l1, self.signer)
+        check_app(params, self.load.app(params.app, params.app_version), self.l1, self.signer)
         due = params.deposits[1]
         if due:
             have = await self.thread.call(self.l1.adapter.balance)

@@ -26,7 +26,7 @@ from bfs_smr._crypto import Signer
 from bfs_smr._errors import BfsSmrError, CodecError, L1Error, LocalError
 from bfs_smr._l1 import L1ChannelInfo, L1ChannelStatus
 from bfs_smr._update import ChannelParams, SignedUpdate
-from bfs_smr.plugins import L1Connection, load_app
+from bfs_smr.plugins import L1Connection
 from bfs_smr.runtime._logging import get_logger
 from bfs_smr.runtime.node._channels import ChannelLoader, NodeChannel, check_app, wait
 from bfs_smr.runtime.node._effects import EffectExecutor
@@ -135,7 +135,7 @@ class ControlOps:
         parse_hostport(address)
         if peer == self.node_id:
             raise LocalError("a node cannot open a channel with itself")
-        app = load_app(str(args.get("app", "payments")))
+        app = self.load.app(str(args.get("app", "payments")))
         deposit = _amount(args.get("deposit", 0), "deposit")
         peer_deposit = _amount(args.get("peer_deposit", 0), "peer deposit")
         options = args.get("options") or {}
@@ -190,7 +190,7 @@ class ControlOps:
         self.addresses[peer] = address
         c = self.load(cid)
         opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        c.opened.append(opened)
+        c.wait_opened(opened)
         c.chan.start()
         self.effects.flush(c)
         late = f"channel {cid.hex()} is not open on L1 after {timeout:g} s (L1: {c.l1_text})"
@@ -205,7 +205,7 @@ class ControlOps:
         if c.l1_status is not L1ChannelStatus.OPEN:
             await self.watcher.view(c)  # decide from the L1 now, not from an older look
         if c.l1_status is L1ChannelStatus.CLOSING and c.chan.app.to_move(c.chan.state) is not None:
-            async with c.l1_lock:  # the dispute goes on, on L1
+            async with c.l1_turn():  # the dispute goes on, on L1
                 seq, deadline = await self.watcher.force(c, command)
             return {"channel": c.cid.hex(), "seq": seq, "forced": True, "deadline": deadline}
         if c.l1_status is not L1ChannelStatus.OPEN:
@@ -242,7 +242,7 @@ class ControlOps:
             done: asyncio.Future[tuple[int, int] | None] = (
                 asyncio.get_running_loop().create_future()
             )
-            c.settled.append(done)
+            c.wait_settled(done)
             if unilateral:
                 c.unilateral_asked = True
             else:
@@ -256,7 +256,7 @@ class ControlOps:
             try:
                 self._check_close_underway(c, info, unilateral)
             except LocalError:
-                c.settled.remove(done)  # nothing to wait for: no close goes on
+                c.stop_waiting_settled(done)  # nothing to wait for: no close goes on
                 c.close_asked = c.unilateral_asked = False
                 raise
             late = f"not paid out within {timeout:g} s (L1: {c.l1_text}"
@@ -379,7 +379,7 @@ class ControlOps:
         forced, state = chan.force_base if chan.phase is Phase.DISPUTE else (None, chan.state)
         to_move = None if state is None else chan.app.to_move(state)
         closing = c.l1_status is L1ChannelStatus.CLOSING
-        waiters = {id(w): w.left for w in c.waiters.values()}
+        waiters = {id(w): w.left for w in (c.waiters or {}).values()}
         return {
             "channel": c.cid.hex(),
             "app": chan.params.app,

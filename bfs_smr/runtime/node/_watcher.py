@@ -37,7 +37,7 @@ from bfs_smr._reaction import (
 from bfs_smr._update import SignedUpdate
 from bfs_smr.plugins import L1Connection
 from bfs_smr.runtime._logging import get_logger
-from bfs_smr.runtime.node._channels import NodeChannel, fail_all, resolve
+from bfs_smr.runtime.node._channels import NodeChannel, fail_all
 from bfs_smr.runtime.node._tasks import L1_MAX_BACKOFF, Background, L1Thread, backoff
 
 __all__ = ["L1_MAX_BACKOFF", "L1_SWEEP_EVERY", "L1Watcher", "backoff", "needs_l1_look"]
@@ -120,15 +120,12 @@ class L1Watcher:
     async def watch(self) -> None:
         """Look at the L1's events and every channel due a look, forever."""
         failures = 0
-        sweep_at = 0.0  # the first pass looks at every channel
         adapter = self.l1.adapter
+        self._background.spawn(self._sweep(), guards_funds=True)
         while True:
             try:
                 events = await self.thread.call(adapter.events, self._since)
                 touched: set[bytes] = set()
-                if time.monotonic() >= sweep_at:
-                    touched.update(cid for cid, c in self.chans.items() if c.payouts is None)
-                    sweep_at = time.monotonic() + L1_SWEEP_EVERY
                 for event in events:
                     self._since = event.index + 1
                     if event.channel_id in self.chans:
@@ -145,6 +142,18 @@ class L1Watcher:
                 failures += 1
                 _log.warning("L1 unavailable: retrying", error=str(exc), failures=failures)
             await asyncio.sleep(backoff(self.poll_interval, failures))
+
+    async def _sweep(self) -> None:
+        """Look at every unfinished channel on L1, one after another, then again
+        :data:`L1_SWEEP_EVERY` seconds later. It runs beside :meth:`watch`: a sweep of
+        thousands of channels inside its loop left the L1's events unread meanwhile (a peer
+        opening channels then found them all "not on L1 yet" and was refused)."""
+        while True:
+            for c in [c for c in self.chans.values() if c.payouts is None]:
+                if c.payouts is None:
+                    with contextlib.suppress(L1Error):  # logged; looked at again after a backoff
+                        await self.react(c)
+            await asyncio.sleep(L1_SWEEP_EVERY)
 
     def react_soon(self, c: NodeChannel) -> None:
         """Look at ``c`` on L1 and act, in the background (a failure is retried)."""
@@ -163,7 +172,7 @@ class L1Watcher:
             L1Error: the L1 could not be read or refused an action (logged; the channel
                 is looked at again after a backoff).
         """
-        async with c.l1_lock:
+        async with c.l1_turn():
             acting = False
             try:
                 for _ in range(rounds):
@@ -201,11 +210,11 @@ class L1Watcher:
         c.l1_registered, c.l1_forced = info.registered_seq, info.forced
         status = info.status
         if status is L1ChannelStatus.OPEN:
-            resolve(c.opened, None)
+            c.resolve_opened()
         elif status in (L1ChannelStatus.SETTLED, L1ChannelStatus.CANCELLED):
             c.payouts = info.payouts or (0, 0)
-            resolve(c.settled, c.payouts)
-            resolve(c.opened, None)
+            c.resolve_settled(c.payouts)
+            c.resolve_opened()
             fail_all(c, f"the channel is {status.value} on L1")
         if self._changed is not None and before != (
             c.l1_status,

@@ -20,14 +20,16 @@ damaged state.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from bfs_smr._app import StateMachine
 from bfs_smr._channel import Channel
@@ -86,6 +88,11 @@ CREATE TABLE IF NOT EXISTS channel_peers (
 """
 
 
+_Shared = TypeVar("_Shared", bytes, str, tuple[bytes, bytes], tuple[int, int])
+#: The options of every channel that has none (read-only: it is shared).
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+
+
 class StoreError(BfsSmrError):
     """The store cannot be read or written; ``path`` names the file. Nothing was lost."""
 
@@ -119,6 +126,9 @@ class Store:
         self.keep_log = keep_log
         #: Told each commit's latency in seconds (the fsync's): the node's metrics.
         self.on_commit: Callable[[float], None] | None = None
+        # One object for each value many channels' parameters repeat (the L1's domain, the
+        # app's name, this node's and each peer's key), not one per channel loaded.
+        self._shared: dict[Any, Any] = {}
         try:
             if not self.path.exists():
                 if not create:
@@ -224,7 +234,7 @@ class Store:
             " WHERE channels.id=?",
             (channel_id,),
         )
-        return rows[0][0] if rows else None
+        return self._share(rows[0][0]) if rows else None
 
     def peer_addresses(self) -> dict[bytes, str]:
         """Every peer with a known address: node id → ``host:port``."""
@@ -251,7 +261,20 @@ class Store:
             raise StoreError(self.path, f"channel parameters are damaged ({exc})") from None
         if params.channel_id != channel_id:
             raise StoreError(self.path, "channel parameters are damaged (id mismatch)")
-        return params
+        share = self._share
+        first, second = params.participants
+        return dataclasses.replace(
+            params,
+            l1=share(params.l1),
+            participants=share((share(first), share(second))),
+            deposits=share(params.deposits),
+            app=share(params.app),
+            options=params.options or _NO_OPTIONS,
+        )
+
+    def _share(self, value: _Shared) -> _Shared:
+        shared: _Shared = self._shared.setdefault(value, value)
+        return shared
 
     def load(
         self,
