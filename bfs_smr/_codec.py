@@ -67,7 +67,6 @@ def encode(value: Any) -> bytes:
 
 
 _SCALARS = frozenset((int, str, bytes, bool, type(None)))
-_KEYS = frozenset((str, int))
 # Scalars that need no look beyond their type (an int needs its range checked).
 _PLAIN = frozenset((str, bytes, bool, type(None)))
 # The integers CBOR writes with a head of its own; larger ones would need a bignum tag.
@@ -110,18 +109,29 @@ def _check(value: Any, depth: int, budget: list[int]) -> None:
     budget[0] -= (len(value) if kind is list else 2 * len(value)) + 1
     if budget[0] < 0:
         raise CodecError("too many items")
-    # Scalars inside are checked here rather than by a call each: commands are mostly
-    # small maps of scalars, and batches check thousands of them.
+    # Scalars inside, integers too, are checked here rather than by a call each: commands
+    # are mostly small maps of text to integers, and batches check thousands of them.
     if kind is list:
         for item in value:
-            if type(item) not in _PLAIN:
+            member = type(item)
+            if member is int:
+                if not _INT_MIN <= item <= _INT_MAX:
+                    raise CodecError("an integer outside CBOR's 64-bit range")
+            elif member not in _PLAIN:
                 _check(item, depth + 1, budget)
         return
     for key, item in value.items():
-        if type(key) not in _KEYS:
+        member = type(key)
+        if member is int:
+            if not _INT_MIN <= key <= _INT_MAX:
+                raise CodecError("an integer outside CBOR's 64-bit range")
+        elif member is not str:
             raise CodecError("map keys must be text or integers")
-        if type(key) is int or type(item) not in _PLAIN:
-            _check(key, depth + 1, budget)
+        member = type(item)
+        if member is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise CodecError("an integer outside CBOR's 64-bit range")
+        elif member not in _PLAIN:
             _check(item, depth + 1, budget)
 
 

@@ -200,6 +200,18 @@ def test_check_plain_refuses_integers_that_need_a_bignum(n):
     with pytest.raises(CodecError, match="64-bit"):
         check_plain({"pay": n})
     check_plain({"pay": 2**64 - 1, "x": -(2**64)})
+    # as a map key and as a list member too, where the walk checks integers inline
+    with pytest.raises(CodecError, match="64-bit"):
+        check_plain({n: 1})
+    with pytest.raises(CodecError, match="64-bit"):
+        check_plain([1, "a", n])
+    check_plain({2**64 - 1: [-(2**64), 0]})
+
+
+@given(plain)
+def test_check_plain_accepts_what_the_encoder_writes_and_counts_it(value):
+    used = check_plain(value)
+    assert decode(encode(value), max_items=used) == value
 
 
 @given(st.binary(max_size=64))
