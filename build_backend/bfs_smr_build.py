@@ -55,14 +55,29 @@ def prepare_metadata_for_build_wheel(
         return _setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings)
 
 
+# An editable install stays pure Python, whatever the environment says: compiled modules
+# built in place would sit beside the sources and shadow them, so an edit to a .py file
+# would silently not run. Every editable hook runs as for a pure build.
+
+
+def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
+    with _not_compiling():
+        return list(_setuptools.get_requires_for_build_editable(config_settings))
+
+
+def prepare_metadata_for_build_editable(
+    metadata_directory: str, config_settings: dict[str, Any] | None = None
+) -> str:
+    with _not_compiling():
+        return _setuptools.prepare_metadata_for_build_editable(metadata_directory, config_settings)
+
+
 def build_editable(
     wheel_directory: str,
     config_settings: dict[str, Any] | None = None,
     metadata_directory: str | None = None,
 ) -> str:
-    """An editable install stays pure Python: compiled modules built in place would sit
-    beside the sources and shadow them, so an edit to a .py file would silently not run."""
     if compile_requested():
-        print("bfs-smr: BFS_SMR_COMPILE ignored for an editable install (pip install .)")
-        os.environ["BFS_SMR_COMPILE"] = "0"
-    return _setuptools.build_editable(wheel_directory, config_settings, metadata_directory)
+        print("bfs-smr: BFS_SMR_COMPILE ignored: an editable install is pure Python")
+    with _not_compiling():
+        return _setuptools.build_editable(wheel_directory, config_settings, metadata_directory)
