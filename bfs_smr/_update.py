@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from ._codec import HASH_SIZE, encode, encode_signatures, hash_bytes
 from ._errors import CommandRejected, LocalError, LogVerificationError
 
@@ -37,6 +39,10 @@ PARTIES = (0, 1)
 MAX_AMOUNT = (1 << 64) - 1
 
 
+# A plain Python class in the compiled build too (README.md, "A compiled build"): a native
+# class would type-check its fields on assignment and raise TypeError before
+# __post_init__ could refuse a wrong type with LocalError. It is built once per channel.
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChannelParams:
     """What both parties agree on before the channel exists; hashed into its id.
@@ -73,30 +79,34 @@ class ChannelParams:
     def __post_init__(self) -> None:
         # Every field is checked, not only the numbers: parameters also come from peers and
         # from a tower's entries, and the id hashes them all (a non-mapping ``options``
-        # once passed here and failed only when the id was taken).
-        if type(self.l1) is not bytes or any(type(p) is not bytes for p in self.participants):
+        # once passed here and failed only when the id was taken). They are read as Any:
+        # the compiled build would otherwise check each against its annotation on reading
+        # and raise TypeError, where a wrong type is a LocalError.
+        me: Any = self
+        if type(me.l1) is not bytes or any(type(p) is not bytes for p in me.participants):
             raise LocalError("l1 and both participants must be bytes")
-        if type(self.app) is not str or not isinstance(self.options, Mapping):
+        if type(me.app) is not str or not isinstance(me.options, Mapping):
             raise LocalError("app must be a string and options a mapping")
-        if type(self.watch) is not bytes or len(self.watch) not in (0, HASH_SIZE):
+        if type(me.watch) is not bytes or len(me.watch) not in (0, HASH_SIZE):
             raise LocalError(f"watch must be empty or {HASH_SIZE} bytes")
-        if len(self.participants) != 2 or self.participants[0] == self.participants[1]:
+        if len(me.participants) != 2 or me.participants[0] == me.participants[1]:
             raise LocalError("a channel has two distinct participants")
-        if len(self.deposits) != 2 or any(type(d) is not int or d < 0 for d in self.deposits):
+        if len(me.deposits) != 2 or any(type(d) is not int or d < 0 for d in me.deposits):
             raise LocalError("deposits must be two non-negative integers")
-        if type(self.challenge_window) is not int or self.challenge_window <= 0:
+        if type(me.challenge_window) is not int or me.challenge_window <= 0:
             raise LocalError("challenge_window must be a positive integer")
-        if type(self.nonce) is not int or self.nonce < 0:
+        if type(me.nonce) is not int or me.nonce < 0:
             raise LocalError("nonce must be a non-negative integer")
-        if max(self.locked, self.nonce, self.challenge_window) > MAX_AMOUNT:
+        locked = me.deposits[0] + me.deposits[1]
+        if max(locked, me.nonce, me.challenge_window) > MAX_AMOUNT:
             # Every amount a channel's states and outcomes hold is at most the total locked:
             # beyond 64 bits the codec has no integer for it, and a channel opened with it
             # could never be read back (its funds stuck on L1).
             raise LocalError(
                 f"deposits, nonce and challenge_window must stay at most 2**64 - 1 in all "
-                f"(the codec's integers); the deposits total {self.locked}"
+                f"(the codec's integers); the deposits total {locked}"
             )
-        if not self.app or type(self.app_version) is not int:
+        if not me.app or type(me.app_version) is not int:
             raise LocalError("app needs a name and an integer version")
 
     @property

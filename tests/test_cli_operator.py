@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bfs_smr import __version__, cli
+from bfs_smr._build import build_description
 from bfs_smr.cli import main
 from bfs_smr.cli._show import countdown, print_human, show_channel, utc, wait_with_progress
 from bfs_smr.runtime.store._datadir import DataDir
@@ -118,7 +119,8 @@ def test_close_progress_off_a_terminal_says_where_the_close_stands() -> None:
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"bfs-smr {__version__}"
+    # the version, and which build of the core runs (README.md, "A compiled build")
+    assert capsys.readouterr().out.strip() == f"bfs-smr {__version__} ({build_description()})"
 
 
 def test_help_states_the_channel_prefix_rule(capsys: pytest.CaptureFixture[str]) -> None:

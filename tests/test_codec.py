@@ -200,6 +200,18 @@ def test_check_plain_refuses_integers_that_need_a_bignum(n):
     with pytest.raises(CodecError, match="64-bit"):
         check_plain({"pay": n})
     check_plain({"pay": 2**64 - 1, "x": -(2**64)})
+    # as a map key and as a list member too, where the walk checks integers inline
+    with pytest.raises(CodecError, match="64-bit"):
+        check_plain({n: 1})
+    with pytest.raises(CodecError, match="64-bit"):
+        check_plain([1, "a", n])
+    check_plain({2**64 - 1: [-(2**64), 0]})
+
+
+@given(plain)
+def test_check_plain_accepts_what_the_encoder_writes_and_counts_it(value):
+    used = check_plain(value)
+    assert decode(encode(value), max_items=used) == value
 
 
 @given(st.binary(max_size=64))
@@ -221,3 +233,70 @@ def test_canonical_bytes_with_one_byte_changed_are_refused_or_canonical(value):
         except CodecError:
             continue
         assert encode(back) == mutated
+
+
+# The compiled build encodes with the codec's own writer, the pure one with cbor2
+# (bfs_smr/_codec.py): both must write the same bytes, whichever build runs these tests.
+from bfs_smr._codec import _encode_with_cbor2, _encode_written  # noqa: E402
+
+keyed = st.recursive(
+    plain,
+    lambda children: st.dictionaries(
+        st.integers(-(2**64), 2**64 - 1) | st.text(max_size=30), children, max_size=6
+    ),
+    max_leaves=30,
+)
+
+
+@given(keyed)
+def test_the_codecs_writer_writes_what_cbor2_writes(value):
+    assert _encode_written(value) == _encode_with_cbor2(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        2**64,  # a bignum: cbor2 writes a tag, which decode refuses
+        -(2**64) - 1,
+        (1, 2),  # a tuple, as an array
+        {(1,): 2},
+        1.5,
+        True,
+        {True: 1},
+        b"x" * 24,
+        "é" * 30,
+        {"b": 1, "a": 2, 1: 3, -1: 4, "aa": 5, 1000: 6, "": 7},
+        [[[]]] * 3,
+    ],
+)
+def test_the_writer_hands_cbor2_what_it_does_not_write_itself(value):
+    assert _encode_written(value) == _encode_with_cbor2(value)
+
+
+@pytest.mark.parametrize("value", [{"x": object()}, "\ud800", [1, {"a": [object()]}]])
+def test_the_writer_refuses_what_cbor2_refuses(value):
+    with pytest.raises(CodecError):
+        _encode_written(value)
+    with pytest.raises(CodecError):
+        _encode_with_cbor2(value)
+
+
+def _outcome(encoder, value):  # type: ignore[no-untyped-def]
+    try:
+        return encoder(value)
+    except (CodecError, RecursionError) as exc:
+        return type(exc)
+
+
+def test_a_cyclic_or_too_deep_value_ends_as_with_cbor2_not_a_crash():
+    """The writer stops at a fixed depth and hands the value to cbor2, which does what it
+    always did (refuses a cycle; a very deep value fails or encodes, as the stack allows);
+    compiled, a runaway recursion in the writer would crash the process instead."""
+    cyclic: list = []
+    cyclic.append(cyclic)
+    deep: list = []
+    for _ in range(5_000):
+        deep = [deep]
+    for value in (cyclic, deep):
+        assert _outcome(_encode_written, value) == _outcome(_encode_with_cbor2, value)
+    assert _outcome(_encode_written, cyclic) in (CodecError, RecursionError)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from bfs_smr import __version__
+from bfs_smr._build import build_description
 from bfs_smr._errors import BfsSmrError
 from bfs_smr.cli import _bench, _bench_nodes, _demo
 from bfs_smr.cli._chart import write_chart
@@ -85,7 +86,9 @@ def _build_parser() -> _Parser:
         "Every command takes --json (one JSON object, the last line of stdout); an error is "
         "one line on stderr and exit code 2.",
     )
-    parser.add_argument("--version", action="version", version=f"bfs-smr {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"bfs-smr {__version__} ({build_description()})"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="run a bundled demo on an embedded L1")
