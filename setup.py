@@ -25,6 +25,7 @@ COMPILED = [
     "bfs_smr/_codec.py",
     "bfs_smr/_update.py",
     "bfs_smr/_messages.py",
+    "bfs_smr/_lazydeque.py",
     "bfs_smr/_state.py",
     "bfs_smr/_sequencer.py",
     "bfs_smr/_follower.py",
