@@ -180,9 +180,7 @@ class ChannelState:
     #: tag). At the sequencer its proposals awaiting ACCEPT, which it has not signed
     #: (unless it forced one of them as a move); at the follower the proposals it signed
     #: and ACCEPTed, awaiting COMMIT, with the sequencer's tag on each.
-    in_flight: LazyDeque[tuple[SignedUpdate, Any, bytes, bytes]] = field(
-        default_factory=LazyDeque
-    )
+    in_flight: LazyDeque[tuple[SignedUpdate, Any, bytes, bytes]] = field(default_factory=LazyDeque)
     # -- sequencer
     #: Commands waiting for a window slot: groups that go into one update together (a
     #: caller's batch, or one command), each with the state after it and its size.
