@@ -133,7 +133,13 @@ def _build_parser() -> _Parser:
     gas.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="measure throughput against the crypto bound")
-    bench.add_argument("--payments", type=_positive, default=10_000, metavar="N")
+    bench.add_argument(
+        "--payments",
+        type=_positive,
+        default=10_000,
+        metavar="N",
+        help="payments per run between the two nodes (default 10,000)",
+    )
     bench.add_argument(
         "--reopen-entries",
         type=_positive,
@@ -153,7 +159,9 @@ def _build_parser() -> _Parser:
         metavar="PNG",
         help="draw payments/s against window and batch size (needs the chart extra)",
     )
-    bench.add_argument("--json", action="store_true")
+    bench.add_argument(
+        "--json", action="store_true", help="print one JSON object: each figure, its bound"
+    )
     add_node_commands(sub)
     add_tower_commands(sub)
     return parser
