@@ -3,6 +3,12 @@
 Several channels' effects are made durable in one transaction (one fsync): the group
 commit. Commands issued in one turn of the event loop share it (:meth:`flush_soon`), and
 so do the channel frames of one read from a link (the links flush them together).
+
+A read whose effects send nothing (a follower taking a COMMIT: persist, then report) may
+wait up to :data:`QUIET_DELAY` seconds for the next flush, and share its fsync: in the
+follower-signs-first flow the next PROPOSE follows a COMMIT at once, and it, not the
+COMMIT's own write, is on the payer's path (docs/protocol.md). Nothing leaves and nothing
+is reported before the write, so the write-ahead rule holds.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from bfs_smr._messages import (
     CommandCommitted,
     CommandFailed,
     Effect,
+    PersistUpdate,
     SendMessage,
     ServeLog,
 )
@@ -29,7 +36,13 @@ from bfs_smr.runtime.node._channels import NodeChannel, Waiter, retrieve
 from bfs_smr.runtime.node._nodemsg import CHANNEL_FRAME
 from bfs_smr.runtime.store import Store, StoreError
 
-__all__ = ["EffectExecutor"]
+__all__ = ["QUIET_DELAY", "EffectExecutor"]
+
+#: Longest a read's effects that send nothing wait to share the next flush's fsync.
+QUIET_DELAY = 0.002
+
+#: Effects a step may hold and still wait: nothing sent, nothing asked of the store or L1.
+_QUIET = frozenset({PersistUpdate, CommandCommitted, CommandFailed})
 
 _log = get_logger("bfs_smr.node")
 
@@ -66,15 +79,33 @@ class EffectExecutor:
         self._committed = committed
         self._dirty: dict[bytes, NodeChannel] = {}
         self._flush_pending = False
+        #: Quiet steps waiting for the next flush (QUIET_DELAY), oldest first.
+        self._quiet: list[tuple[NodeChannel, list[Effect]]] = []
+        self._quiet_timer: asyncio.TimerHandle | None = None
 
     def flush(self, c: NodeChannel) -> None:
         """Carry out a channel's effects now: persist, then send, then report."""
         self.flush_many([c])
 
-    def flush_many(self, chans: Iterable[NodeChannel]) -> None:
+    def flush_many(self, chans: Iterable[NodeChannel], *, may_wait: bool = False) -> None:
         """Carry out several channels' effects with one transaction (one fsync) for all:
-        the group commit. Everything is durable before anything is sent or reported."""
+        the group commit. Everything is durable before anything is sent or reported.
+
+        ``may_wait``: if no step sends anything, keep them for the next flush (at most
+        :data:`QUIET_DELAY` seconds), to share its fsync.
+        """
         steps = [(c, effects) for c in chans if (effects := c.chan.effects())]
+        if may_wait and steps and all(type(e) in _QUIET for _, es in steps for e in es):
+            self._quiet += steps
+            if self._quiet_timer is None:
+                loop = asyncio.get_running_loop()
+                self._quiet_timer = loop.call_later(QUIET_DELAY, self._flush_quiet)
+            return
+        if self._quiet:  # first, in order: a channel's effects are carried out in order
+            steps, self._quiet = self._quiet + steps, []
+            if self._quiet_timer is not None:
+                self._quiet_timer.cancel()
+                self._quiet_timer = None
         if not steps:
             return
         self.store.persist_many([(c.key, effects, c.chan) for c, effects in steps])
@@ -90,6 +121,13 @@ class EffectExecutor:
                     c.told_seq = newest.seq
                     done = [e for e in effects if type(e) is CommandCommitted]
                     self._committed(c, done)
+
+    def _flush_quiet(self) -> None:
+        self._quiet_timer = None
+        try:
+            self.flush_many(())
+        except StoreError as exc:
+            self.store_failed(exc)
 
     def flush_soon(self, c: NodeChannel) -> None:
         """Flush ``c`` at the end of this turn of the event loop, with every other channel

@@ -314,7 +314,7 @@ class PeerLinks:
                     if handled % FLUSH_EVERY == 0:
                         # Hand the peer work while this side goes on: without this the two
                         # nodes take turns on a long read instead of working at once.
-                        effects.flush_many(touched.values())
+                        effects.flush_many(touched.values(), may_wait=True)
                         touched.clear()
                 elif kind == nodemsg.NODE_FRAME:
                     self._on_node_message(link, bytes(data[1:]))
@@ -328,7 +328,7 @@ class PeerLinks:
             effects.store_failed(exc)
             return
         try:
-            effects.flush_many(touched.values())  # one fsync for the rest of the read
+            effects.flush_many(touched.values(), may_wait=True)  # one fsync for the rest
         except StoreError as exc:
             effects.store_failed(exc)
 
