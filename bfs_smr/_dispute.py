@@ -58,7 +58,9 @@ def force_move(st: ChannelState, command: Any) -> SignedUpdate:
                 sigs = (mine, None) if st.index == 0 else (None, mine)
                 signed = SignedUpdate(signed.update, sigs)
                 st.in_flight[0] = (signed, state, digest, tag)
-                st.out.append(PersistUpdate(update=signed, state=state, committed=False))
+            # Stored again without the tag: a restart then finds it as this party's
+            # force move, the dispute's base (restore), not as an update awaiting COMMIT.
+            st.out.append(PersistUpdate(update=signed, state=state, committed=False))
             st.dispute_base = (signed, state)
             st.own_forced = (signed, base_state, base)
             set_phase(st, Phase.DISPUTE)

@@ -175,6 +175,8 @@ def retransmit(st: ChannelState) -> None:
         for signed, _, _, tag in st.in_flight:
             if signed.seq > upto:
                 break
+            if not tag:
+                continue  # its own force move (restored): on L1, not offered here
             sig = signed.signatures[st.index]
             assert sig is not None
             send(
@@ -332,12 +334,13 @@ def restore(
         if not extends and not answers:
             raise LocalError(f"stored proposal {u.seq} does not extend the stored log")
         st.head_seq, st.head_hash = u.seq, u.entry_hash()
-        if extends and tag and st.role is Role.FOLLOWER and st.dispute_base is None:
-            # An update it signed and ACCEPTed, awaiting COMMIT.
+        if extends and st.role is Role.FOLLOWER:
+            # An update it signed, awaiting COMMIT (kept so a late one completes it).
             st.in_flight.append((signed, pstate, fmt.digest(u, u.body()), tag))
             if u.final and st.phase is Phase.OPEN:
                 set_phase(st, Phase.CLOSING)
-        else:  # signed alone without a tag: a force move
+        if not tag and (st.role is Role.SEQUENCER or not extends or st.dispute_base is None):
+            # Signed alone, without a tag: this party's force move, the dispute's base.
             st.dispute_base = (signed, pstate)
             set_phase(st, Phase.DISPUTE)
     for ref, command, is_close in requests:

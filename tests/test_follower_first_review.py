@@ -332,12 +332,6 @@ def test_tag_is_keyed_per_signer_and_checked_in_full():
     assert a.tag(d) != a.sign(d)[:32]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a follower's force move of its pending own update writes nothing "
-    "new (it was stored with a tag, as awaiting COMMIT), so after a restart the follower "
-    "is back in the off-chain flow, not in dispute, and has forgotten its forced move",
-)
 def test_follower_force_move_of_its_pending_update_survives_a_restart(durable):
     _, pair = durable("tictactoe", (500, 500))
     pair.alice.chan.issue({"cell": 0})
