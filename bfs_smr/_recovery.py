@@ -21,7 +21,7 @@ from typing import Any
 
 from . import _sequencer
 from ._codec import MAX_ITEMS
-from ._errors import CommandRejected, LocalError
+from ._errors import LocalError
 from ._messages import (
     MAX_ENTRIES,
     CloseRequest,
@@ -39,9 +39,10 @@ from ._state import (
     ChannelState,
     Phase,
     Role,
-    apply_peer_command,
     check_result,
     commit,
+    count_refs,
+    replay,
     send,
     set_phase,
     violation,
@@ -222,17 +223,7 @@ def adopt(st: ChannelState, signed: SignedUpdate) -> None:
         raise violation(st, f"entry {u.seq} follows a final update")
     if not signed.verify(st.params, st.format):
         raise violation(st, f"entry {u.seq} lacks a valid signature of both parties")
-    try:
-        if u.seq == 0:
-            if u.commands:
-                raise CommandRejected("the opening update has commands")
-            state = st.app.initial_state(st.params)
-        else:
-            state = st.committed_state
-            for entry in u.commands:
-                state = apply_peer_command(st, state, entry.command, entry.actor)
-    except CommandRejected as exc:
-        raise violation(st, f"entry {u.seq}: invalid transition: {exc.reason}") from None
+    state = replay(st, u, f"entry {u.seq}")
     check_result(st, u, state, f"entry {u.seq}")
     if st.in_flight:
         mine, _, _, _ = st.in_flight[0]
@@ -243,7 +234,7 @@ def adopt(st: ChannelState, signed: SignedUpdate) -> None:
         st.head_seq = u.seq
         st.head_hash = u.entry_hash()
     commit(st, signed, state)
-    _count_refs(st, signed)
+    count_refs(st, u)
     # Our own commands in it are done; after a final update nothing else can be.
     done = {e.ref for e in u.commands if e.actor == st.index}
     if done or u.final:
@@ -254,23 +245,6 @@ def adopt(st: ChannelState, signed: SignedUpdate) -> None:
                 st.out.append(CommandFailed(ref=ref, reason="channel closed"))
             else:
                 st.requests.append((ref, what))
-
-
-def _count_refs(st: ChannelState, signed: SignedUpdate) -> None:
-    """Move both ref counters past the refs of an adopted entry.
-
-    A party restored from an old backup learns here of commands it issued after that
-    backup: its next ref must not repeat theirs, or the sequencer denies every new request
-    as "already handled" (refs never repeat). The sequencer likewise learns of requests it
-    sequenced after its backup, so a replay of one is never run twice.
-    """
-    for entry in signed.update.commands:
-        if entry.actor == st.index:
-            if entry.ref >= st.next_ref:
-                st.next_ref = entry.ref + 1
-        elif entry.ref > st.handled_peer_ref:
-            st.handled_peer_ref = entry.ref
-            st.last_peer_ref = max(st.last_peer_ref, entry.ref)
 
 
 def restore(

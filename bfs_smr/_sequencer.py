@@ -38,7 +38,9 @@ from ._state import (
     check_result,
     commands_size,
     commit,
+    count_refs,
     deny,
+    replay,
     send,
     set_phase,
     violation,
@@ -249,23 +251,11 @@ def on_signed(st: ChannelState, msg: Signed) -> None:
         raise violation(st, f"seq {u.seq} was never proposed by this party (its tag is wrong)")
     if not st.format.scheme.verify(st.peer_key, digest, msg.signature):
         raise violation(st, f"invalid signature on seq {u.seq}")
-    state = st.committed_state
-    try:
-        if u.seq == 0:
-            if u.commands or u.final:
-                raise CommandRejected("the opening update has commands or is final")
-            state = st.app.initial_state(st.params)
-        for entry in u.commands:
-            state = apply_peer_command(st, state, entry.command, entry.actor)
-    except CommandRejected as exc:
-        raise violation(st, f"seq {u.seq}: invalid transition: {exc.reason}") from None
+    if u.seq == 0 and u.final:
+        raise violation(st, "seq 0: invalid transition: the opening update is final")
+    state = replay(st, u, f"seq {u.seq}")
     check_result(st, u, state, f"seq {u.seq}")
-    for entry in u.commands:
-        if entry.actor == st.index:
-            st.next_ref = max(st.next_ref, entry.ref + 1)
-        elif entry.ref > st.handled_peer_ref:
-            st.handled_peer_ref = entry.ref
-            st.last_peer_ref = max(st.last_peer_ref, entry.ref)
+    count_refs(st, u)
     st.head_seq, st.head_hash = u.seq, _hash(body)
     if u.final:
         st.close_wanted = st.final_proposed = True

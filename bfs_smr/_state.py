@@ -57,7 +57,9 @@ __all__ = [
     "check_result",
     "commands_size",
     "commit",
+    "count_refs",
     "deny",
+    "replay",
     "send",
     "set_phase",
     "violation",
@@ -286,6 +288,45 @@ def apply_peer_command(st: ChannelState, state: Any, command: Any, actor: int) -
         raise
     except Exception as exc:  # noqa: BLE001 - an app tripping on hostile input must not crash us
         raise CommandRejected(f"malformed command ({type(exc).__name__})") from None
+
+
+def replay(st: ChannelState, u: Update, what: str) -> Any:
+    """The state after ``u``, run from this party's newest doubly-signed state (the
+    app's initial state for the opening update) with every command as the peer's.
+
+    Raises:
+        RemoteViolation: the opening update has commands, or the app refuses a command.
+    """
+    try:
+        if u.seq == 0:
+            if u.commands:
+                raise CommandRejected("the opening update has commands")
+            return st.app.initial_state(st.params)
+        state = st.committed_state
+        for entry in u.commands:
+            state = apply_peer_command(st, state, entry.command, entry.actor)
+    except CommandRejected as exc:
+        raise violation(st, f"{what}: invalid transition: {exc.reason}") from None
+    return state
+
+
+def count_refs(st: ChannelState, u: Update) -> None:
+    """Move both ref counters past the refs of ``u``, an update this party takes without
+    having built it here (an entry served by the peer, or its own proposal recovered
+    after a crash).
+
+    A party restored from an old backup, or a sequencer that lost its proposals, learns
+    here of commands it issued: its next ref must not repeat theirs (refs never repeat).
+    The sequencer likewise learns of requests it sequenced, so a replay of one is never
+    run twice.
+    """
+    for entry in u.commands:
+        if entry.actor == st.index:
+            if entry.ref >= st.next_ref:
+                st.next_ref = entry.ref + 1
+        elif entry.ref > st.handled_peer_ref:
+            st.handled_peer_ref = entry.ref
+            st.last_peer_ref = max(st.last_peer_ref, entry.ref)
 
 
 def check_result(st: ChannelState, u: Update, state: Any, what: str) -> None:
