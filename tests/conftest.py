@@ -12,6 +12,7 @@ from bfs_smr.adapters.memory import MemoryL1
 
 from bfs_smr import ChannelLimits, Ed25519, Signer
 from bfs_smr.runtime import LocalPair, memory_pair
+from bfs_smr.runtime.store import Store
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +62,30 @@ def anvil_url() -> Iterator[str]:
     """One anvil node for the session."""
     with anvil() as node:
         yield node.url
+
+
+@pytest.fixture
+def durable(tmp_path: Any) -> Any:
+    """An open channel whose two parties persist to real SQLite files (payments unless
+    said), one payment per update."""
+
+    def make(
+        app: Any = "payments",
+        deposits: tuple[int, int] = (1_000, 500),
+        max_in_flight: int = 64,
+        **kw: Any,
+    ) -> tuple[Any, LocalPair]:
+        stores = (Store(tmp_path / "alice"), Store(tmp_path / "bob"))
+        limits = ChannelLimits(max_in_flight=max_in_flight, max_batch=1)
+        chain, pair = memory_pair(app, deposits, stores=stores, limits=limits, **kw)
+        pair.open()
+        return chain, pair
+
+    return make
+
+
+def both_equal(pair: LocalPair) -> int:
+    """Both parties hold the same newest update and state; returns its seq."""
+    a, b = pair.alice.chan, pair.bob.chan
+    assert a.committed == b.committed and a.state == b.state
+    return a.seq

@@ -10,11 +10,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from conftest import both_equal
 
 from bfs_smr import ChannelLimits, LocalError, Phase, RemoteViolation, SignedUpdate, Update
 from bfs_smr._messages import Accept, Commit, Hello, Propose, Signed, encode_message, parse_message
 from bfs_smr._update import CommandEntry
-from bfs_smr.runtime import memory_pair
 from bfs_smr.runtime.store import Store
 from tests.test_attacks import craft, digest, new_signer, only, opened, propose
 
@@ -36,24 +36,6 @@ def on(duo, previous: Update, state, commands: tuple[CommandEntry, ...]):
         final=False,
     )
     return update, state
-
-
-@pytest.fixture
-def durable(tmp_path):
-    def make(app="payments", deposits=(1_000, 500), max_in_flight=64, **kw):
-        stores = (Store(tmp_path / "alice"), Store(tmp_path / "bob"))
-        limits = ChannelLimits(max_in_flight=max_in_flight, max_batch=1)
-        chain, pair = memory_pair(app, deposits, stores=stores, limits=limits, **kw)
-        pair.open()
-        return chain, pair
-
-    return make
-
-
-def both_equal(pair) -> int:
-    a, b = pair.alice.chan, pair.bob.chan
-    assert a.committed == b.committed and a.state == b.state
-    return a.seq
 
 
 def bob_signs_but_accepts_are_lost(pair, n: int, amount: int = 1) -> list[int]:

@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import both_equal
 
 from bfs_smr import (
     Channel,
-    ChannelLimits,
     LocalError,
     Phase,
     RemoteViolation,
@@ -27,28 +27,7 @@ from bfs_smr._messages import (
     parse_message,
 )
 from bfs_smr._recovery import REF_GAP
-from bfs_smr.runtime import memory_pair
 from bfs_smr.runtime.store import Store, StoreError
-
-
-@pytest.fixture
-def durable(tmp_path):
-    """An open payments channel whose two parties persist to real SQLite files."""
-
-    def make(app="payments", deposits=(1_000, 500), max_in_flight=64, **kw):
-        stores = (Store(tmp_path / "alice"), Store(tmp_path / "bob"))
-        limits = ChannelLimits(max_in_flight=max_in_flight, max_batch=1)
-        chain, pair = memory_pair(app, deposits, stores=stores, limits=limits, **kw)
-        pair.open()
-        return chain, pair
-
-    return make
-
-
-def both_equal(pair):
-    a, b = pair.alice.chan, pair.bob.chan
-    assert a.committed == b.committed and a.state == b.state
-    return a.seq
 
 
 def pay(pair, n, who="alice", amount=1):
