@@ -229,14 +229,13 @@ def on_signed(st: ChannelState, msg: Signed) -> None:
     if committed is not None and u.seq <= committed.seq:
         return  # committed here already; the follower learns it from the entries served
     if st.in_flight:
-        signed, _, digest, _ = st.in_flight[0]
+        signed = st.in_flight[0][0]
         if u.seq != signed.seq or u.body() != signed.update.body():
             if st.phase is Phase.DISPUTE:
                 return
             raise violation(st, f"seq {u.seq} signed by the peer is not the proposal in flight")
-        if not st.format.scheme.verify(st.peer_key, digest, msg.signature):
-            raise violation(st, f"invalid signature on seq {u.seq}")
-        _complete(st, msg.signature)
+        # The proposal in flight, signed by the peer: an ACCEPT in all but name.
+        on_accept(st, Accept(channel_id=st.channel_id, seq=u.seq, signature=msg.signature))
         _resume_if_caught_up(st)
         return
     if st.phase is Phase.DISPUTE or u.seq != st.head_seq + 1:
